@@ -1,0 +1,1 @@
+"""The speech serving container: batch and streaming ASR over onnxruntime Whisper models."""

@@ -1,0 +1,49 @@
+"""The ASR engine protocol: the only thing routes and streaming sessions know about a model.
+
+A model directory (built by ``serving/export.py`` into the local cache, or pulled from the regional model store
+under ``models/<name>/<version>/``) holds::
+
+    manifest.json        {"name", "version", "profile", "files": {relative path: sha256 hex}}
+    encoder.int8.onnx    INT8 dynamic-quantized encoder; outputs cross-attention K/V for every decoder layer
+    decoder.onnx         fp32 one-token decoder step with a self-attention KV cache
+    tokenizer.json       Whisper BPE tokenizer (Hugging Face tokenizers format)
+    config.json          model hyper-parameters and special-token ids
+
+Audio handed to an engine is always mono float32 PCM at 16 kHz in [-1, 1]; decoding containers and
+resampling happen before the engine (``serving/audio.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    model_version: str
+    audio_seconds: float
+    # Wall-clock seconds per stage, e.g. {"encode": 0.12, "decode": 0.30}.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AsrEngine(Protocol):
+    """A loaded speech-recognition model. Implementations must be safe to call from several threads."""
+
+    name: str
+    version: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcription:
+        """Transcribe up to 30 s of 16 kHz mono float32 audio; ``language`` None means detect it."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions and memory; called once no request holds the engine any more."""
+        ...
