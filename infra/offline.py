@@ -1,0 +1,246 @@
+"""Run the real Pulumi program with no cloud and no engine, and return what it would create.
+
+`pulumi.runtime.set_mocks` replaces the engine at the resource boundary: every resource the program registers is
+recorded with its type, logical name, inputs (camelCase, as the provider sees them) and parent, and the mock
+answers with an id and ARN derived from the name. Nothing is replaced above that boundary, so components, config
+validation and topology derivations run exactly as they do under `pulumi up`.
+
+Used by the test harness (`tests/conftest.py`) and by the offline plan (`python -m infra.plan <stack>`).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILE = ROOT / "Pulumi.yaml"
+PROGRAM = ROOT / "__main__.py"
+MOCK_ACCOUNT_ID = "123456789012"
+
+
+def project_name() -> str:
+    return yaml.safe_load(PROJECT_FILE.read_text())["name"]
+
+
+def stack_file(stack: str) -> Path:
+    return ROOT / f"Pulumi.{stack}.yaml"
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of `Pulumi.<stack>.yaml`, keys fully qualified (`speech:domain`, `aws:region`)."""
+    path = stack_file(stack)
+    if not path.exists():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+        raise FileNotFoundError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
+    return dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One resource registration as the engine would have seen it."""
+
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str | None  # parent URN; None for children of the stack itself
+    id: str | None
+    is_custom: bool
+
+
+@dataclass
+class Graph:
+    """Every resource a program registered, plus its stack exports."""
+
+    stack: str
+    resources: list[Registration] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, name: str) -> Registration:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r} in stack {self.stack}")
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise KeyError(urn)
+
+    def children_of(self, parent: Registration) -> list[Registration]:
+        return [r for r in self.resources if r.parent == parent.urn]
+
+    def ancestors(self, resource: Registration) -> Iterator[Registration]:
+        parent = resource.parent
+        while parent is not None:
+            registration = self.by_urn(parent)
+            yield registration
+            parent = registration.parent
+
+
+def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, Any]:
+    """Outputs a provider would fill in, derived from the name so that runs are deterministic."""
+    name = args.name
+    state = dict(args.inputs)
+    service = args.typ.split(":")[1].split("/")[0] if args.typ.count(":") >= 2 else "custom"
+    state.setdefault("arn", f"arn:aws:{service}:{region}:{MOCK_ACCOUNT_ID}:{name}")
+    if args.typ == "aws:s3/bucket:Bucket":
+        state.setdefault("bucket", args.inputs.get("bucket") or name)
+        state.setdefault("bucketRegionalDomainName", f"{state['bucket']}.s3.{region}.amazonaws.com")
+    if args.typ == "aws:eks/cluster:Cluster":
+        state.setdefault("endpoint", f"https://{name}.gr7.{region}.eks.amazonaws.com")
+        state.setdefault("certificateAuthority", {"data": "bW9jay1jYQ=="})
+        state.setdefault("identities", [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{name}"}]}])
+    if args.typ == "aws:lb/loadBalancer:LoadBalancer":
+        state.setdefault("dnsName", f"{name}.elb.{region}.amazonaws.com")
+        state.setdefault("zoneId", "Z1MOCKELBZONE")
+    return state
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers resource registrations and invokes the way a provider would, deterministically.
+
+    ``stack_outputs`` feeds `StackReference`s: {fully qualified stack name: outputs}.
+    """
+
+    def __init__(self, region: str, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.region = region
+        self.stack_outputs = dict(stack_outputs or {})
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            ref = args.inputs.get("name") or args.name
+            if ref not in self.stack_outputs:
+                raise KeyError(f"StackReference {ref!r} has no outputs in this offline run; known: {list(self.stack_outputs)}")
+            return ref, {"name": ref, "outputs": dict(self.stack_outputs[ref]), "secretOutputNames": []}
+        region = args.inputs.get("region") or self.region
+        return f"{args.name}-id", _mock_state(args, region)
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        region = args.args.get("region") or self.region
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline", "userId": "offline"}, None
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{region}{suffix}" for suffix in "abc"]
+            return {"names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in range(1, 4)], "id": region}, None
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": region, "region": region, "id": region}, None
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A mock monitor that also remembers each registration's parent, which `Mocks.new_resource` never sees."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - the engine's gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                inputs=_plain(inputs),
+                parent=None if _is_stack_urn(request.parent) else request.parent,
+                id=response.id or None,
+                is_custom=bool(request.custom),
+            )
+        )
+        return response
+
+
+def _is_stack_urn(urn: str) -> bool:
+    """True for the root stack (or no parent at all): its children are the program's top-level resources."""
+    return not urn or urn.split("::")[2].split("$")[-1] == "pulumi:pulumi:Stack"
+
+
+def _plain(value: Any) -> Any:
+    """Unwrap secrets and unknowns so that tests compare plain values."""
+    if isinstance(value, dict):
+        if value.get(pulumi.runtime.rpc._special_sig_key) == pulumi.runtime.rpc._special_secret_sig:
+            return _plain(value.get("value"))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_entries(config: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Stack-file config -> the engine's wire form: strings, objects as JSON, secrets unwrapped and listed."""
+    values: dict[str, str] = {}
+    secrets: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secrets.append(key)
+            value = f"offline-secret-for-{key}"
+        values[key] = value if isinstance(value, str) else json.dumps(value)
+    return values, secrets
+
+
+def run(
+    stack: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    program: Path = PROGRAM,
+) -> Graph:
+    """Run ``program`` for ``stack`` under mocks and return its resource graph and exports.
+
+    ``config`` defaults to the stack file's config; tests pass a modified copy to exercise validation.
+    """
+    raw = stack_config(stack) if config is None else dict(config)
+    region = str(raw.get("aws:region", "us-east-1"))
+    values, secrets = _config_entries(raw)
+
+    pulumi_settings.reset_options()
+    pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
+    mocks = RecordingMocks(region, stack_outputs)
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_all_config(values, secrets)
+    pulumi.runtime.set_mocks(mocks, project=project_name(), stack=stack, preview=False, monitor=monitor)
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+
+    root = pulumi_settings.get_root_resource()
+    runpy.run_path(str(program), run_name="__main__")
+    _sync_await(wait_for_rpcs())
+    exports = {name: _sync_await(pulumi.Output.from_input(value).future()) for name, value in root.outputs.items()}
+    _sync_await(wait_for_rpcs())
+    return Graph(stack=stack, resources=list(monitor.registrations), exports=_plain(exports))
+
+
+def run_stack(stack: str, *, config: Mapping[str, Any] | None = None) -> Graph:
+    """Run a stack as `pulumi up` would after its dependencies: the global stack sees every regional stack's
+    exports through its StackReferences, taken from running those regional stacks offline first."""
+    raw = stack_config(stack) if config is None else dict(config)
+    references: dict[str, dict[str, Any]] = {}
+    if raw.get("speech:scope") == "global":
+        from infra import topology
+
+        prefix = raw.get("speech:stackPrefix")
+        for region in topology.REGIONS:
+            references[f"{prefix}/{region.key}"] = run(region.key).exports
+    return run(stack, config=raw, stack_outputs=references)

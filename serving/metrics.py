@@ -1,0 +1,91 @@
+"""Every Prometheus metric the container exports, and the small functions handlers call to record them.
+
+Each app owns its own ``CollectorRegistry`` (no process-global default registry), so tests and several apps in
+one process never collide. Every series carries ``region`` (fixed when the app is built) and ``model_version``
+(the version that served the work: after a hot swap, draining streams still report their old version).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LABELS = ("region", "model_version")
+
+
+class ServingMetrics:
+    """The container's metrics for one region; ``model_version`` is given per observation."""
+
+    def __init__(self, region: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._region = region
+        r = self.registry
+        self._requests = Counter(
+            "speech_requests_total", "HTTP requests and WebSocket streams by route and status code",
+            (*_LABELS, "route", "status"), registry=r,
+        )  # fmt: skip
+        self._latency = Histogram(
+            "speech_request_duration_seconds", "Wall-clock time from request to response (whole stream for WS)",
+            (*_LABELS, "route"), buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._inference = Histogram(
+            "speech_inference_duration_seconds", "Engine time per decode: batch clip, stream partial or final",
+            (*_LABELS, "kind"), buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._rtf = Histogram(
+            "speech_real_time_factor_ratio", "Engine seconds per second of audio decoded (below 1 keeps up)",
+            (*_LABELS, "kind"), buckets=RTF_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._audio = Counter(
+            "speech_audio_processed_seconds_total", "Seconds of audio decoded", (*_LABELS, "kind"), registry=r
+        )
+        self._streams = Gauge("speech_active_streams", "Open WebSocket streams", _LABELS, registry=r)
+        self._errors = Counter(
+            "speech_errors_total", "Failed requests and streams, by cause", (*_LABELS, "kind"), registry=r
+        )
+        self._dropped = Counter(
+            "speech_partials_dropped_total", "Stream partials skipped because decoding lagged behind the audio",
+            _LABELS, registry=r,
+        )  # fmt: skip
+        self._model = Gauge("speech_model_info", "1 for each loaded model version", (*_LABELS, "name"), registry=r)
+        self._swaps = Counter(
+            "speech_model_swaps_total", "Model reloads by outcome (swapped, unchanged, failed)",
+            (*_LABELS, "outcome"), registry=r,
+        )  # fmt: skip
+
+    def request(self, model_version: str, route: str, status: int, seconds: float) -> None:
+        self._requests.labels(self._region, model_version, route, str(status)).inc()
+        self._latency.labels(self._region, model_version, route).observe(seconds)
+
+    def inference(self, model_version: str, kind: str, audio_seconds: float, seconds: float) -> None:
+        self._inference.labels(self._region, model_version, kind).observe(seconds)
+        self._audio.labels(self._region, model_version, kind).inc(audio_seconds)
+        if audio_seconds > 0:
+            self._rtf.labels(self._region, model_version, kind).observe(seconds / audio_seconds)
+
+    def stream_opened(self, model_version: str) -> None:
+        self._streams.labels(self._region, model_version).inc()
+
+    def stream_closed(self, model_version: str) -> None:
+        self._streams.labels(self._region, model_version).dec()
+
+    def error(self, model_version: str, kind: str) -> None:
+        self._errors.labels(self._region, model_version, kind).inc()
+
+    def partial_dropped(self, model_version: str) -> None:
+        self._dropped.labels(self._region, model_version).inc()
+
+    def model_loaded(self, name: str, model_version: str) -> None:
+        self._model.labels(self._region, model_version, name).set(1)
+
+    def model_unloaded(self, name: str, model_version: str) -> None:
+        self._model.remove(self._region, model_version, name)
+
+    def model_reload(self, model_version: str, outcome: str) -> None:
+        self._swaps.labels(self._region, model_version, outcome).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

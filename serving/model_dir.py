@@ -1,0 +1,123 @@
+"""The on-disk model directory that ``serving/engine.py`` documents: its files, manifest and config schema.
+
+The exporter writes it, the model-store client ships it, and the engine refuses to load it unless every file's
+sha256 matches the manifest: a half-copied or tampered model must fail at load time with a named file, not
+transcribe garbage later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MANIFEST_FILE = "manifest.json"
+ENCODER_FILE = "encoder.int8.onnx"
+DECODER_FILE = "decoder.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE)
+
+_HASH_BLOCK = 1 << 20
+
+
+class ModelError(Exception):
+    """A model directory is missing, incomplete, tampered with or not a model this code can run."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    profile: str
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    """Hyper-parameters and token ids the runtime needs; written to ``config.json`` by the exporter."""
+
+    profile: str
+    n_mels: int
+    n_audio_ctx: int
+    n_text_ctx: int
+    d_model: int
+    n_heads: int
+    n_encoder_layers: int
+    n_decoder_layers: int
+    n_vocab: int
+    is_multilingual: bool
+    eot: int
+    sot: int
+    transcribe: int
+    translate: int
+    no_timestamps: int
+    no_speech: int
+    languages: dict[str, int]
+    suppress_ids: list[int]
+    suppress_ids_begin: list[int]
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(model_dir: Path, name: str, version: str, profile: str) -> Manifest:
+    """Hash every model file in ``model_dir`` and write ``manifest.json`` last, so its presence means complete."""
+    manifest = Manifest(name, version, profile, {f: sha256_of(model_dir / f) for f in MODEL_FILES})
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    """The manifest as written, checked for shape but not against the files (see ``verify_model_dir``)."""
+    path = model_dir / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text())
+        manifest = Manifest(
+            name=str(raw["name"]), version=str(raw["version"]), profile=str(raw["profile"]), files=dict(raw["files"])
+        )
+    except FileNotFoundError as err:
+        raise ModelError(f"{path} does not exist; a model directory needs {MANIFEST_FILE} next to its files") from err
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelError(
+            f"{path} is not a valid manifest ({err!r}); expected JSON with name, version, profile and files"
+        ) from err
+    missing = [f for f in MODEL_FILES if f not in manifest.files]
+    if missing:
+        raise ModelError(f"{path} lists no hash for {', '.join(missing)}; a model needs {', '.join(MODEL_FILES)}")
+    return manifest
+
+
+def verify_model_dir(model_dir: Path) -> Manifest:
+    """Raise ``ModelError`` naming the first file that is missing or whose sha256 differs from the manifest."""
+    manifest = read_manifest(model_dir)
+    for relative, expected in sorted(manifest.files.items()):
+        path = model_dir / relative
+        if not path.is_file():
+            raise ModelError(f"{path} is listed in {MANIFEST_FILE} but missing")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise ModelError(f"{path} has sha256 {actual}, but {MANIFEST_FILE} says {expected}; re-fetch or rebuild it")
+    return manifest
+
+
+def write_config(model_dir: Path, config: WhisperConfig) -> None:
+    (model_dir / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+
+
+def read_config(model_dir: Path) -> WhisperConfig:
+    path = model_dir / CONFIG_FILE
+    try:
+        return WhisperConfig(**json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise ModelError(f"{path} is not a Whisper config this engine understands ({err!r})") from err

@@ -1,0 +1,176 @@
+"""The serving container's settings: one validated object read from ``SPEECH_*`` environment variables.
+
+Nested concerns use ``__`` as the separator (``SPEECH_STREAM__MAX_SESSIONS=8``). A bad value stops start-up with
+one :class:`ConfigError` that names the variable, the value and what is allowed, instead of a stack trace from
+whatever first touches the value.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from infra import topology
+
+ENV_PREFIX = "SPEECH_"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or inconsistent; the message names the environment variable."""
+
+
+class ModelSettings(BaseModel):
+    """Where the model comes from: the regional store when ``bucket`` is set, else the bundled model."""
+
+    bucket: str | None = None
+    name: str = Field(default="whisper-base", pattern=r"^[A-Za-z0-9._-]+$")
+    # None: the newest version in the store at start-up (and when polling).
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    profile: str = "base"  # bundled-model profile handed to serving.export.ensure_bundled_model
+    cache_dir: Path | None = None  # None: serving.export's default (SPEECH_MODEL_CACHE or ~/.cache)
+    # S3-compatible endpoint, for a local store or tests; None means AWS.
+    endpoint_url: str | None = None
+    # Seconds between checks for a newer version in the store; None turns polling off.
+    poll_interval_s: float | None = Field(default=None, gt=0)
+
+
+class StreamSettings(BaseModel):
+    """Limits and cadence of one WebSocket stream."""
+
+    max_sessions: int = Field(default=8, gt=0)
+    # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
+    max_frame_bytes: int = Field(default=32_000, gt=0)
+    partial_interval_ms: int = Field(default=500, ge=100)
+    # Whisper decodes at most 30 s; cut a final before that even if the speaker never pauses.
+    max_utterance_s: float = Field(default=20.0, gt=1, le=29)
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    end_silence_ms: int = Field(default=600, ge=100)
+    # Frames waiting for the session; when full the reader stops reading and TCP pushes back on the client.
+    inbound_queue_frames: int = Field(default=250, gt=0)
+    # Finals waiting for the decoder; beyond this the session stops taking audio until one is done.
+    max_pending_finals: int = Field(default=2, gt=0)
+    # A client blocked this long by backpressure is closed with 1013 rather than held forever.
+    backpressure_timeout_s: float = Field(default=10.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LimitsSettings(BaseModel):
+    """Bounds on batch requests."""
+
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_audio_s: float = Field(default=30.0, gt=0, le=30)
+    # Batch requests allowed to wait for an inference thread before new ones get 503.
+    max_queued_requests: int = Field(default=8, gt=0)
+
+
+class AuthSettings(BaseModel):
+    """API keys, given only as SHA-256 hex digests so the deployment never holds a usable key."""
+
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_key_hashes_file: Path | None = None
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _sha256_hex(cls, hashes: list[str]) -> list[str]:
+        return [_checked_hash(h, "entry") for h in hashes]
+
+    @field_validator("api_key_hashes_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{str(path)!r} is not a readable file of SHA-256 hex digests, one a line")
+        return path
+
+    def key_hashes(self) -> frozenset[str]:
+        """Every accepted key digest: the variable's and the secret file's (blank lines and ``#`` comments skip)."""
+        hashes = set(self.api_key_hashes)
+        if self.api_key_hashes_file is not None:
+            for number, line in enumerate(self.api_key_hashes_file.read_text().splitlines(), start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    hashes.add(_checked_hash(line, f"{self.api_key_hashes_file}:{number}"))
+        return frozenset(hashes)
+
+    @property
+    def is_enabled(self) -> bool:
+        return bool(self.api_key_hashes) or self.api_key_hashes_file is not None
+
+
+def _checked_hash(value: str, where: str) -> str:
+    digest = value.strip().lower()
+    if not _SHA256_HEX.match(digest):
+        raise ValueError(
+            f"{where} {value[:12]!r}... is not a SHA-256 hex digest (64 hex characters); "
+            "give hashes of keys, e.g. `printf %s KEY | sha256sum`"
+        )
+    return digest
+
+
+class Settings(BaseSettings):
+    """Everything the container reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
+
+    # The AWS region this replica runs in (e.g. eu-west-1); None means a local run with no residency checks.
+    region: str | None = None
+    inference_threads: int = Field(default=2, gt=0, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                topology.region_for_aws(value)
+            except topology.TopologyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _bucket_needs_region(self) -> Settings:
+        if self.model.bucket is not None and self.region is None:
+            raise ValueError(
+                f"{ENV_PREFIX}MODEL__BUCKET={self.model.bucket!r} needs {ENV_PREFIX}REGION (the AWS region this "
+                "replica runs in) so the bucket's jurisdiction can be checked"
+            )
+        return self
+
+    @property
+    def region_label(self) -> str:
+        """The ``region`` metric label: the topology key (e.g. ``eu-west``), or ``local``."""
+        return topology.region_for_aws(self.region).key if self.region else "local"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (``overrides`` win) into :class:`Settings`, or raise one readable ``ConfigError``."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from exc
+
+
+def _describe(error: dict) -> str:
+    location = [str(part) for part in error["loc"] if not isinstance(part, int)]
+    message = error["msg"].removeprefix("Value error, ")
+    if not location:
+        return message
+    variable = ENV_PREFIX + "__".join(part.upper() for part in location)
+    if "input" in error and not isinstance(error["input"], dict):
+        return f"{variable}={error['input']!r}: {message}"
+    return f"{variable}: {message}"

@@ -1,0 +1,114 @@
+"""Voice activity detection for stream endpointing: Silero VAD run by onnxruntime.
+
+The ONNX file ships inside the installed ``silero_vad`` package; it is located without importing that package
+(whose import pulls in torch) and never fetched from a hub at run time. One :class:`SileroVad` (one ONNX session,
+safe to run from several threads) serves every stream; each stream owns a :class:`VadStream` with its own
+recurrent state, so streams never see each other's audio.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from serving.engine import SAMPLE_RATE
+
+WINDOW = 512  # samples per Silero step at 16 kHz (32 ms)
+_CONTEXT = 64  # samples of the previous window the v5+ models expect in front of each step
+# Silero's own endpointing drops out of speech only below threshold - 0.15, so a wavering score does not split words.
+_HYSTERESIS = 0.15
+
+
+class VadError(RuntimeError):
+    """The Silero model is missing or unusable."""
+
+
+def bundled_model_path() -> Path:
+    """The ``silero_vad.onnx`` shipped in the installed silero-vad package's data directory."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise VadError("the silero-vad package is not installed; it ships the VAD model (see serving/requirements.txt)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+    if not path.is_file():
+        raise VadError(f"{path} is missing from the installed silero-vad package")
+    return path
+
+
+class SileroVad:
+    """The loaded Silero model; cheap enough (well under a millisecond a window) to run on the event loop."""
+
+    def __init__(self, model_path: Path | None = None) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # the shipped graph carries unused initializers that ORT warns about
+        path = model_path or bundled_model_path()
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def stream(self, threshold: float, end_silence_ms: int) -> VadStream:
+        windows = max(1, end_silence_ms * SAMPLE_RATE // 1000 // WINDOW)
+        return VadStream(self, threshold=threshold, end_silence_windows=windows)
+
+    def speech_probability(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
+        """P(speech) for one window (``_CONTEXT + WINDOW`` samples) and the next recurrent state."""
+        probability, next_state = self._session.run(
+            None, {"input": window[np.newaxis, :], "state": state, "sr": self._rate}
+        )
+        return float(probability[0, 0]), next_state
+
+
+@dataclass(frozen=True)
+class VadEvent:
+    """Speech started or ended at ``sample`` (counted from the start of the stream)."""
+
+    kind: str  # "start" or "end"
+    sample: int
+
+
+class VadStream:
+    """One stream's endpointer: feed it audio of any length, get start/end-of-speech events with positions."""
+
+    def __init__(self, vad: SileroVad, threshold: float, end_silence_windows: int) -> None:
+        self._vad = vad
+        self._threshold = threshold
+        self._end_silence_windows = end_silence_windows
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._buffer = np.zeros(_CONTEXT, dtype=np.float32)  # context + samples not yet a whole window
+        self._position = 0  # samples consumed into whole windows
+        self._silent_windows = 0
+        self.is_speech = False
+
+    def feed(self, audio: np.ndarray) -> list[VadEvent]:
+        self._buffer = np.concatenate([self._buffer, audio.astype(np.float32, copy=False)])
+        events: list[VadEvent] = []
+        while len(self._buffer) >= _CONTEXT + WINDOW:
+            window = self._buffer[: _CONTEXT + WINDOW]
+            probability, self._state = self._vad.speech_probability(window, self._state)
+            self._buffer = self._buffer[WINDOW:]
+            events.extend(self._step(probability))
+            self._position += WINDOW
+        return events
+
+    def _step(self, probability: float) -> list[VadEvent]:
+        if not self.is_speech:
+            if probability >= self._threshold:
+                self.is_speech = True
+                self._silent_windows = 0
+                return [VadEvent("start", self._position)]
+            return []
+        if probability >= self._threshold:
+            self._silent_windows = 0
+            return []
+        if probability >= self._threshold - _HYSTERESIS and not self._silent_windows:
+            return []
+        # Once the score has dropped out, wavering back into the hysteresis band still counts as silence.
+        self._silent_windows += 1
+        if self._silent_windows >= self._end_silence_windows:
+            self.is_speech = False
+            return [VadEvent("end", self._position + WINDOW)]
+        return []
