@@ -96,11 +96,15 @@ class AuthSettings(BaseModel):
     def key_hashes(self) -> frozenset[str]:
         """Every accepted key digest: the variable's and the secret file's (blank lines and ``#`` comments skip)."""
         hashes = set(self.api_key_hashes)
-        if self.api_key_hashes_file is not None:
-            for number, line in enumerate(self.api_key_hashes_file.read_text().splitlines(), start=1):
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    hashes.add(_checked_hash(line, f"{self.api_key_hashes_file}:{number}"))
+        path = self.api_key_hashes_file
+        if path is not None:
+            try:
+                for number, line in enumerate(path.read_text().splitlines(), start=1):
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        hashes.add(_checked_hash(line, f"line {number}"))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{ENV_PREFIX}AUTH__API_KEY_HASHES_FILE={str(path)!r}: {exc}") from exc
         return frozenset(hashes)
 
     @property
