@@ -1,0 +1,167 @@
+"""Client for the regional model store: ``s3://<bucket>/models/<name>/<version>/`` into a verified local cache.
+
+A version is only ever used after every file listed in its ``manifest.json`` has been downloaded and its SHA-256
+matched, and it appears in the cache only by an atomic rename of a fully verified directory, so a crash or a
+tampered object never leaves a half-written model that a later start would trust. The bucket must sit in the
+serving region's jurisdiction (asked of ``infra/topology.py``): a replica never pulls from, and so never depends on,
+a store across a residency boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra import topology
+from serving.model_dir import MANIFEST_FILE, ModelError, read_manifest, sha256_of, verify_model_dir
+
+log = logging.getLogger(__name__)
+
+
+class ModelStoreError(RuntimeError):
+    """The store is unreachable, refused by residency rules, or holds a model that fails verification."""
+
+
+def model_prefix(name: str, version: str | None = None) -> str:
+    return f"models/{name}/" + (f"{version}/" if version else "")
+
+
+def version_order(version: str) -> tuple:
+    """Sort key that orders ``v2 < v10`` and ``2024-01-09 < 2024-01-10``: digit runs compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|\D+", version))
+
+
+class ModelStore:
+    """One regional bucket, read-only, with a local cache of verified versions under ``cache_dir``."""
+
+    def __init__(self, bucket: str, region: str, cache_dir: Path, endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.region = topology.region_for_aws(region)
+        self.cache_dir = cache_dir
+        self._s3 = boto3.client(
+            "s3",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        )
+
+    def url(self, name: str, version: str | None = None) -> str:
+        return f"s3://{self.bucket}/{model_prefix(name, version)}"
+
+    def check_jurisdiction(self) -> topology.Region:
+        """The bucket's topology region, or raise when it lies outside the serving region's jurisdiction."""
+        try:
+            location = self._s3.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelStoreError(
+                f"cannot read the location of model bucket {self.bucket!r} ({exc}); the serving role needs "
+                "s3:GetBucketLocation so the bucket's jurisdiction can be checked before any model is pulled"
+            ) from exc
+        # S3 reports us-east-1 as no constraint and eu-west-1 as the legacy "EU".
+        bucket_region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+        serving = topology.jurisdiction_of(self.region)
+        try:
+            home = topology.region_for_aws(bucket_region)
+        except topology.TopologyError:
+            raise ModelStoreError(
+                f"model bucket {self.bucket!r} is in {bucket_region}, which is no region of the topology; "
+                f"{self.region.key} ({serving.code}) may only use buckets in "
+                f"{', '.join(r.aws_region for r in topology.regions_in(serving.code))} (SPEECH_MODEL__BUCKET)"
+            ) from None
+        if home.jurisdiction != serving.code:
+            raise ModelStoreError(
+                f"model bucket {self.bucket!r} is in {bucket_region} (jurisdiction {home.jurisdiction}), outside "
+                f"this replica's jurisdiction {serving.code} ({self.region.aws_region}); use a bucket in "
+                f"{', '.join(r.aws_region for r in topology.regions_in(serving.code))} (SPEECH_MODEL__BUCKET)"
+            )
+        return home
+
+    def versions(self, name: str) -> list[str]:
+        """Versions published under ``models/<name>/``, oldest first by :func:`version_order`."""
+        found: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=model_prefix(name), Delimiter="/"
+            )
+            for page in pages:
+                found.extend(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelStoreError(f"cannot list {self.url(name)}: {exc}") from exc
+        return sorted(found, key=version_order)
+
+    def latest_version(self, name: str) -> str:
+        versions = self.versions(name)
+        if not versions:
+            raise ModelStoreError(f"no versions of model {name!r} under {self.url(name)}; publish one or fix SPEECH_MODEL__NAME")
+        return versions[-1]
+
+    def pull(self, name: str, version: str) -> Path:
+        """A verified local copy of ``models/<name>/<version>/``, downloading it unless the cache already has it."""
+        target = self.cache_dir / name / version
+        if target.is_dir():
+            try:
+                verify_model_dir(target)
+                return target
+            except ModelError as exc:
+                log.warning("cached model is damaged, pulling it again: %s", exc)
+                shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+        try:
+            self._download_verified(name, version, staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                # Another replica sharing the cache finished the same version first; both copies verified.
+                shutil.rmtree(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("pulled %s into %s", self.url(name, version), target)
+        return target
+
+    def _download_verified(self, name: str, version: str, staging: Path) -> None:
+        prefix, where = model_prefix(name, version), self.url(name, version)
+        self._download(prefix + MANIFEST_FILE, staging / MANIFEST_FILE)
+        try:
+            manifest = read_manifest(staging)
+        except ModelError as exc:
+            raise ModelStoreError(f"{where}{MANIFEST_FILE}: {exc}") from exc
+        if (manifest.name, manifest.version) != (name, version):
+            raise ModelStoreError(
+                f"{where}{MANIFEST_FILE} describes {manifest.name!r} version {manifest.version!r}; "
+                "a version must be published under models/<name>/<version>/ with the same name and version"
+            )
+        for relative, expected in sorted(manifest.files.items()):
+            path = staging / _inside_model(relative, where)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._download(prefix + relative, path)
+            actual = sha256_of(path)
+            if actual != expected:
+                raise ModelStoreError(
+                    f"{where}{relative}: sha256 {actual} does not match {expected} in {MANIFEST_FILE}; "
+                    f"refusing to use version {version}"
+                )
+
+    def _download(self, key: str, path: Path) -> None:
+        try:
+            self._s3.download_file(self.bucket, key, str(path))
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelStoreError(f"cannot download s3://{self.bucket}/{key}: {exc}") from exc
+
+
+def _inside_model(relative: str, where: str) -> PurePosixPath:
+    """A manifest entry as a path, refused when it would write outside the model directory."""
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts or relative == MANIFEST_FILE or not path.parts:
+        raise ModelStoreError(f"{where}{MANIFEST_FILE} lists {relative!r}; entries must be paths inside the model")
+    return path
