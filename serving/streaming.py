@@ -1,0 +1,270 @@
+"""One streaming recognition session: VAD endpointing, partial cadence, backpressure and limits.
+
+Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
+thread pool) each time ``partial_interval_ms`` of new audio has arrived; an utterance ends with a final decode when
+the VAD hears ``end_silence_ms`` of silence or the utterance reaches ``max_utterance_s``. Staying in real time wins
+over completeness: a session keeps at most one partial waiting and replaces it with a newer one rather than queue
+decodes the audio has already outrun. Finals are never dropped; when too many wait, the session stops taking audio,
+its bounded inbound queue fills, the reader stops reading and TCP pushes back on the client. A client held back
+longer than ``backpressure_timeout_s`` is closed with 1013 rather than buffered without bound.
+
+The session knows nothing about WebSockets: the route feeds it frames and sends what :meth:`StreamSession.run`
+produces, and turns :class:`StreamError` into a close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.audio import pcm16_to_float
+from serving.engine import SAMPLE_RATE
+from serving.metrics import ServingMetrics
+from serving.registry import EngineLease
+from serving.settings import StreamSettings
+from serving.vad import VadStream
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+# Audio kept from before the VAD fires, so the first phoneme (which triggers it) is not clipped.
+PREROLL_SAMPLES = SAMPLE_RATE * 3 // 10
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class StreamError(Exception):
+    """Ends a stream with ``code``; ``detail`` is for the client's error message, ``reason`` fits a close frame."""
+
+    def __init__(self, code: int, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.code = code
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class StreamLimiter:
+    """Caps concurrent streams: each costs a share of the inference threads whether or not it is speaking."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_open(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def close(self) -> None:
+        self.active -= 1
+
+
+@dataclass(frozen=True)
+class _Job:
+    kind: str  # "partial" or "final"
+    utterance: int
+    audio: np.ndarray
+    start: int  # samples from the start of the stream
+    end: int
+
+
+class _AudioBuffer:
+    """The stream's recent audio as chunks with absolute sample positions; joined only when a decode needs it."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()
+        self.start = 0
+        self.end = 0
+
+    def append(self, audio: np.ndarray) -> None:
+        self._chunks.append((self.end, audio))
+        self.end += len(audio)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        parts = [chunk[max(0, start - at) : end - at] for at, chunk in self._chunks if at < end and at + len(chunk) > start]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def forget_before(self, position: int) -> None:
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= position:
+            at, chunk = self._chunks.popleft()
+            self.start = at + len(chunk)
+
+
+class StreamSession:
+    """Turns one client's 16 kHz PCM16 frames into partial and final transcripts from one engine version."""
+
+    def __init__(
+        self,
+        lease: EngineLease,
+        vad: VadStream,
+        settings: StreamSettings,
+        executor: Executor,
+        metrics: ServingMetrics,
+        language: str | None = None,
+    ) -> None:
+        self._lease = lease
+        self._vad = vad
+        self._settings = settings
+        self._executor = executor
+        self._metrics = metrics
+        self._language = language
+        self._inbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=settings.inbound_queue_frames)
+        self._buffer = _AudioBuffer()
+        self._utterance_start: int | None = None
+        self._utterance = 0
+        self._last_partial_at = 0
+        self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
+        self._partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._max_utterance = int(settings.max_utterance_s * SAMPLE_RATE)
+        self._finals: deque[_Job] = deque()
+        self._partial: _Job | None = None
+        self._is_input_done = False
+        self._work = asyncio.Event()  # a job was queued or input ended
+        self._final_taken = asyncio.Event()
+
+    @property
+    def model_version(self) -> str:
+        return self._lease.info.version
+
+    async def put_frame(self, frame: bytes) -> None:
+        """Queue one binary frame, waiting (backpressure) while the session is behind."""
+        limit = self._settings.max_frame_bytes
+        if len(frame) > limit:
+            raise StreamError(
+                CLOSE_TOO_BIG,
+                f"frame of {len(frame)} bytes exceeds {limit}",
+                f"a frame of {len(frame)} bytes exceeds the limit of {limit} bytes; send 20 ms frames "
+                "(640 bytes of 16 kHz mono PCM16)",
+            )
+        if len(frame) % 2:
+            raise StreamError(
+                CLOSE_UNSUPPORTED_DATA,
+                "frame is not whole PCM16 samples",
+                f"a frame of {len(frame)} bytes is not a whole number of 2-byte PCM16 samples",
+            )
+        if frame:
+            await self._put(frame)
+
+    async def put_end(self) -> None:
+        """The client is done: finish the open utterance, then :meth:`run` returns once every final is sent."""
+        await self._put(None)
+
+    async def run(self, send: Send) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._segment())
+            tasks.create_task(self._decode(send))
+
+    async def _put(self, item: bytes | None) -> None:
+        timeout = self._settings.backpressure_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._inbound.put(item)
+        except TimeoutError:
+            raise StreamError(
+                CLOSE_TRY_AGAIN_LATER,
+                "server overloaded; retry later",
+                f"the server fell behind: this stream's audio backlog stayed full for {timeout:g} s; "
+                "send audio no faster than real time, or retry later",
+            ) from None
+
+    async def _segment(self) -> None:
+        while (frame := await self._inbound.get()) is not None:
+            await self._accept(pcm16_to_float(frame))
+        if self._utterance_start is not None:
+            await self._finish_utterance(self._buffer.end)
+        self._is_input_done = True
+        self._work.set()
+
+    async def _accept(self, audio: np.ndarray) -> None:
+        self._buffer.append(audio)
+        for event in self._vad.feed(audio):
+            if event.kind == "start" and self._utterance_start is None:
+                self._begin_utterance(max(event.sample - PREROLL_SAMPLES, self._next_start_floor, self._buffer.start))
+            elif event.kind == "end" and self._utterance_start is not None:
+                await self._finish_utterance(event.sample)
+        if self._utterance_start is None:
+            self._buffer.forget_before(self._buffer.end - PREROLL_SAMPLES)
+            return
+        if self._buffer.end - self._utterance_start >= self._max_utterance:
+            cut = self._utterance_start + self._max_utterance
+            await self._finish_utterance(cut)
+            if self._vad.is_speech:
+                self._begin_utterance(cut)
+        elif self._buffer.end - self._last_partial_at >= self._partial_every:
+            self._queue_partial()
+
+    def _begin_utterance(self, start: int) -> None:
+        self._utterance_start = self._last_partial_at = start
+
+    def _queue_partial(self) -> None:
+        start, end = self._utterance_start, self._buffer.end
+        assert start is not None  # only called inside an utterance
+        if self._partial is not None:
+            self._metrics.partial_dropped(self.model_version)
+        self._partial = _Job("partial", self._utterance, self._buffer.slice(start, end), start, end)
+        self._last_partial_at = end
+        self._work.set()
+
+    async def _finish_utterance(self, end: int) -> None:
+        start = self._utterance_start
+        assert start is not None  # only called inside an utterance
+        self._finals.append(_Job("final", self._utterance, self._buffer.slice(start, end), start, end))
+        if self._partial is not None and self._partial.utterance == self._utterance:
+            self._partial = None  # the final supersedes it
+        self._utterance += 1
+        self._utterance_start = None
+        self._next_start_floor = end
+        self._work.set()
+        while len(self._finals) > self._settings.max_pending_finals:
+            self._final_taken.clear()
+            await self._final_taken.wait()
+
+    async def _next_job(self) -> _Job | None:
+        while True:
+            if self._finals:
+                self._final_taken.set()
+                return self._finals.popleft()
+            if self._partial is not None:
+                job, self._partial = self._partial, None
+                return job
+            if self._is_input_done:
+                return None
+            self._work.clear()
+            await self._work.wait()
+
+    async def _decode(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        engine, version = self._lease.engine, self.model_version
+        while (job := await self._next_job()) is not None:
+            started = time.perf_counter()
+            try:
+                result = await loop.run_in_executor(self._executor, engine.transcribe, job.audio, self._language)
+            except Exception as exc:
+                self._metrics.error(version, "engine")
+                raise StreamError(
+                    CLOSE_INTERNAL_ERROR, "internal error while decoding", f"decoding utterance {job.utterance} failed: {exc}"
+                ) from exc
+            elapsed = time.perf_counter() - started
+            self._metrics.inference(version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
+            message = {
+                "type": job.kind,
+                "utterance": job.utterance,
+                "text": result.text,
+                "start_s": round(job.start / SAMPLE_RATE, 3),
+                "end_s": round(job.end / SAMPLE_RATE, 3),
+                "model_version": result.model_version,
+            }
+            if job.kind == "final":
+                message["language"] = result.language
+                message["timings"] = {**result.timings, "total": round(elapsed, 4)}
+            await send(message)
