@@ -1,0 +1,49 @@
+"""``python -m serving [--host H] [--port P]``: run the speech server with uvicorn.
+
+Settings come from ``SPEECH_*`` environment variables (see ``serving/settings.py``); a bad one stops here with one
+line naming it, before uvicorn starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from serving.app import create_app
+from serving.settings import ConfigError, load_settings
+
+
+def ws_max_size(max_frame_bytes: int) -> int:
+    """Cap on a WebSocket message in the protocol layer: generous enough that oversized frames reach the session,
+    which closes with a readable 1009 reason, yet small enough that nobody makes the server buffer megabytes."""
+    return max(4 * max_frame_bytes, 1 << 16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving", description="Speech recognition server (ASR).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        ws_max_size=ws_max_size(settings.stream.max_frame_bytes),
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The app factory: ``uvicorn --factory serving.app:create_app`` (or ``python -m serving``).
+
+Nothing happens at import time. Each app owns its settings, metrics registry, thread pool and model registry on
+``app.state.serving``, so tests build apps with their own settings and never patch a module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI, Request, Response
+
+from serving import api, stream_api
+from serving.auth import ApiKeyVerifier
+from serving.metrics import ServingMetrics
+from serving.model_manager import ModelManager
+from serving.settings import Settings, load_settings
+from serving.state import BatchSlots, ServingState
+from serving.streaming import StreamLimiter
+from serving.vad import SileroVad
+
+log = logging.getLogger(__name__)
+# Probes and scrapes are frequent and uninteresting; counting them would drown the traffic that matters.
+_UNMEASURED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    metrics = ServingMetrics(settings.region_label)
+    state = ServingState(
+        settings=settings,
+        metrics=metrics,
+        auth=ApiKeyVerifier(settings.auth.key_hashes()),
+        models=ModelManager(settings, metrics),
+        vad=SileroVad(),
+        streams=StreamLimiter(settings.stream.max_sessions),
+        batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests),
+        inference_pool=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference"),
+    )
+    app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
+    app.state.serving = state
+    app.include_router(api.probes)
+    app.include_router(api.v1)
+    app.include_router(stream_api.router)
+    app.middleware("http")(_measure_requests)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Check the store (a refused bucket stops start-up), then load and warm in the background.
+
+    Loading in the background keeps /healthz answering while a first start builds the bundled model (minutes),
+    so a liveness probe does not kill the pod that is doing exactly what it should.
+    """
+    state: ServingState = app.state.serving
+    await state.models.check_store()
+    background = asyncio.create_task(_load_then_poll(state), name="model-load")
+    try:
+        yield
+    finally:
+        background.cancel()
+        await asyncio.gather(background, return_exceptions=True)
+        state.models.close()
+        state.inference_pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _load_then_poll(state: ServingState) -> None:
+    await state.models.load_initial()
+    if state.models.is_ready:
+        await state.models.poll()
+
+
+async def _measure_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    if request.url.path not in _UNMEASURED_PATHS:
+        state: ServingState = request.app.state.serving
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        version = getattr(request.state, "model_version", None) or state.current_version()
+        state.metrics.request(version, route, response.status_code, time.perf_counter() - started)
+    return response
