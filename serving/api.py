@@ -17,7 +17,7 @@ from serving.metrics import CONTENT_TYPE
 from serving.model_dir import ModelError
 from serving.model_manager import ReloadInProgressError
 from serving.model_store import ModelStoreError
-from serving.registry import RegistryClosedError
+from serving.registry import EngineLease, ModelInfo, RegistryClosedError
 from serving.state import ServingState, serving_state
 
 State = Annotated[ServingState, Depends(serving_state)]
@@ -97,6 +97,9 @@ async def transcribe(
             loop = asyncio.get_running_loop()
             try:
                 result = await loop.run_in_executor(state.inference_pool, lease.engine.transcribe, clip, language)
+            except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
+                state.metrics.error(lease.info.version, "bad_audio")
+                raise HTTPException(422, str(exc)) from exc
             except Exception as exc:
                 state.metrics.error(lease.info.version, "engine")
                 raise HTTPException(500, f"transcription failed: {type(exc).__name__}") from exc
@@ -155,7 +158,7 @@ async def reload_model(state: State, request: Annotated[ReloadRequest | None, Bo
     return {"changed": result.is_changed, "previous": _info(result.previous), "current": _info(result.current)}
 
 
-def _acquire(state: ServingState):
+def _acquire(state: ServingState) -> EngineLease:
     if not state.models.is_ready:
         state.metrics.error("none", "not_ready")
         raise HTTPException(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
@@ -184,5 +187,5 @@ async def _read_body(request: Request, state: ServingState, limit: int) -> bytes
     return b"".join(chunks)
 
 
-def _info(info) -> dict | None:
+def _info(info: ModelInfo | None) -> dict | None:
     return None if info is None else {"name": info.name, "version": info.version, "source": info.source}

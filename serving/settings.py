@@ -63,7 +63,8 @@ class LimitsSettings(BaseModel):
     """Bounds on batch requests."""
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    max_audio_s: float = Field(default=30.0, gt=0, le=30)
+    # The engine decodes long clips window by window; the cap bounds one request's hold on an inference thread.
+    max_audio_s: float = Field(default=60.0, gt=0, le=600)
     # Batch requests allowed to wait for an inference thread before new ones get 503.
     max_queued_requests: int = Field(default=8, gt=0)
 

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serving.api import LANGUAGE_PATTERN
 from serving.auth import UNAUTHORIZED_DETAIL
-from serving.registry import RegistryClosedError
+from serving.registry import EngineLease, RegistryClosedError
 from serving.state import ServingState, serving_state
 from serving.streaming import (
     CLOSE_INTERNAL_ERROR,
@@ -87,11 +87,16 @@ def _refusal(state: ServingState, websocket: WebSocket) -> tuple[str, int, str, 
     return None
 
 
-async def _serve(websocket: WebSocket, state: ServingState, lease, language: str | None) -> int:
+async def _serve(websocket: WebSocket, state: ServingState, lease: EngineLease, language: str | None) -> int:
     """Run one session to its end and close the socket; return the close code used."""
     settings = state.settings.stream
     vad = state.vad.stream(settings.vad_threshold, settings.end_silence_ms)
     session = StreamSession(lease, vad, settings, state.inference_pool, state.metrics, language)
+    languages = getattr(lease.engine, "languages", None)  # optional: engines that list theirs get checked up front
+    if language is not None and languages is not None and language not in languages:
+        detail = f"language {language!r} is not supported by {lease.info.name}; use one of {', '.join(languages)}"
+        await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", detail))
+        return CLOSE_POLICY_VIOLATION
     await websocket.send_json(
         {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": 16000}
     )
