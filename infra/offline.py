@@ -58,6 +58,8 @@ class Registration:
     parent: str | None  # parent URN; None for children of the stack itself
     id: str | None
     is_custom: bool
+    dependencies: tuple[str, ...] = ()  # URNs this registration waits for (inputs and depends_on)
+    ignore_changes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Graph:
     stack: str
     resources: list[Registration] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
+    secret_exports: frozenset[str] = frozenset()  # export names the engine would store encrypted
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -102,11 +105,20 @@ def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, A
     state.setdefault("arn", f"arn:aws:{service}:{region}:{MOCK_ACCOUNT_ID}:{name}")
     if args.typ == "aws:s3/bucket:Bucket":
         state.setdefault("bucket", args.inputs.get("bucket") or name)
+        state["arn"] = f"arn:aws:s3:::{state['bucket']}"  # bucket ARNs carry no region or account
         state.setdefault("bucketRegionalDomainName", f"{state['bucket']}.s3.{region}.amazonaws.com")
     if args.typ == "aws:eks/cluster:Cluster":
         state.setdefault("endpoint", f"https://{name}.gr7.{region}.eks.amazonaws.com")
         state.setdefault("certificateAuthority", {"data": "bW9jay1jYQ=="})
         state.setdefault("identities", [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{name}"}]}])
+        state["vpcConfig"] = {**state.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{name}-cluster", "vpcId": f"vpc-of-{name}"}
+    if args.typ == "aws:kms/key:Key":
+        state.setdefault("keyId", f"{name}-id")
+    if args.typ == "aws:eks/nodeGroup:NodeGroup":
+        # EKS names a managed node group's Auto Scaling group itself; schedules attach to that name.
+        state.setdefault("nodeGroupName", f"{name}-mock")
+        state.setdefault("resources", [{"autoscalingGroups": [{"name": f"eks-{name}-mock-asg"}], "remoteAccessSecurityGroupId": ""}])
+        state.setdefault("status", "ACTIVE")
     if args.typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}.elb.{region}.amazonaws.com")
         state.setdefault("zoneId", "Z1MOCKELBZONE")
@@ -132,18 +144,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         region = args.inputs.get("region") or self.region
         return f"{args.name}-id", _mock_state(args, region)
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        # An empty failure list, not None: pulumi's MockMonitor iterates it.
         region = args.args.get("region") or self.region
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline", "userId": "offline"}, None
+            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline", "userId": "offline"}, []
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{suffix}" for suffix in "abc"]
-            return {"names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in range(1, 4)], "id": region}, None
+            return {"names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in range(1, 4)], "id": region}, []
         if args.token == "aws:index/getRegion:getRegion":
-            return {"name": region, "region": region, "id": region}, None
+            return {"name": region, "region": region, "id": region}, []
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
-        return {}, None
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
+        return {}, []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -167,6 +180,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent=None if _is_stack_urn(request.parent) else request.parent,
                 id=response.id or None,
                 is_custom=bool(request.custom),
+                dependencies=tuple(request.dependencies),
+                ignore_changes=tuple(request.ignoreChanges),
             )
         )
         return response
@@ -228,8 +243,9 @@ def run(
     runpy.run_path(str(program), run_name="__main__")
     _sync_await(wait_for_rpcs())
     exports = {name: _sync_await(pulumi.Output.from_input(value).future()) for name, value in root.outputs.items()}
+    secret = frozenset(name for name, value in root.outputs.items() if _sync_await(pulumi.Output.from_input(value).is_secret()))
     _sync_await(wait_for_rpcs())
-    return Graph(stack=stack, resources=list(monitor.registrations), exports=_plain(exports))
+    return Graph(stack=stack, resources=list(monitor.registrations), exports=_plain(exports), secret_exports=secret)
 
 
 def run_stack(stack: str, *, config: Mapping[str, Any] | None = None) -> Graph:
