@@ -1,0 +1,239 @@
+"""Per-region EKS cluster: control plane, IRSA, managed add-ons and the node pools of :mod:`infra.node_pools`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import config, topology
+from infra.node_pools import NodePool, NodePoolArgs, pool_specs
+
+# Every control-plane log stream: audit and authenticator answer "who did what" after an incident.
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+LOG_RETENTION_DAYS = 90
+
+# EKS managed add-ons that need no Helm. Versions are left to EKS (the default for the cluster's Kubernetes
+# version) rather than pinned here. The network and identity agents must run before nodes can become Ready;
+# CoreDNS is a Deployment and only turns healthy once nodes exist, so it is installed after the node pools.
+ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+ADDONS_AFTER_NODES = ("coredns",)
+
+_CLUSTER_POLICIES = ("arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",)
+_NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    # Session Manager instead of SSH: nodes get no key pair and no inbound port.
+    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+)
+
+
+def cluster_name(project: str, region: topology.Region) -> str:
+    """The EKS cluster's name: fixed, so `aws eks update-kubeconfig --name` and subnet tags can be written ahead."""
+    return f"{project}-{region.key}"
+
+
+def kubeconfig(name: str, endpoint: str, ca_data: str, aws_region: str) -> str:
+    """A kubeconfig (JSON, which is YAML) that authenticates with `aws eks get-token` as the caller's AWS identity.
+
+    Tokens are minted on each use instead of being stored, so the kubeconfig itself grants nothing to whoever reads
+    it without AWS credentials; it is still exported as a secret because it names the API endpoint.
+    """
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": ["eks", "get-token", "--cluster-name", name, "--region", aws_region, "--output", "json"],
+            "interactiveMode": "Never",
+        }
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+            "users": [{"name": name, "user": user}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name,
+        },
+        indent=2,
+    )
+
+
+def _assume_role_policy(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": service}, "Action": ["sts:AssumeRole", "sts:TagSession"]}
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    cfg: config.RegionalConfig
+    cluster_name: str
+    subnet_ids: pulumi.Input[list[str]]  # private subnets: control-plane interfaces and all nodes
+    kms_key_arn: pulumi.Input[str]
+
+
+class Cluster(pulumi.ComponentResource):
+    """An EKS cluster whose Secrets are envelope-encrypted with the region's KMS key.
+
+    Access is managed with EKS access entries (authentication mode API), not the aws-auth ConfigMap, so access is
+    an AWS resource Pulumi can diff; the identity that creates the cluster is its first administrator. An IAM OIDC
+    provider lets service accounts assume IAM roles (IRSA). Control-plane logs go to a log group with a retention,
+    created before the cluster so that EKS does not create one that keeps logs forever.
+    """
+
+    name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    certificate_authority_data: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    cluster_security_group_id: pulumi.Output[str]
+    node_role_arn: pulumi.Output[str]
+    node_pools: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("speech:infra:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        cfg, region = args.cfg, args.cfg.region.aws_region
+        tags = {"speech.io/region": cfg.region.key, "speech.io/jurisdiction": cfg.region.jurisdiction}
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            region=region,
+            name=f"/aws/eks/{args.cluster_name}/cluster",
+            retention_in_days=LOG_RETENTION_DAYS,
+            tags=tags,
+            opts=child,
+        )
+
+        cluster_role = aws.iam.Role(f"{name}-role", assume_role_policy=_assume_role_policy("eks.amazonaws.com"), tags=tags, opts=child)
+        cluster_attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-role-{arn.rsplit('/', 1)[1]}", role=cluster_role.name, policy_arn=arn, opts=child)
+            for arn in _CLUSTER_POLICIES
+        ]
+        # AmazonEKSClusterPolicy grants no KMS use; envelope encryption of Secrets needs these on our key only.
+        key_use = aws.iam.RolePolicy(
+            f"{name}-role-secrets-key",
+            role=cluster_role.id,
+            policy=pulumi.Output.from_input(args.kms_key_arn).apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+                                "Resource": arn,
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+
+        cluster = aws.eks.Cluster(
+            f"{name}-eks",
+            region=region,
+            name=args.cluster_name,
+            version=cfg.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=args.subnet_ids, endpoint_private_access=True, endpoint_public_access=True
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
+            ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                resources=["secrets"], provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=args.kms_key_arn)
+            ),
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_use, *cluster_attachments]),
+        )
+
+        issuer = cluster.identities.apply(lambda identities: identities[0].oidcs[0].issuer)
+        oidc = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc",
+            url=issuer,
+            # IAM fetches the issuer's certificate thumbprint itself when none is given.
+            client_id_lists=["sts.amazonaws.com"],
+            tags=tags,
+            opts=child,
+        )
+
+        node_role = aws.iam.Role(f"{name}-node-role", assume_role_policy=_assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child)
+        node_attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-node-role-{arn.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=arn, opts=child)
+            for arn in _NODE_POLICIES
+        ]
+
+        def addon(addon_name: str, depends_on: list[pulumi.Resource]) -> aws.eks.Addon:
+            return aws.eks.Addon(
+                f"{name}-{addon_name}",
+                region=region,
+                cluster_name=cluster.name,
+                addon_name=addon_name,
+                # EKS installs self-managed copies of these at creation; OVERWRITE adopts them as managed add-ons.
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="PRESERVE",
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            )
+
+        early_addons = [addon(a, []) for a in ADDONS_BEFORE_NODES]
+        pools = {
+            spec.role: NodePool(
+                f"{name}-{spec.role}",
+                NodePoolArgs(
+                    region=cfg.region,
+                    spec=spec,
+                    cluster_name=cluster.name,
+                    kubernetes_version=cluster.version,
+                    node_role_arn=node_role.arn,
+                    subnet_ids=args.subnet_ids,
+                    tags=tags,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*node_attachments, *early_addons]),
+            )
+            for spec in pool_specs(cfg)
+        }
+        for a in ADDONS_AFTER_NODES:
+            addon(a, list(pools.values()))
+
+        self.name = cluster.name
+        self.endpoint = cluster.endpoint
+        self.certificate_authority_data = cluster.certificate_authority.data
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority.data).apply(
+                lambda values: kubeconfig(values[0], values[1], values[2], region)
+            )
+        )
+        self.oidc_provider_arn = oidc.arn
+        self.oidc_issuer_url = issuer
+        self.cluster_security_group_id = cluster.vpc_config.cluster_security_group_id
+        self.node_role_arn = node_role.arn
+        self.node_pools = pulumi.Output.all(**{role: pool.node_group_name for role, pool in pools.items()})
+        self.register_outputs(
+            {
+                "name": self.name,
+                "endpoint": self.endpoint,
+                "certificate_authority_data": self.certificate_authority_data,
+                "kubeconfig": self.kubeconfig,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_issuer_url": self.oidc_issuer_url,
+                "cluster_security_group_id": self.cluster_security_group_id,
+                "node_role_arn": self.node_role_arn,
+                "node_pools": self.node_pools,
+            }
+        )
