@@ -1,0 +1,47 @@
+"""Whole-stack properties of a regional stack: where its resources live, how they are grouped, what it exports."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import topology
+from tests.conftest import REGIONAL_STACKS
+
+# IAM (roles, policies, OIDC providers) and Route 53 are global services: their resources take no region.
+GLOBAL_AWS_SERVICES = ("aws:iam/", "aws:route53/")
+REGIONAL_COMPONENTS = {"speech:infra:Network", "speech:infra:RegionKey", "speech:infra:Cluster", "speech:infra:ModelStore"}
+EXPORTS = {
+    "region", "jurisdiction", "clusterName", "clusterEndpoint", "kubeconfig", "nodePools", "modelBucketName",
+    "modelBucketArn", "kmsKeyArn", "vpcId", "publicSubnetIds", "privateSubnetIds",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_regional_resource_is_pinned_to_the_stacks_aws_region(program, stack):
+    expected = topology.region(stack).aws_region
+    regional = [r for r in program(stack).resources if r.type.startswith("aws:") and not r.type.startswith(GLOBAL_AWS_SERVICES)]
+    assert regional
+    for resource in regional:
+        assert resource.inputs.get("region") == expected, f"{resource.type} {resource.name} is in {resource.inputs.get('region')}"
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_cloud_resource_belongs_to_a_component_that_it_is_named_after(program, stack):
+    graph = program(stack)
+    top_level = {r.type for r in graph.resources if r.parent is None}
+    assert REGIONAL_COMPONENTS <= top_level
+    for resource in (r for r in graph.resources if r.is_custom and not r.type.startswith("pulumi:")):
+        ancestors = list(graph.ancestors(resource))
+        assert ancestors, f"{resource.name} is not parented to a component"
+        assert ancestors[-1].type.startswith("speech:infra:"), f"{resource.name} hangs under {ancestors[-1].type}"
+        assert resource.name.startswith(f"{ancestors[0].name}-"), f"{resource.name} is not named after {ancestors[0].name}"
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_stack_exports_what_operators_and_the_global_stack_need(program, stack):
+    graph = program(stack)
+    assert EXPORTS <= set(graph.exports)
+    assert graph.exports["region"] == topology.region(stack).aws_region
+    assert graph.exports["jurisdiction"] == topology.region(stack).jurisdiction
+    assert graph.exports["kmsKeyArn"].startswith(f"arn:aws:kms:{topology.region(stack).aws_region}:")
+    assert "kubeconfig" in graph.secret_exports
