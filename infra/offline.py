@@ -122,6 +122,23 @@ def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, A
     if args.typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}.elb.{region}.amazonaws.com")
         state.setdefault("zoneId", "Z1MOCKELBZONE")
+    if args.typ == "aws:acm/certificate:Certificate":
+        # ACM answers one validation CNAME per name, the same for that name in every region of an account.
+        domains = [args.inputs["domainName"], *args.inputs.get("subjectAlternativeNames", [])]
+        state.setdefault(
+            "domainValidationOptions",
+            [
+                {
+                    "domainName": d,
+                    "resourceRecordName": f"_mock-{d.replace('.', '-')}.{d}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": f"_mock-{d.replace('.', '-')}.acm-validations.aws.",
+                }
+                for d in domains
+            ],
+        )
+    if args.typ == "aws:route53/record:Record":
+        state.setdefault("fqdn", str(args.inputs.get("name", "")).rstrip("."))
     return state
 
 
@@ -248,9 +265,17 @@ def run(
     return Graph(stack=stack, resources=list(monitor.registrations), exports=_plain(exports), secret_exports=secret)
 
 
-def run_stack(stack: str, *, config: Mapping[str, Any] | None = None) -> Graph:
+def run_stack(
+    stack: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    regional_configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Graph:
     """Run a stack as `pulumi up` would after its dependencies: the global stack sees every regional stack's
-    exports through its StackReferences, taken from running those regional stacks offline first."""
+    exports through its StackReferences, taken from running those regional stacks offline first.
+
+    ``regional_configs`` gives a regional stack's config by stack name instead of its file (a region a test adds).
+    """
     raw = stack_config(stack) if config is None else dict(config)
     references: dict[str, dict[str, Any]] = {}
     if raw.get("speech:scope") == "global":
@@ -258,5 +283,6 @@ def run_stack(stack: str, *, config: Mapping[str, Any] | None = None) -> Graph:
 
         prefix = raw.get("speech:stackPrefix")
         for region in topology.REGIONS:
-            references[f"{prefix}/{region.key}"] = run(region.key).exports
+            regional = (regional_configs or {}).get(region.key)
+            references[f"{prefix}/{region.key}"] = run(region.key, config=regional).exports
     return run(stack, config=raw, stack_outputs=references)
