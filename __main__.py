@@ -7,8 +7,11 @@ endpoint; the `global` stack owns the routing that spans regions and reads the r
 import pulumi
 import pulumi_aws as aws
 
-from infra import config
+from infra import config, topology
+from infra.cloudflare import GeoLoadBalancer, GeoLoadBalancerArgs
 from infra.cluster import Cluster, ClusterArgs, cluster_name
+from infra.dns import GeoDns, GeoDnsArgs
+from infra.ingress import RegionalEndpoint, RegionalIngress, RegionalIngressArgs
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
 from infra.network import Network, NetworkArgs
@@ -45,10 +48,47 @@ def build_regional(cfg: config.RegionalConfig) -> None:
     pulumi.export("vpcId", network.vpc_id)
     pulumi.export("publicSubnetIds", network.public_subnet_ids)
     pulumi.export("privateSubnetIds", network.private_subnet_ids)
+    build_regional_traffic(cfg, network)
+
+
+def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> None:
+    """The region's public endpoint, health check and Cloudflare pool; the global stack reads their ids."""
+    ingress = RegionalIngress(
+        f"speech-{cfg.region.key}-ingress",
+        RegionalIngressArgs(
+            region=cfg.region,
+            domain=cfg.domain,
+            hosted_zone_id=cfg.hosted_zone_id,
+            vpc_id=network.vpc_id,
+            vpc_cidr=cfg.vpc_cidr,
+            public_subnet_ids=network.public_subnet_ids,
+            cloudflare_account_id=cfg.cloudflare.account_id if cfg.cloudflare else None,
+        ),
+    )
+    for output_name, value in ingress.stack_exports().items():
+        pulumi.export(output_name, value)
 
 
 def build_global(cfg: config.GlobalConfig) -> None:
-    pulumi.export("domain", cfg.domain)
+    """Routing across regions, from every regional stack's outputs: deploy the regional stacks first."""
+    endpoints = {
+        r.key: RegionalEndpoint.from_stack(
+            pulumi.StackReference(cfg.regional_stack_name(r)), r, with_cloudflare=cfg.cloudflare is not None
+        )
+        for r in topology.REGIONS
+    }
+    dns = GeoDns("speech-dns", GeoDnsArgs(domain=cfg.domain, hosted_zone_id=cfg.hosted_zone_id, endpoints=endpoints))
+    pulumi.export("domain", dns.domain)
+    pulumi.export("routing", dns.routing)
+    if cfg.cloudflare is not None:
+        pool_ids = {key: e.cloudflare_pool_id for key, e in endpoints.items() if e.cloudflare_pool_id is not None}
+        balancer = GeoLoadBalancer(
+            "speech-cloudflare",
+            GeoLoadBalancerArgs(zone_id=cfg.cloudflare.zone_id, hostname=cfg.domain, pool_ids=pool_ids),
+        )
+        pulumi.export("cloudflareLoadBalancerId", balancer.load_balancer_id)
+        pulumi.export("cloudflareRegionPools", balancer.region_pools)
+        pulumi.export("cloudflareCountryPools", balancer.country_pools)
 
 
 try:
