@@ -84,9 +84,10 @@ def build_global(cfg: config.GlobalConfig) -> None:
         pool_ids = {key: e.cloudflare_pool_id for key, e in endpoints.items() if e.cloudflare_pool_id is not None}
         balancer = GeoLoadBalancer(
             "speech-cloudflare",
-            GeoLoadBalancerArgs(zone_id=cfg.cloudflare.zone_id, hostname=cfg.domain, pool_ids=pool_ids),
+            GeoLoadBalancerArgs(zone_id=cfg.cloudflare.zone_id, hostname=cfg.cloudflare.hostname, pool_ids=pool_ids),
         )
         pulumi.export("cloudflareLoadBalancerId", balancer.load_balancer_id)
+        pulumi.export("cloudflareHostname", balancer.hostname)
         pulumi.export("cloudflareRegionPools", balancer.region_pools)
         pulumi.export("cloudflareCountryPools", balancer.country_pools)
 

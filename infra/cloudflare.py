@@ -1,4 +1,4 @@
-"""Cloudflare load balancer for `<domain>`: geo steering over the regional pools, with residency rules.
+"""Cloudflare load balancer on its own hostname in the Cloudflare zone: geo steering over the regional pools, with residency rules.
 
 The pools and their monitors belong to the regional stacks (`infra/ingress.py`); this component only orders their
 ids per area, as `infra/routing.py` (and so the topology) says.

@@ -69,6 +69,9 @@ class ModelConfig:
 class CloudflareConfig:
     account_id: str
     zone_id: str
+    # The load balancer's own name in the Cloudflare zone (global stack). It must differ from `speech:domain`:
+    # Route 53 answers for that name, and only one of the two can be authoritative for it.
+    hostname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class _Reader:
             )
         return size
 
-    def cloudflare(self) -> CloudflareConfig | None:
+    def cloudflare(self, domain: str, needs_hostname: bool) -> CloudflareConfig | None:
         value = self.get("cloudflare")
         if value is None:
             return None
@@ -207,7 +210,19 @@ class _Reader:
         for field in ("accountId", "zoneId"):
             if not isinstance(value.get(field), str) or not _CLOUDFLARE_ID.match(value[field]):
                 raise self.fail(f"{key}.{field}", value.get(field), "must be a 32-character lower-case hex Cloudflare id")
-        return CloudflareConfig(account_id=value["accountId"], zone_id=value["zoneId"])
+        hostname = value.get("hostname")
+        if needs_hostname:
+            if not isinstance(hostname, str) or not _DNS_NAME.match(hostname):
+                raise self.fail(
+                    f"{key}.hostname", hostname, "must be the load balancer's DNS name in the Cloudflare zone, e.g. edge.example.com"
+                )
+            if hostname == domain:
+                raise self.fail(
+                    f"{key}.hostname", hostname, f"must differ from speech:domain: Route 53 already answers for {domain}"
+                )
+        elif hostname is not None:
+            raise self.fail(f"{key}.hostname", hostname, "belongs in the global stack only; remove it here")
+        return CloudflareConfig(account_id=value["accountId"], zone_id=value["zoneId"], hostname=hostname)
 
     def unknown_keys(self, allowed: set[str]) -> None:
         for full_key in sorted(self.raw):
@@ -239,7 +254,13 @@ def _load_global(reader: _Reader) -> GlobalConfig:
     prefix = reader.string(
         "stackPrefix", re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"), "<organization>/<project>, e.g. acme/speech-platform"
     )
-    return GlobalConfig(stack=reader.stack, domain=domain, hosted_zone_id=zone, stack_prefix=prefix, cloudflare=reader.cloudflare())
+    return GlobalConfig(
+        stack=reader.stack,
+        domain=domain,
+        hosted_zone_id=zone,
+        stack_prefix=prefix,
+        cloudflare=reader.cloudflare(domain, needs_hostname=True),
+    )
 
 
 def _load_regional(reader: _Reader) -> RegionalConfig:
@@ -316,7 +337,7 @@ def _load_regional(reader: _Reader) -> RegionalConfig:
         spot_pool=spot_pool,
         model=ModelConfig(name=name, version=model_version),
         image=image,
-        cloudflare=reader.cloudflare(),
+        cloudflare=reader.cloudflare(domain, needs_hostname=False),
     )
 
 

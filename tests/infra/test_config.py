@@ -114,3 +114,21 @@ def test_the_real_program_stops_at_start_with_the_config_message_and_creates_not
 def test_spot_pool_left_out_means_disabled():
     cfg = config.load("eu-west", with_key("eu-west", "speech:spotPool", None))
     assert not cfg.spot_pool.enabled
+
+
+def test_cloudflare_hostname_is_required_in_global_and_must_not_be_the_route53_domain():
+    cloudflare = dict(offline.stack_config("global")["speech:cloudflare"])
+    assert config.load("global", offline.stack_config("global")).cloudflare.hostname == cloudflare["hostname"]
+    with pytest.raises(config.ConfigError, match=r"speech:cloudflare.hostname = <missing> must be the load balancer's DNS name"):
+        config.load("global", with_key("global", "speech:cloudflare", {k: v for k, v in cloudflare.items() if k != "hostname"}))
+    same = {**cloudflare, "hostname": "speech.example.com"}
+    with pytest.raises(config.ConfigError, match="must differ from speech:domain: Route 53 already answers for speech.example.com"):
+        config.load("global", with_key("global", "speech:cloudflare", same))
+    regional = {**offline.stack_config("eu-west")["speech:cloudflare"], "hostname": "edge.example.com"}
+    with pytest.raises(config.ConfigError, match="speech:cloudflare.hostname = \"edge.example.com\" belongs in the global stack only"):
+        config.load("eu-west", with_key("eu-west", "speech:cloudflare", regional))
+
+
+def test_global_load_balancer_answers_on_its_own_hostname(program):
+    (balancer,) = program("global").of_type("cloudflare:index/loadBalancer:LoadBalancer")
+    assert balancer.inputs["name"] == "edge.example.com"
