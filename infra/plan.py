@@ -27,7 +27,10 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "aws:autoscaling/schedule:Schedule": ("recurrence", "timeZone", "desiredCapacity"),
     "aws:s3/bucket:Bucket": ("bucket",),
     "aws:s3/bucketReplicationConfig:BucketReplicationConfig": ("rules",),
-    "aws:route53/record:Record": ("name", "type", "ttl", "setIdentifier", "geolocationRoutingPolicies", "failoverRoutingPolicies"),
+    "aws:route53/record:Record": (
+        "name", "type", "ttl", "setIdentifier", "geolocationRoutingPolicies", "failoverRoutingPolicies", "aliases",
+        "healthCheckId",
+    ),
     "aws:route53/healthCheck:HealthCheck": ("fqdn", "resourcePath", "failureThreshold"),
     "cloudflare:index/loadBalancer:LoadBalancer": ("name", "steeringPolicy", "regionPools", "countryPools", "defaultPools", "fallbackPool"),
     "cloudflare:index/loadBalancerPool:LoadBalancerPool": ("name", "origins"),
