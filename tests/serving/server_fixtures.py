@@ -1,0 +1,207 @@
+"""The real server on loopback: uvicorn running ``create_app(settings)`` in a thread, plus wire-level helpers.
+
+Tests talk to it with httpx and websockets exactly as a client would; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from serving.__main__ import ws_max_size
+from serving.settings import ModelSettings, Settings
+
+FRAME_SAMPLES = 320  # 20 ms at 16 kHz
+READY_TIMEOUT_S = 600  # a first run exports the bundled model before it can become ready
+
+
+@dataclass
+class LiveServer:
+    app: FastAPI
+    base_url: str
+    settings: Settings
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/v1/asr/stream"
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
+
+
+def local_settings(cache_root: Path, **overrides: object) -> Settings:
+    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise."""
+    model = overrides.pop("model", None) or ModelSettings(cache_dir=cache_root)
+    return Settings(model=model, **overrides)
+
+
+@contextlib.contextmanager
+def live_server(settings: Settings, *, wait_ready: bool = True) -> Iterator[LiveServer]:
+    """Serve ``create_app(settings)`` on a free loopback port until the block ends."""
+    from serving.app import create_app
+
+    app = create_app(settings)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", ws_max_size=ws_max_size(settings.stream.max_frame_bytes), timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    live = LiveServer(app, f"http://127.0.0.1:{port}", settings)
+    try:
+        _wait_until(lambda: server.started or not thread.is_alive(), 60, "uvicorn to start")
+        if not thread.is_alive():
+            raise RuntimeError("the server stopped during start-up; see the log above")
+        if wait_ready:
+            wait_ready_or_fail(live)
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def wait_ready_or_fail(live: LiveServer) -> None:
+    def is_ready() -> bool:
+        response = httpx.get(live.base_url + "/readyz", timeout=10)
+        if response.json().get("status") == "failed":
+            raise RuntimeError(f"the model failed to load: {response.json()['detail']}")
+        return response.status_code == 200
+
+    _wait_until(is_ready, READY_TIMEOUT_S, "/readyz")
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.1)
+
+
+def wav_bytes(audio: np.ndarray, rate: int = 16_000, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def with_silence(audio: np.ndarray, before_s: float = 0.5, after_s: float = 1.2) -> np.ndarray:
+    """Speech padded so the VAD sees it start and, after enough trailing silence, end."""
+    return np.concatenate([silence(before_s), audio, silence(after_s)])
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16_000), dtype=np.float32)
+
+
+@dataclass
+class StreamOutcome:
+    ready: dict
+    messages: list[dict] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    @property
+    def final_text(self) -> str:
+        return " ".join(m["text"] for m in self.of_type("final")).strip()
+
+
+async def stream_audio(
+    url: str,
+    audio: np.ndarray,
+    *,
+    realtime: float | None = 1.0,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120,
+    during: asyncio.Future | None = None,
+) -> StreamOutcome:
+    """Send ``audio`` in 20 ms frames (paced at ``realtime`` x real time; None: as fast as the server takes them),
+    then ``stop``, and collect everything the server says until it closes."""
+    async with asyncio.timeout(timeout_s):
+        async with connect(url, additional_headers=headers, max_size=2**20) as ws:
+            outcome = StreamOutcome(ready=json.loads(await ws.recv()))
+            receiver = asyncio.create_task(_collect(ws, outcome))
+            frames = pcm16(audio)
+            step = FRAME_SAMPLES * 2
+            started = time.monotonic()
+            for index, offset in enumerate(range(0, len(frames), step)):
+                await ws.send(frames[offset : offset + step])
+                if realtime:
+                    lag = started + (index + 1) * 0.02 / realtime - time.monotonic()
+                    if lag > 0:
+                        await asyncio.sleep(lag)
+                if during is not None and index == 50:
+                    during.set_result(None)
+            await ws.send(json.dumps({"type": "stop"}))
+            await receiver
+            return outcome
+
+
+async def _collect(ws: ClientConnection, outcome: StreamOutcome) -> None:
+    try:
+        async for message in ws:
+            outcome.messages.append(json.loads(message))
+    except ConnectionClosed:
+        pass
+    outcome.close_code = ws.close_code
+    outcome.close_reason = ws.close_reason or ""
+
+
+async def close_of(url: str, send: list[bytes | str] = (), headers: dict[str, str] | None = None) -> tuple[int, str, list[dict]]:
+    """Connect, send ``send``, and return the close code, reason and the messages received before it."""
+    messages: list[dict] = []
+    async with asyncio.timeout(60):
+        async with connect(url, additional_headers=headers, max_size=2**20) as ws:
+            try:
+                for item in send:
+                    await ws.send(item)
+                async for message in ws:
+                    messages.append(json.loads(message))
+            except ConnectionClosed:
+                pass
+            return ws.close_code, ws.close_reason or "", messages
+
+
+def scrape(base_url: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample /metrics exposes, keyed by name and label set."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, frozenset], float], metric: str, /, **labels: str) -> float:
+    key = (metric, frozenset(labels.items()))
+    if key not in samples:
+        raise AssertionError(f"no sample {metric}{labels}; have {sorted(n for n, _ in samples if n.startswith(metric))}")
+    return samples[key]

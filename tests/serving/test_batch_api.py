@@ -1,0 +1,150 @@
+"""POST /v1/asr, probes, /v1/models and /metrics against the real server on loopback with the bundled model."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+import soxr
+
+from tests.serving.server_fixtures import live_server, local_settings, pcm16, sample, scrape, wav_bytes
+
+UPLOAD_LIMIT = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def server(bundled_model_dir):
+    settings = local_settings(bundled_model_dir.parents[1], limits={"max_upload_bytes": UPLOAD_LIMIT})
+    with live_server(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with server.client() as client:
+        yield client
+
+
+def upload(audio, encoding: str) -> tuple[bytes, dict]:
+    """The body and query parameters of one request carrying ``audio`` (16 kHz float32) as ``encoding``."""
+    if encoding == "wav-16k":
+        return wav_bytes(audio), {}
+    if encoding == "ogg-opus-48k":
+        return wav_bytes(soxr.resample(audio, 16_000, 48_000), 48_000, "OGG", "OPUS"), {}
+    if encoding == "pcm16-8k":
+        return pcm16(soxr.resample(audio, 16_000, 8_000)), {"sample_rate": 8000}
+    if encoding == "pcm16-44k":
+        return pcm16(soxr.resample(audio, 16_000, 44_100)), {"sample_rate": 44100}
+    raise ValueError(encoding)
+
+
+ENCODINGS = ("wav-16k", "ogg-opus-48k", "pcm16-44k", "pcm16-8k")
+
+
+def test_probes_report_a_loaded_warmed_model(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model": "whisper-base", "model_version": "1.0.0"}
+
+
+def test_espeak_and_flite_speech_is_transcribed_in_every_upload_encoding(
+    http, reference_sentences, synthesize, word_error_rate
+):
+    english = [s.text for s in reference_sentences if s.language == "en"]
+    references, hypotheses, by_engine = [], [], {}
+    for tts in ("espeak-ng", "flite"):
+        for index, text in enumerate(english):
+            encoding = ENCODINGS[index % len(ENCODINGS)]
+            body, params = upload(synthesize(text, engine=tts), encoding)
+            response = http.post("/v1/asr", content=body, params=params)
+            assert response.status_code == 200, response.text
+            result = response.json()
+            assert result["model_version"] == "1.0.0" and result["language"] == "en"
+            assert result["timings"]["total"] >= result["timings"]["engine"] > 0
+            references.append(text)
+            hypotheses.append(result["text"])
+            by_engine.setdefault(tts, ([], []))
+            by_engine[tts][0].append(text)
+            by_engine[tts][1].append(result["text"])
+    wer = word_error_rate(references, hypotheses)
+    for tts, (refs, hyps) in by_engine.items():
+        print(f"batch WER through the server, {tts}: {word_error_rate(refs, hyps):.1%} over {len(refs)} sentences")
+    print(f"batch WER through the server, all: {wer:.1%} over {len(references)} sentences ({', '.join(ENCODINGS)})")
+    assert wer <= 0.15, list(zip(references, hypotheses))
+
+
+def test_health_answers_while_a_transcription_runs(http, server, synthesize):
+    body = wav_bytes(synthesize("Please call Stella and ask her to bring these things with her from the store."))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool, server.client() as other:
+        transcriptions = [pool.submit(http.post, "/v1/asr", content=body) for _ in range(3)]
+        health = other.get("/healthz")
+        assert health.status_code == 200
+        assert not all(t.done() for t in transcriptions), "the event loop waited for inference to finish"
+        assert all(t.result().status_code == 200 for t in transcriptions)
+
+
+def test_language_can_be_forced_and_must_be_one_the_model_knows(http, synthesize):
+    body = wav_bytes(synthesize("Rice is often served in round bowls."))
+    assert http.post("/v1/asr", content=body, params={"language": "en"}).json()["language"] == "en"
+    unknown = http.post("/v1/asr", content=body, params={"language": "xx"})
+    assert unknown.status_code == 422
+    assert "language 'xx' is not supported by whisper-base" in unknown.json()["detail"]
+    assert http.post("/v1/asr", content=body, params={"language": "English"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "detail"),
+    [
+        (b"", {}, 400, "the request body is empty"),
+        (b"%PDF-1.7 not audio at all", {}, 415, "is not WAV, Ogg or FLAC audio"),
+        ("truncated", {}, 400, "the WAV body is truncated"),
+        (b"\x00\x01" * 800, {"sample_rate": 96000}, 422, "sample_rate 96000 Hz is not supported"),
+        (b"\x00\x01" * 800 + b"\x00", {"sample_rate": 16000}, 400, "not a whole number of 2-byte samples"),
+        (b"\x00" * (UPLOAD_LIMIT + 1), {"sample_rate": 16000}, 413, f"the upload exceeds {UPLOAD_LIMIT} bytes"),
+        (b"\x00\x01" * 16000 * 61, {"sample_rate": 16000}, 413, "the audio is 61.0 s long; at most 60 s per request"),
+    ],
+)  # fmt: skip
+def test_bad_uploads_get_a_4xx_that_says_why_and_the_server_keeps_serving(http, synthesize, body, params, status, detail):
+    if body == "truncated":
+        body = wav_bytes(synthesize("The juice of lemons makes fine punch."))[:20_000]
+    response = http.post("/v1/asr", content=body, params=params)
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    follow_up = http.post("/v1/asr", content=wav_bytes(synthesize("Glue the sheet to the dark blue background.")))
+    assert follow_up.status_code == 200
+
+
+def test_an_oversize_upload_streamed_without_content_length_is_cut_off_with_413(http):
+    def chunks():
+        for _ in range(UPLOAD_LIMIT // 65_536 + 2):
+            yield b"\x00" * 65_536
+
+    response = http.post("/v1/asr", content=chunks(), params={"sample_rate": 16000})
+    assert response.status_code == 413
+    assert "SPEECH_LIMITS__MAX_UPLOAD_BYTES" in response.json()["detail"]
+
+
+def test_models_lists_the_bundled_model_and_reload_needs_a_store(http):
+    models = http.get("/v1/models").json()
+    assert models["current"] == {"name": "whisper-base", "version": "1.0.0", "source": "bundled"}
+    assert models["store"] is None
+    reload = http.post("/v1/models/reload")
+    assert reload.status_code == 409
+    assert "SPEECH_MODEL__BUCKET" in reload.json()["detail"]
+
+
+def test_metrics_expose_requests_latency_rtf_and_errors_labelled_by_region_and_version(server, http, synthesize):
+    http.post("/v1/asr", content=wav_bytes(synthesize("The birch canoe slid on the smooth planks.")))
+    http.post("/v1/asr", content=b"not audio")
+    assert http.get("/metrics").headers["content-type"].startswith("text/plain")
+    samples = scrape(server.base_url)
+    fixed = {"region": "local", "model_version": "1.0.0"}
+    assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr", status="200") >= 1
+    assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr", status="415") >= 1
+    assert sample(samples, "speech_request_duration_seconds_count", **fixed, route="/v1/asr") >= 2
+    assert sample(samples, "speech_real_time_factor_ratio_count", **fixed, kind="batch") >= 1
+    assert sample(samples, "speech_audio_processed_seconds_total", **fixed, kind="batch") > 1
+    assert sample(samples, "speech_errors_total", **fixed, kind="bad_audio") >= 1
+    assert sample(samples, "speech_model_info", **fixed, name="whisper-base") == 1
+    assert not any(("route", "/healthz") in labels for _, labels in samples), "probes are not counted as traffic"

@@ -1,0 +1,90 @@
+"""Settings come from SPEECH_* variables; every bad one stops start-up with a message naming it."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.settings import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SPEECH_") and name != "SPEECH_MODEL_CACHE":
+            monkeypatch.delenv(name)
+
+
+def test_defaults_serve_the_bundled_model_locally():
+    settings = load_settings()
+    assert settings.region is None and settings.model.bucket is None
+    assert settings.region_label == "local"
+    assert not settings.auth.is_enabled
+
+
+def test_nested_variables_use_double_underscores(monkeypatch):
+    monkeypatch.setenv("SPEECH_REGION", "eu-west-1")
+    monkeypatch.setenv("SPEECH_STREAM__MAX_SESSIONS", "3")
+    monkeypatch.setenv("SPEECH_LIMITS__MAX_UPLOAD_BYTES", "1000")
+    settings = load_settings()
+    assert (settings.stream.max_sessions, settings.limits.max_upload_bytes) == (3, 1000)
+    assert settings.region_label == "eu-west"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SPEECH_STREAM__MAX_SESSIONS", "0", "SPEECH_STREAM__MAX_SESSIONS='0': Input should be greater than 0"),
+        ("SPEECH_LIMITS__MAX_UPLOAD_BYTES", "lots", "SPEECH_LIMITS__MAX_UPLOAD_BYTES='lots': Input should be a valid integer"),
+        ("SPEECH_REGION", "us-east-1", "SPEECH_REGION='us-east-1': no region is deployed to AWS region 'us-east-1'; known: us-west-2"),
+        ("SPEECH_LOG_LEVEL", "loud", "SPEECH_LOG_LEVEL='loud': Input should be 'debug', 'info', 'warning' or 'error'"),
+        ("SPEECH_AUTH__API_KEY_HASHES", "secret", "SPEECH_AUTH__API_KEY_HASHES='secret': entry 'secret'... is not a SHA-256"),
+    ],
+)  # fmt: skip
+def test_a_bad_variable_is_named_with_its_value_and_what_is_allowed(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert expected in str(error.value)
+
+
+def test_a_bucket_without_a_region_is_refused_because_its_jurisdiction_cannot_be_checked(monkeypatch):
+    monkeypatch.setenv("SPEECH_MODEL__BUCKET", "models-eu")
+    with pytest.raises(ConfigError, match="SPEECH_MODEL__BUCKET='models-eu' needs SPEECH_REGION"):
+        load_settings()
+
+
+def test_api_keys_come_as_comma_separated_hashes_and_from_a_secret_file(monkeypatch, tmp_path):
+    first, second = (hashlib.sha256(key).hexdigest() for key in (b"key-one", b"key-two"))
+    secret = tmp_path / "hashes"
+    secret.write_text(f"# rotated weekly\n{second.upper()}\n\n")
+    monkeypatch.setenv("SPEECH_AUTH__API_KEY_HASHES", f" {first} ,")
+    monkeypatch.setenv("SPEECH_AUTH__API_KEY_HASHES_FILE", str(secret))
+    auth = load_settings().auth
+    assert auth.is_enabled
+    assert auth.key_hashes() == {first, second}
+
+
+def test_a_bad_line_in_the_hash_file_names_the_file_variable(monkeypatch, tmp_path):
+    secret = tmp_path / "hashes"
+    secret.write_text("not-a-hash\n")
+    monkeypatch.setenv("SPEECH_AUTH__API_KEY_HASHES_FILE", str(secret))
+    with pytest.raises(ConfigError, match=r"SPEECH_AUTH__API_KEY_HASHES_FILE=.*line 1 'not-a-hash'"):
+        load_settings().auth.key_hashes()
+
+
+def test_python_m_serving_exits_with_the_bad_variable_named(monkeypatch):
+    monkeypatch.setenv("SPEECH_STREAM__MAX_FRAME_BYTES", "-1")
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--port", "1"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "SPEECH_STREAM__MAX_FRAME_BYTES='-1': Input should be greater than 0" in result.stderr
