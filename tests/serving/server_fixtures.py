@@ -141,28 +141,42 @@ async def stream_audio(
     realtime: float | None = 1.0,
     headers: dict[str, str] | None = None,
     timeout_s: float = 120,
-    during: asyncio.Future | None = None,
+    one_second_in: asyncio.Future | None = None,
+    then: tuple[asyncio.Future, np.ndarray] | None = None,
 ) -> StreamOutcome:
     """Send ``audio`` in 20 ms frames (paced at ``realtime`` x real time; None: as fast as the server takes them),
-    then ``stop``, and collect everything the server says until it closes."""
+    then ``stop``, and collect everything the server says until it closes.
+
+    ``one_second_in`` is resolved after the first second of audio. ``then`` = (event, more audio): after ``audio``,
+    keep sending silence in real time until the event resolves, then send the further audio, all in one stream.
+    """
     async with asyncio.timeout(timeout_s):
         async with connect(url, additional_headers=headers, max_size=2**20) as ws:
             outcome = StreamOutcome(ready=json.loads(await ws.recv()))
             receiver = asyncio.create_task(_collect(ws, outcome))
-            frames = pcm16(audio)
-            step = FRAME_SAMPLES * 2
-            started = time.monotonic()
-            for index, offset in enumerate(range(0, len(frames), step)):
-                await ws.send(frames[offset : offset + step])
-                if realtime:
-                    lag = started + (index + 1) * 0.02 / realtime - time.monotonic()
-                    if lag > 0:
-                        await asyncio.sleep(lag)
-                if during is not None and index == 50:
-                    during.set_result(None)
+            await _send_frames(ws, pcm16(audio), realtime, one_second_in)
+            if then is not None:
+                event, more = then
+                while not event.done():
+                    await ws.send(pcm16(silence(0.02)))
+                    await asyncio.sleep(0.02)
+                await _send_frames(ws, pcm16(more), realtime, None)
             await ws.send(json.dumps({"type": "stop"}))
             await receiver
             return outcome
+
+
+async def _send_frames(ws: ClientConnection, data: bytes, realtime: float | None, marker: asyncio.Future | None) -> None:
+    step = FRAME_SAMPLES * 2
+    started = time.monotonic()
+    for index, offset in enumerate(range(0, len(data), step)):
+        await ws.send(data[offset : offset + step])
+        if realtime:
+            lag = started + (index + 1) * 0.02 / realtime - time.monotonic()
+            if lag > 0:
+                await asyncio.sleep(lag)
+        if marker is not None and index == 50:
+            marker.set_result(None)
 
 
 async def _collect(ws: ClientConnection, outcome: StreamOutcome) -> None:

@@ -1,0 +1,246 @@
+"""The model store client and hot swap, against a moto S3 server on loopback holding real model files.
+
+Versions are the bundled model's real files under ``models/whisper-base/<version>/`` with the version rewritten in
+``manifest.json``, so every hash that is checked is a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from serving.model_dir import MANIFEST_FILE, verify_model_dir
+from serving.model_store import ModelStore, ModelStoreError, version_order
+from serving.settings import ModelSettings, Settings
+from tests.serving.server_fixtures import live_server, sample, scrape, stream_audio, wav_bytes, with_silence
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "whisper-base"
+EU_BUCKET, US_BUCKET, JP_BUCKET = "speech-models-eu-west", "speech-models-us-west", "speech-models-ap-northeast"
+VIRGINIA_BUCKET = "speech-models-virginia"  # us-east-1: no region of the topology
+BAD_BUCKET = "speech-models-eu-west-bad"  # tampered and mislabelled versions, kept out of EU_BUCKET's "newest"
+POLL_BUCKET = "speech-models-eu-west-poll"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+SPEECH = "Please call Stella and ask her to bring these things with her from the store."
+OTHER_SPEECH = "The weather forecast says it will rain heavily over the weekend."
+
+
+@dataclass
+class Store:
+    endpoint: str
+    s3: object
+
+    def publish(self, bucket: str, source_version: str, version: str, manifest_version: str | None = None) -> None:
+        """Copy ``source_version`` of EU_BUCKET to ``bucket``/``version`` server-side, manifest rewritten."""
+        prefix = f"models/{NAME}/{version}/"
+        manifest = json.loads(self.read(EU_BUCKET, f"models/{NAME}/{source_version}/{MANIFEST_FILE}"))
+        for relative in manifest["files"]:
+            source = {"Bucket": EU_BUCKET, "Key": f"models/{NAME}/{source_version}/{relative}"}
+            self.s3.copy_object(Bucket=bucket, Key=prefix + relative, CopySource=source)
+        manifest["version"] = manifest_version or version
+        self.s3.put_object(Bucket=bucket, Key=prefix + MANIFEST_FILE, Body=json.dumps(manifest).encode())
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="module")
+def store(bundled_model_dir):
+    with pytest.MonkeyPatch.context() as env:
+        for variable, value in CREDENTIALS.items():
+            env.setenv(variable, value)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
+        for bucket, region in ((EU_BUCKET, "eu-west-1"), (US_BUCKET, "us-west-2"), (JP_BUCKET, "ap-northeast-1"),
+                               (BAD_BUCKET, "eu-west-1"), (POLL_BUCKET, "eu-west-1")):  # fmt: skip
+            regional = boto3.client("s3", region_name=region, endpoint_url=endpoint)
+            regional.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint).create_bucket(Bucket=VIRGINIA_BUCKET)
+        for path in sorted(bundled_model_dir.iterdir()):
+            s3.upload_file(str(path), EU_BUCKET, f"models/{NAME}/1.0.0/{path.name}")
+        published = Store(endpoint, s3)
+        published.publish(EU_BUCKET, "1.0.0", "1.1.0")
+        published.publish(BAD_BUCKET, "1.0.0", "2.0.0")
+        s3.put_object(Bucket=BAD_BUCKET, Key=f"models/{NAME}/2.0.0/config.json", Body=b'{"tampered": true}')
+        published.publish(BAD_BUCKET, "1.0.0", "3.0.0", manifest_version="1.0.0")
+        yield published
+        server.stop()
+
+
+def test_versions_sort_by_their_numbers_not_as_text():
+    versions = ["1.10.0", "1.9.2", "2024-01-10", "1.0.0", "2024-01-9"]
+    assert sorted(versions, key=version_order) == ["1.0.0", "1.9.2", "1.10.0", "2024-01-9", "2024-01-10"]
+
+
+def test_a_version_is_pulled_verified_served_from_the_cache_and_pulled_again_when_damaged(store, tmp_path):
+    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    assert client.versions(NAME) == ["1.0.0", "1.1.0"] and client.latest_version(NAME) == "1.1.0"
+    pulled = client.pull(NAME, "1.1.0")
+    assert pulled == tmp_path / NAME / "1.1.0"
+    assert verify_model_dir(pulled).version == "1.1.0"
+    assert [p.name for p in (tmp_path / NAME).iterdir()] == ["1.1.0"], "no staging directory is left behind"
+    unreachable = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    assert unreachable.pull(NAME, "1.1.0") == pulled, "a verified cached version needs no store"
+    (pulled / "tokenizer.json").write_text("{}")
+    assert client.pull(NAME, "1.1.0") == pulled
+    assert verify_model_dir(pulled).version == "1.1.0"
+
+
+def test_a_tampered_object_is_refused_and_nothing_is_cached(store, tmp_path):
+    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    with pytest.raises(ModelStoreError, match=r"2\.0\.0/config\.json: sha256 [0-9a-f]{64} does not match [0-9a-f]{64}"):
+        client.pull(NAME, "2.0.0")
+    assert list((tmp_path / NAME).iterdir()) == [], "neither the version nor a staging directory may remain"
+
+
+def test_a_manifest_published_under_the_wrong_version_is_refused(store, tmp_path):
+    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    with pytest.raises(ModelStoreError, match="3.0.0/manifest.json describes 'whisper-base' version '1.0.0'"):
+        client.pull(NAME, "3.0.0")
+
+
+def test_a_missing_version_names_what_was_asked_for(store, tmp_path):
+    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    with pytest.raises(ModelStoreError, match=f"cannot download s3://{EU_BUCKET}/models/{NAME}/9.9.9/manifest.json"):
+        client.pull(NAME, "9.9.9")
+
+
+@pytest.mark.parametrize(
+    ("serving_region", "bucket", "refusal"),
+    [
+        ("eu-west-1", EU_BUCKET, None),
+        ("us-west-2", US_BUCKET, None),
+        ("eu-west-1", US_BUCKET, "is in us-west-2 (jurisdiction us), outside this replica's jurisdiction eu"),
+        ("us-west-2", EU_BUCKET, "is in eu-west-1 (jurisdiction eu), outside this replica's jurisdiction us"),
+        ("us-west-2", JP_BUCKET, "is in ap-northeast-1 (jurisdiction jp), outside this replica's jurisdiction us"),
+        ("eu-west-1", VIRGINIA_BUCKET, "is in us-east-1, which is no region of the topology"),
+    ],
+)  # fmt: skip
+def test_a_bucket_outside_the_serving_jurisdiction_is_refused(store, tmp_path, serving_region, bucket, refusal):
+    client = ModelStore(bucket, serving_region, tmp_path, endpoint_url=store.endpoint)
+    if refusal is None:
+        assert client.check_jurisdiction().aws_region == serving_region
+    else:
+        with pytest.raises(ModelStoreError, match=refusal.replace("(", r"\(").replace(")", r"\)")) as error:
+            client.check_jurisdiction()
+        assert "SPEECH_MODEL__BUCKET" in str(error.value)
+
+
+def test_python_m_serving_refuses_a_cross_jurisdiction_bucket_at_start_up(store, tmp_path):
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "SPEECH_REGION": "eu-west-1",
+        "SPEECH_MODEL__BUCKET": US_BUCKET,
+        "SPEECH_MODEL__ENDPOINT_URL": store.endpoint,
+        "SPEECH_MODEL__CACHE_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--port", str(free_port())],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-2000:]  # uvicorn's start-up failure
+    assert f"model bucket '{US_BUCKET}' is in us-west-2 (jurisdiction us), outside this replica's" in result.stderr
+    assert not any(tmp_path.iterdir()), "nothing was pulled from the refused bucket"
+
+
+def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> Settings:
+    return Settings(
+        region="eu-west-1",
+        model=ModelSettings(bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
+    )
+
+
+def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_the_new_one(
+    store, tmp_path, synthesize, word_error_rate
+):
+    speech, other = synthesize(SPEECH, engine="flite"), synthesize(OTHER_SPEECH, engine="flite")
+    settings = store_settings(store, EU_BUCKET, tmp_path, version="1.0.0")
+    with live_server(settings) as server, server.client() as http:
+        assert http.get("/readyz").json()["model_version"] == "1.0.0"
+        assert http.get("/v1/models").json()["store"]["versions"] == ["1.0.0", "1.1.0"]
+
+        async def swap_under_a_live_stream():
+            loop = asyncio.get_running_loop()
+            one_second_in, swapped = loop.create_future(), loop.create_future()
+            first, second = with_silence(speech), with_silence(other)
+            stream = asyncio.create_task(
+                stream_audio(server.ws_url, first, one_second_in=one_second_in, then=(swapped, second))
+            )
+            await one_second_in
+            reload = await asyncio.to_thread(http.post, "/v1/models/reload")
+            during = await asyncio.to_thread(http.get, "/v1/models")
+            batch = await asyncio.to_thread(http.post, "/v1/asr", content=wav_bytes(speech))
+            swapped.set_result(None)
+            assert not stream.done(), "the swap must happen while the stream is live"
+            return reload, during, batch, await stream
+
+        reload, during, batch, outcome = asyncio.run(swap_under_a_live_stream())
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["changed"] and reload.json()["previous"]["version"] == "1.0.0"
+        assert reload.json()["current"] == {"name": NAME, "version": "1.1.0", "source": f"s3://{EU_BUCKET}/models/{NAME}/1.1.0/"}
+        loaded = {m["version"]: m["holders"] for m in during.json()["loaded"]}
+        assert loaded == {"1.0.0": 1, "1.1.0": 0}, "the old version stays loaded for the stream that holds it"
+        assert batch.json()["model_version"] == "1.1.0"
+        assert outcome.close_code == 1000 and outcome.ready["model_version"] == "1.0.0"
+        finals = outcome.of_type("final")
+        assert len(finals) == 2, "one utterance before the swap, one after it"
+        assert {m["model_version"] for m in outcome.messages} == {"1.0.0"}, "the stream kept the engine it started on"
+        assert word_error_rate([SPEECH, OTHER_SPEECH], [f["text"] for f in finals]) <= 0.15, finals
+
+        assert [m["version"] for m in http.get("/v1/models").json()["loaded"]] == ["1.1.0"], "1.0.0 closed on release"
+        assert http.post("/v1/models/reload").json()["changed"] is False
+        missing = http.post("/v1/models/reload", json={"version": "9.9.9"})
+        assert missing.status_code == 502 and "still serving the previous version" in missing.json()["detail"]
+        assert http.get("/readyz").json()["model_version"] == "1.1.0"
+        samples = scrape(server.base_url)
+        assert sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.1.0", outcome="swapped") == 1
+        assert sample(samples, "speech_model_info", region="eu-west", model_version="1.1.0", name=NAME) == 1
+        assert ("speech_model_info", frozenset({("region", "eu-west"), ("model_version", "1.0.0"), ("name", NAME)})) not in samples
+
+
+def test_polling_swaps_to_a_newly_published_version(store, tmp_path):
+    store.publish(POLL_BUCKET, "1.0.0", "1.0.0")
+    settings = store_settings(store, POLL_BUCKET, tmp_path, poll_interval_s=0.5)
+    with live_server(settings) as server:
+        assert httpx.get(server.base_url + "/readyz").json()["model_version"] == "1.0.0"
+        store.publish(POLL_BUCKET, "1.0.0", "1.0.1")
+        deadline = time.monotonic() + 120
+        while httpx.get(server.base_url + "/readyz").json()["model_version"] != "1.0.1":
+            assert time.monotonic() < deadline, "the new version was not picked up within 120 s"
+            time.sleep(0.5)
+
+
+def test_a_tampered_store_model_fails_health_instead_of_serving(store, tmp_path):
+    settings = store_settings(store, BAD_BUCKET, tmp_path, version="2.0.0")
+    with live_server(settings, wait_ready=False) as server:
+        deadline = time.monotonic() + 60
+        while (health := httpx.get(server.base_url + "/healthz")).status_code == 200:
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            time.sleep(0.2)
+        assert health.status_code == 503 and "config.json: sha256" in health.json()["detail"]
+        assert httpx.get(server.base_url + "/readyz").status_code == 503
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+

@@ -1,0 +1,38 @@
+"""Silero VAD from the installed package's ONNX file: speech boundaries found where the speech is."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.vad import SileroVad, bundled_model_path
+from tests.serving.server_fixtures import silence
+
+RATE = 16_000
+
+
+def test_the_vad_model_comes_from_the_installed_package_not_a_hub():
+    path = bundled_model_path()
+    assert (path.parent.parent.name, path.parent.name, path.name) == ("silero_vad", "data", "silero_vad.onnx")
+
+
+def test_each_utterance_is_found_between_its_silences(synthesize):
+    first = synthesize("The juice of lemons makes fine punch.", engine="flite")
+    second = synthesize("Glue the sheet to the dark blue background.", engine="espeak-ng")
+    audio = np.concatenate([silence(1.0), first, silence(1.5), second, silence(1.5)])
+    vad = SileroVad().stream(threshold=0.5, end_silence_ms=600)
+    events = []
+    for offset in range(0, len(audio), 320):  # 20 ms frames, as a stream delivers them
+        events.extend(vad.feed(audio[offset : offset + 320]))
+    assert [e.kind for e in events] == ["start", "end", "start", "end"], events
+    first_end, second_start = (1.0 + len(first) / RATE), (2.5 + len(first) / RATE)
+    starts_and_ends = [e.sample / RATE for e in events]
+    assert 0.9 <= starts_and_ends[0] <= 1.6, "speech starts after the leading second of silence"
+    assert first_end - 0.5 <= starts_and_ends[1] <= first_end + 0.9, "ends within the pause after the first"
+    assert second_start - 0.1 <= starts_and_ends[2] <= second_start + 0.6
+    assert starts_and_ends[3] <= len(audio) / RATE
+
+
+def test_silence_and_low_noise_never_start_speech():
+    noise = np.random.default_rng(1).normal(0, 0.003, RATE * 3).astype(np.float32)
+    vad = SileroVad().stream(threshold=0.5, end_silence_ms=600)
+    assert vad.feed(np.concatenate([silence(2.0), noise])) == []
