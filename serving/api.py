@@ -74,7 +74,9 @@ async def transcribe(
     sample_rate: Annotated[
         int | None, Query(description="set for headerless little-endian mono PCM16; leave out for WAV, Ogg, FLAC")
     ] = None,
-    language: Annotated[str | None, Query(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code; default: detect")] = None,
+    language: Annotated[
+        str | None, Query(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code; default: detect")
+    ] = None,
 ) -> TranscriptionResponse:
     """Transcribe one clip (at most ``SPEECH_LIMITS__MAX_AUDIO_S`` seconds) sent as the request body."""
     started = time.perf_counter()
@@ -88,7 +90,9 @@ async def transcribe(
     decoded = time.perf_counter()
     if not state.batch_slots.try_enter():
         state.metrics.error(state.current_version(), "overloaded")
-        raise HTTPException(503, "the server is at its limit of queued transcriptions; retry shortly", {"Retry-After": "1"})
+        raise HTTPException(
+            503, "the server is at its limit of queued transcriptions; retry shortly", {"Retry-After": "1"}
+        )
     try:
         lease = _acquire(state)
         with lease:
@@ -147,7 +151,9 @@ class ReloadRequest(BaseModel):
 async def reload_model(state: State, request: Annotated[ReloadRequest | None, Body()] = None) -> dict:
     """Pull, verify, load and warm a version, then swap it in; live streams finish on the version they started on."""
     if state.models.store is None:
-        raise HTTPException(409, "no model store is configured (SPEECH_MODEL__BUCKET); the bundled model cannot be reloaded")
+        raise HTTPException(
+            409, "no model store is configured (SPEECH_MODEL__BUCKET); the bundled model cannot be reloaded"
+        )
     try:
         result = await state.models.reload(request.version if request else None)
     except ReloadInProgressError as exc:

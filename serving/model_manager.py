@@ -110,7 +110,10 @@ class ModelManager:
             except ReloadInProgressError:
                 continue
             except Exception:
-                log.exception("polling %s for a new model version failed; keeping the current one", self.store.url(self._settings.name))
+                log.exception(
+                    "polling %s for a new model version failed; keeping the current one",
+                    self.store.url(self._settings.name),
+                )
                 continue
             if result.is_changed:
                 log.info("polling found version %s; it now serves new requests", result.current.version)
@@ -122,7 +125,10 @@ class ModelManager:
         from serving.whisper_onnx import load_engine
 
         if self.store is not None and version is not None:
-            model_dir, source = self.store.pull(self._settings.name, version), self.store.url(self._settings.name, version)
+            model_dir, source = (
+                self.store.pull(self._settings.name, version),
+                self.store.url(self._settings.name, version),
+            )
         else:
             model_dir, source = self._bundled_dir(), "bundled"
         engine = load_engine(model_dir)

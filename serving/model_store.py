@@ -99,7 +99,9 @@ class ModelStore:
     def latest_version(self, name: str) -> str:
         versions = self.versions(name)
         if not versions:
-            raise ModelStoreError(f"no versions of model {name!r} under {self.url(name)}; publish one or fix SPEECH_MODEL__NAME")
+            raise ModelStoreError(
+                f"no versions of model {name!r} under {self.url(name)}; publish one or fix SPEECH_MODEL__NAME"
+            )
         return versions[-1]
 
     def pull(self, name: str, version: str) -> Path:

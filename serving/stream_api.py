@@ -129,7 +129,7 @@ async def _read_frames(websocket: WebSocket, session: StreamSession, idle_timeou
             raise StreamError(
                 CLOSE_POLICY_VIOLATION,
                 "idle: no message received",
-                f"no message for {idle_timeout_s:g} s; send audio frames continuously and {{\"type\": \"stop\"}} to end",
+                f'no message for {idle_timeout_s:g} s; send audio frames continuously and {{"type": "stop"}} to end',
             ) from None
         if message["type"] == "websocket.disconnect":
             raise _ClientGone()
@@ -143,7 +143,7 @@ async def _read_frames(websocket: WebSocket, session: StreamSession, idle_timeou
             raise StreamError(
                 CLOSE_UNSUPPORTED_DATA,
                 "unsupported text message",
-                f"unsupported text message {text[:40]!r}; send binary PCM16 frames, then {{\"type\": \"stop\"}}",
+                f'unsupported text message {text[:40]!r}; send binary PCM16 frames, then {{"type": "stop"}}',
             )
 
 

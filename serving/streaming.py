@@ -91,7 +91,9 @@ class _AudioBuffer:
         self.end += len(audio)
 
     def slice(self, start: int, end: int) -> np.ndarray:
-        parts = [chunk[max(0, start - at) : end - at] for at, chunk in self._chunks if at < end and at + len(chunk) > start]
+        parts = [
+            chunk[max(0, start - at) : end - at] for at, chunk in self._chunks if at < end and at + len(chunk) > start
+        ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def forget_before(self, position: int) -> None:
@@ -181,7 +183,7 @@ class StreamSession:
         while (frame := await self._inbound.get()) is not None:
             await self._accept(pcm16_to_float(frame))
         if self._utterance_start is not None:
-            await self._finish_utterance(self._buffer.end)
+            await self._finish_utterance(self._utterance_start, self._buffer.end)
         self._is_input_done = True
         self._work.set()
 
@@ -191,33 +193,30 @@ class StreamSession:
             if event.kind == "start" and self._utterance_start is None:
                 self._begin_utterance(max(event.sample - PREROLL_SAMPLES, self._next_start_floor, self._buffer.start))
             elif event.kind == "end" and self._utterance_start is not None:
-                await self._finish_utterance(event.sample)
-        if self._utterance_start is None:
+                await self._finish_utterance(self._utterance_start, event.sample)
+        start = self._utterance_start
+        if start is None:
             self._buffer.forget_before(self._buffer.end - PREROLL_SAMPLES)
             return
-        if self._buffer.end - self._utterance_start >= self._max_utterance:
-            cut = self._utterance_start + self._max_utterance
-            await self._finish_utterance(cut)
+        if self._buffer.end - start >= self._max_utterance:
+            cut = start + self._max_utterance
+            await self._finish_utterance(start, cut)
             if self._vad.is_speech:
                 self._begin_utterance(cut)
         elif self._buffer.end - self._last_partial_at >= self._partial_every:
-            self._queue_partial()
+            self._queue_partial(start, self._buffer.end)
 
     def _begin_utterance(self, start: int) -> None:
         self._utterance_start = self._last_partial_at = start
 
-    def _queue_partial(self) -> None:
-        start, end = self._utterance_start, self._buffer.end
-        assert start is not None  # only called inside an utterance
+    def _queue_partial(self, start: int, end: int) -> None:
         if self._partial is not None:
             self._metrics.partial_dropped(self.model_version)
         self._partial = _Job("partial", self._utterance, self._buffer.slice(start, end), start, end)
         self._last_partial_at = end
         self._work.set()
 
-    async def _finish_utterance(self, end: int) -> None:
-        start = self._utterance_start
-        assert start is not None  # only called inside an utterance
+    async def _finish_utterance(self, start: int, end: int) -> None:
         self._finals.append(_Job("final", self._utterance, self._buffer.slice(start, end), start, end))
         if self._partial is not None and self._partial.utterance == self._utterance:
             self._partial = None  # the final supersedes it
@@ -252,7 +251,9 @@ class StreamSession:
             except Exception as exc:
                 self._metrics.error(version, "engine")
                 raise StreamError(
-                    CLOSE_INTERNAL_ERROR, "internal error while decoding", f"decoding utterance {job.utterance} failed: {exc}"
+                    CLOSE_INTERNAL_ERROR,
+                    "internal error while decoding",
+                    f"decoding utterance {job.utterance} failed: {exc}",
                 ) from exc
             elapsed = time.perf_counter() - started
             self._metrics.inference(version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
