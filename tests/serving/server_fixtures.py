@@ -166,7 +166,9 @@ async def stream_audio(
             return outcome
 
 
-async def _send_frames(ws: ClientConnection, data: bytes, realtime: float | None, marker: asyncio.Future | None) -> None:
+async def _send_frames(
+    ws: ClientConnection, data: bytes, realtime: float | None, marker: asyncio.Future | None
+) -> None:
     step = FRAME_SAMPLES * 2
     started = time.monotonic()
     for index, offset in enumerate(range(0, len(data), step)):
@@ -189,7 +191,9 @@ async def _collect(ws: ClientConnection, outcome: StreamOutcome) -> None:
     outcome.close_reason = ws.close_reason or ""
 
 
-async def close_of(url: str, send: list[bytes | str] = (), headers: dict[str, str] | None = None) -> tuple[int, str, list[dict]]:
+async def close_of(
+    url: str, send: list[bytes | str] = (), headers: dict[str, str] | None = None
+) -> tuple[int, str, list[dict]]:
     """Connect, send ``send``, and return the close code, reason and the messages received before it."""
     messages: list[dict] = []
     async with asyncio.timeout(60):
@@ -217,5 +221,7 @@ def scrape(base_url: str) -> dict[tuple[str, frozenset], float]:
 def sample(samples: dict[tuple[str, frozenset], float], metric: str, /, **labels: str) -> float:
     key = (metric, frozenset(labels.items()))
     if key not in samples:
-        raise AssertionError(f"no sample {metric}{labels}; have {sorted(n for n, _ in samples if n.startswith(metric))}")
+        raise AssertionError(
+            f"no sample {metric}{labels}; have {sorted(n for n, _ in samples if n.startswith(metric))}"
+        )
     return samples[key]

@@ -31,7 +31,9 @@ def server(bundled_model_dir, tmp_path_factory):
      {"Authorization": "Bearer " + hashlib.sha256(ENV_KEY.encode()).hexdigest()}],
     ids=["no key", "wrong bearer", "wrong x-api-key", "wrong scheme", "the hash itself"],
 )  # fmt: skip
-@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/asr"), ("GET", "/v1/models"), ("POST", "/v1/models/reload")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/asr"), ("GET", "/v1/models"), ("POST", "/v1/models/reload")]
+)
 def test_api_routes_answer_401_without_a_valid_key(server, method, path, headers):
     with server.client() as http:
         response = http.request(method, path, headers=headers, content=b"RIFF")
@@ -63,6 +65,8 @@ def test_a_stream_without_a_valid_key_is_closed_with_1008(server):
 
 def test_a_stream_with_a_valid_key_is_served(server, synthesize):
     audio = with_silence(synthesize(SPEECH, engine="flite"))
-    outcome = asyncio.run(stream_audio(server.ws_url, audio, realtime=None, headers={"Authorization": f"Bearer {FILE_KEY}"}))
+    outcome = asyncio.run(
+        stream_audio(server.ws_url, audio, realtime=None, headers={"Authorization": f"Bearer {FILE_KEY}"})
+    )
     assert outcome.close_code == 1000
     assert "round bowls" in outcome.final_text.lower()

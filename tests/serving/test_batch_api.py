@@ -38,7 +38,7 @@ def upload(audio, encoding: str) -> tuple[bytes, dict]:
     raise ValueError(encoding)
 
 
-ENCODINGS = ("wav-16k", "ogg-opus-48k", "pcm16-44k", "pcm16-8k")
+WIDEBAND_ENCODINGS = ("wav-16k", "ogg-opus-48k", "pcm16-44k")
 
 
 def test_probes_report_a_loaded_warmed_model(http):
@@ -48,30 +48,44 @@ def test_probes_report_a_loaded_warmed_model(http):
     assert ready.json() == {"status": "ready", "model": "whisper-base", "model_version": "1.0.0"}
 
 
-def test_espeak_and_flite_speech_is_transcribed_in_every_upload_encoding(
+def transcribe_all(http, texts: list[str], tts: str, encodings: tuple[str, ...], synthesize) -> list[str]:
+    hypotheses = []
+    for index, text in enumerate(texts):
+        body, params = upload(synthesize(text, engine=tts), encodings[index % len(encodings)])
+        response = http.post("/v1/asr", content=body, params=params)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["model_version"] == "1.0.0" and result["language"] == "en"
+        assert result["timings"]["total"] >= result["timings"]["engine"] > 0
+        hypotheses.append(result["text"])
+    return hypotheses
+
+
+def test_espeak_and_flite_speech_is_transcribed_from_wav_ogg_opus_and_raw_pcm(
     http, reference_sentences, synthesize, word_error_rate
 ):
     english = [s.text for s in reference_sentences if s.language == "en"]
-    references, hypotheses, by_engine = [], [], {}
+    references, hypotheses = [], []
     for tts in ("espeak-ng", "flite"):
-        for index, text in enumerate(english):
-            encoding = ENCODINGS[index % len(ENCODINGS)]
-            body, params = upload(synthesize(text, engine=tts), encoding)
-            response = http.post("/v1/asr", content=body, params=params)
-            assert response.status_code == 200, response.text
-            result = response.json()
-            assert result["model_version"] == "1.0.0" and result["language"] == "en"
-            assert result["timings"]["total"] >= result["timings"]["engine"] > 0
-            references.append(text)
-            hypotheses.append(result["text"])
-            by_engine.setdefault(tts, ([], []))
-            by_engine[tts][0].append(text)
-            by_engine[tts][1].append(result["text"])
+        heard = transcribe_all(http, english, tts, WIDEBAND_ENCODINGS, synthesize)
+        print(
+            f"batch WER through the server, {tts}: {word_error_rate(english, heard):.1%} over {len(english)} sentences"
+        )
+        references += english
+        hypotheses += heard
     wer = word_error_rate(references, hypotheses)
-    for tts, (refs, hyps) in by_engine.items():
-        print(f"batch WER through the server, {tts}: {word_error_rate(refs, hyps):.1%} over {len(refs)} sentences")
-    print(f"batch WER through the server, all: {wer:.1%} over {len(references)} sentences ({', '.join(ENCODINGS)})")
-    assert wer <= 0.15, list(zip(references, hypotheses))
+    print(f"batch WER through the server, both voices: {wer:.1%} ({', '.join(WIDEBAND_ENCODINGS)} in turn)")
+    assert wer <= 0.15, list(zip(references, hypotheses, strict=True))
+
+
+def test_telephone_band_pcm_at_8_khz_is_resampled_and_transcribed(
+    http, reference_sentences, synthesize, word_error_rate
+):
+    english = [s.text for s in reference_sentences if s.language == "en"]
+    heard = transcribe_all(http, english, "flite", ("pcm16-8k",), synthesize)
+    wer = word_error_rate(english, heard)
+    print(f"batch WER through the server, flite as 8 kHz PCM16: {wer:.1%}")
+    assert wer <= 0.15, list(zip(english, heard, strict=True))
 
 
 def test_health_answers_while_a_transcription_runs(http, server, synthesize):
@@ -105,7 +119,9 @@ def test_language_can_be_forced_and_must_be_one_the_model_knows(http, synthesize
         (b"\x00\x01" * 16000 * 61, {"sample_rate": 16000}, 413, "the audio is 61.0 s long; at most 60 s per request"),
     ],
 )  # fmt: skip
-def test_bad_uploads_get_a_4xx_that_says_why_and_the_server_keeps_serving(http, synthesize, body, params, status, detail):
+def test_bad_uploads_get_a_4xx_that_says_why_and_the_server_keeps_serving(
+    http, synthesize, body, params, status, detail
+):
     if body == "truncated":
         body = wav_bytes(synthesize("The juice of lemons makes fine punch."))[:20_000]
     response = http.post("/v1/asr", content=body, params=params)

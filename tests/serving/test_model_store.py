@@ -195,7 +195,11 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
         reload, during, batch, outcome = asyncio.run(swap_under_a_live_stream())
         assert reload.status_code == 200, reload.text
         assert reload.json()["changed"] and reload.json()["previous"]["version"] == "1.0.0"
-        assert reload.json()["current"] == {"name": NAME, "version": "1.1.0", "source": f"s3://{EU_BUCKET}/models/{NAME}/1.1.0/"}
+        assert reload.json()["current"] == {
+            "name": NAME,
+            "version": "1.1.0",
+            "source": f"s3://{EU_BUCKET}/models/{NAME}/1.1.0/",
+        }
         loaded = {m["version"]: m["holders"] for m in during.json()["loaded"]}
         assert loaded == {"1.0.0": 1, "1.1.0": 0}, "the old version stays loaded for the stream that holds it"
         assert batch.json()["model_version"] == "1.1.0"
@@ -211,9 +215,14 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
         assert missing.status_code == 502 and "still serving the previous version" in missing.json()["detail"]
         assert http.get("/readyz").json()["model_version"] == "1.1.0"
         samples = scrape(server.base_url)
-        assert sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.1.0", outcome="swapped") == 1
+        assert (
+            sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.1.0", outcome="swapped") == 1
+        )
         assert sample(samples, "speech_model_info", region="eu-west", model_version="1.1.0", name=NAME) == 1
-        assert ("speech_model_info", frozenset({("region", "eu-west"), ("model_version", "1.0.0"), ("name", NAME)})) not in samples
+        assert (
+            "speech_model_info",
+            frozenset({("region", "eu-west"), ("model_version", "1.0.0"), ("name", NAME)}),
+        ) not in samples
 
 
 def test_polling_swaps_to_a_newly_published_version(store, tmp_path):
@@ -243,4 +252,3 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-

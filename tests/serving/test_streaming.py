@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import httpx
@@ -54,7 +55,7 @@ def test_a_stream_in_real_time_gets_partials_then_a_final_per_utterance(server, 
         assert final["end_s"] > final["start_s"] and final["model_version"] == "1.0.0"
     assert finals[0]["end_s"] <= finals[1]["start_s"]
     partials = outcome.of_type("partial")
-    cadence = max(b["end_s"] - a["end_s"] for a, b in zip(partials, partials[1:]) if a["utterance"] == b["utterance"])
+    cadence = max(b["end_s"] - a["end_s"] for a, b in itertools.pairwise(partials) if a["utterance"] == b["utterance"])
     wer = word_error_rate([FIRST, SECOND], [f["text"] for f in finals])
     print(f"stream WER through the server (flite, real time): {wer:.1%}; {len(partials)} partials, "
           f"largest gap between partials {cadence:.2f} s of audio")  # fmt: skip
