@@ -148,11 +148,20 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _bucket_needs_region(self) -> Settings:
-        if self.model.bucket is not None and self.region is None:
+    def _store_settings_agree(self) -> Settings:
+        model = self.model
+        if model.bucket is not None and self.region is None:
             raise ValueError(
-                f"{ENV_PREFIX}MODEL__BUCKET={self.model.bucket!r} needs {ENV_PREFIX}REGION (the AWS region this "
+                f"{ENV_PREFIX}MODEL__BUCKET={model.bucket!r} needs {ENV_PREFIX}REGION (the AWS region this "
                 "replica runs in) so the bucket's jurisdiction can be checked"
+            )
+        if model.poll_interval_s is not None and (model.bucket is None or model.version is not None):
+            why = "no model store is configured (SPEECH_MODEL__BUCKET)" if model.bucket is None else (
+                f"SPEECH_MODEL__VERSION={model.version!r} pins the version"
+            )  # fmt: skip
+            raise ValueError(
+                f"{ENV_PREFIX}MODEL__POLL_INTERVAL_S={model.poll_interval_s:g} polls the store for newer versions, "
+                f"but {why}; set one or the other"
             )
         return self
 

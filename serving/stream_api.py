@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serving.api import LANGUAGE_PATTERN
 from serving.auth import UNAUTHORIZED_DETAIL
+from serving.engine import SAMPLE_RATE
 from serving.registry import EngineLease, RegistryClosedError
 from serving.state import ServingState, serving_state
 from serving.streaming import (
@@ -98,7 +99,7 @@ async def _serve(websocket: WebSocket, state: ServingState, lease: EngineLease, 
         await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", detail))
         return CLOSE_POLICY_VIOLATION
     await websocket.send_json(
-        {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": 16000}
+        {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": SAMPLE_RATE}
     )
     ending: StreamError | None = None
     is_client_gone = False

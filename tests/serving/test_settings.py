@@ -62,6 +62,21 @@ def test_a_bucket_without_a_region_is_refused_because_its_jurisdiction_cannot_be
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("variables", "why"),
+    [
+        ({}, "no model store is configured (SPEECH_MODEL__BUCKET)"),
+        ({"SPEECH_REGION": "eu-west-1", "SPEECH_MODEL__BUCKET": "b", "SPEECH_MODEL__VERSION": "3"}, "pins the version"),
+    ],
+)
+def test_polling_needs_a_store_and_an_unpinned_version(monkeypatch, variables, why):
+    for name, value in {**variables, "SPEECH_MODEL__POLL_INTERVAL_S": "60"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"SPEECH_MODEL__POLL_INTERVAL_S=60 polls the store") as error:
+        load_settings()
+    assert why in str(error.value)
+
+
 def test_api_keys_come_as_comma_separated_hashes_and_from_a_secret_file(monkeypatch, tmp_path):
     first, second = (hashlib.sha256(key).hexdigest() for key in (b"key-one", b"key-two"))
     secret = tmp_path / "hashes"
