@@ -105,7 +105,9 @@ def parse_ct2_model(data: bytes, origin: str) -> Ct2Model:
         size = reader.unpack("I")
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if size != expected:
-            raise Ct2FormatError(f"{origin}: variable {name} holds {size} bytes; shape {shape} of {dtype} needs {expected}")
+            raise Ct2FormatError(
+                f"{origin}: variable {name} holds {size} bytes; shape {shape} of {dtype} needs {expected}"
+            )
         variables[name] = np.frombuffer(reader.raw(size), dtype=dtype).reshape(shape)
     for _ in range(reader.unpack("I")):
         alias, target = reader.string(), reader.string()

@@ -143,7 +143,11 @@ class _DecoderLayer(nn.Module):
 
 
 class WhisperEncoder(nn.Module):
-    """log-mel [B, n_mels, 3000] -> cross_k [L, B, H, Dh, 1500], cross_v [L, B, H, 1500, Dh]."""
+    """log-mel [B, n_mels, 3000] -> per decoder layer: cross_k [B, H, Dh, 1500], cross_v [B, H, 1500, Dh].
+
+    One tensor per layer, not one stacked tensor: the decoder would otherwise slice (copy) every layer's K/V
+    out of the stack on every token.
+    """
 
     def __init__(self, dims: WhisperDims, decoder_layers: nn.ModuleList) -> None:
         super().__init__()
@@ -154,50 +158,47 @@ class WhisperEncoder(nn.Module):
         self.norm = nn.LayerNorm(dims.d_model, eps=_LAYER_NORM_EPS)
         self.decoder_layers = decoder_layers
 
-    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2) + self.positions
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
-        keys, values = zip(*(layer.cross_cache(x) for layer in self.decoder_layers))
-        return torch.stack(keys), torch.stack(values)
+        return tuple(t for layer in self.decoder_layers for t in layer.cross_cache(x))
 
 
 class WhisperDecoderStep(nn.Module):
     """One decoding step over ``tokens`` at positions ``offset..offset+T-1``, given the self-attention cache.
 
     Returns the logits of the last position only: the vocabulary projection is the largest matmul of a step and
-    earlier positions' logits are never used.
+    earlier positions' logits are never used. The tied embedding is stored transposed, [d_model, vocab], so the
+    token lookup (a Gather on axis 1) and the logits MatMul share one initializer instead of shipping a
+    constant-folded transposed copy of the largest tensor in the model.
     """
 
     def __init__(self, dims: WhisperDims) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(dims.n_vocab, dims.d_model)
+        self.vocab = nn.Parameter(torch.zeros(dims.d_model, dims.n_vocab))
         self.register_buffer("positions", torch.zeros(dims.n_text_ctx, dims.d_model))
         self.layers = nn.ModuleList(_DecoderLayer(dims) for _ in range(dims.n_decoder_layers))
         self.norm = nn.LayerNorm(dims.d_model, eps=_LAYER_NORM_EPS)
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        offset: torch.Tensor,
-        past_k: torch.Tensor,
-        past_v: torch.Tensor,
-        cross_k: torch.Tensor,
-        cross_v: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, offset: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``caches`` holds, per layer, past_k [B, H, Dh, P], past_v [B, H, P, Dh], cross_k, cross_v.
+
+        Returns logits [B, vocab] then, per layer, present_k [B, H, Dh, P+T] and present_v [B, H, P+T, Dh].
+        """
         steps = torch.arange(tokens.shape[1], dtype=torch.int64)
         query_pos = offset + steps
-        key_pos = torch.arange(past_k.shape[-1] + tokens.shape[1], dtype=torch.int64)
+        key_pos = torch.arange(caches[0].shape[-1] + tokens.shape[1], dtype=torch.int64)
         mask = torch.where(key_pos[None, :] > query_pos[:, None], float("-inf"), 0.0)
-        x = self.embedding(tokens) + F.embedding(query_pos, self.positions)
-        keys, values = [], []
+        embedded = torch.index_select(self.vocab, 1, tokens.reshape(-1)).t().reshape(*tokens.shape, -1)
+        x = embedded + F.embedding(query_pos, self.positions)
+        presents: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, mask, past_k[i], past_v[i], cross_k[i], cross_v[i])
-            keys.append(k)
-            values.append(v)
-        logits = F.linear(self.norm(x[:, -1]), self.embedding.weight)
-        return logits, torch.stack(keys), torch.stack(values)
+            x, k, v = layer(x, mask, *caches[4 * i : 4 * i + 4])
+            presents += [k, v]
+        logits = self.norm(x[:, -1]) @ self.vocab
+        return (logits, *presents)
 
 
 def _assign(param: torch.Tensor, value: np.ndarray, name: str) -> None:
@@ -246,7 +247,7 @@ def build_whisper(model: Ct2Model) -> tuple[WhisperEncoder, WhisperDecoderStep, 
         _load_linear(layer.out, model, f"{prefix}/self_attention/linear_1")
         _load_mlp(layer.mlp, model, f"{prefix}/ffn")
     _load_norm(encoder.norm, model, "encoder/layer_norm")
-    _assign(decoder.embedding.weight, v["decoder/embeddings/weight"], "decoder/embeddings/weight")
+    _assign(decoder.vocab, np.ascontiguousarray(v["decoder/embeddings/weight"].T), "decoder/embeddings/weight")
     _assign(decoder.positions, v["decoder/position_encodings/encodings"], "decoder/position_encodings")
     for i, layer in enumerate(decoder.layers):
         prefix = f"decoder/layer_{i}"
