@@ -63,6 +63,22 @@ class WhisperConfig:
         return self.d_model // self.n_heads
 
 
+def encoder_outputs(n_layers: int) -> list[str]:
+    """The encoder's outputs, in order: each decoder layer's cross-attention K and V."""
+    return [f"cross_{kv}_{i}" for i in range(n_layers) for kv in "kv"]
+
+
+def decoder_inputs(n_layers: int) -> list[str]:
+    """The decoder step's inputs, in order: tokens, offset, then per layer past_k, past_v, cross_k, cross_v."""
+    per_layer = (f"{name}_{i}" for i in range(n_layers) for name in ("past_k", "past_v", "cross_k", "cross_v"))
+    return ["tokens", "offset", *per_layer]
+
+
+def decoder_outputs(n_layers: int) -> list[str]:
+    """The decoder step's outputs, in order: last-position logits, then per layer present_k, present_v."""
+    return ["logits", *(f"present_{kv}_{i}" for i in range(n_layers) for kv in "kv")]
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
