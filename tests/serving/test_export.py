@@ -1,0 +1,47 @@
+"""The exported graphs must compute what the torch model computes, and the cache must heal itself."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from serving.export import ExportError, ensure_bundled_model, load_torch_whisper, model_dir_for
+from serving.export_check import compare_to_torch
+from serving.model_dir import DECODER_FILE, MANIFEST_FILE, read_manifest, verify_model_dir
+
+
+def test_onnx_graphs_match_torch_on_speech_they_were_not_checked_on(bundled_model_dir, synthesize):
+    encoder, decoder, config = load_torch_whisper("base")
+    speech = synthesize("Please call Stella and ask her to bring these things with her from the store.", engine="flite")
+    report = compare_to_torch(encoder, decoder, config, bundled_model_dir, speech)
+    print(f"\nbase export vs torch: {report}")
+    assert report.problems() == [], report
+
+
+def test_bundled_model_directory_names_its_model_and_version(bundled_model_dir):
+    manifest = read_manifest(bundled_model_dir)
+    assert (manifest.name, manifest.version, manifest.profile) == ("whisper-base", "1.0.0", "base")
+    assert bundled_model_dir == model_dir_for("base")
+
+
+def test_a_sound_cached_model_is_reused_not_rebuilt(bundled_model_dir):
+    written = (bundled_model_dir / MANIFEST_FILE).stat().st_mtime_ns
+    assert ensure_bundled_model("base") == bundled_model_dir
+    assert (bundled_model_dir / MANIFEST_FILE).stat().st_mtime_ns == written
+
+
+def test_a_tampered_cached_model_is_rebuilt(tiny_en_model_dir, tmp_path):
+    target = model_dir_for("tiny.en", tmp_path)
+    shutil.copytree(tiny_en_model_dir, target)
+    with (target / DECODER_FILE).open("r+b") as decoder:
+        decoder.seek(1000)
+        decoder.write(b"\xff\xff\xff\xff")
+    assert ensure_bundled_model("tiny.en", tmp_path) == target
+    assert verify_model_dir(target).profile == "tiny.en"
+    assert [p.name for p in target.parent.iterdir()] == [target.name], "staging or stale copies were left behind"
+
+
+def test_an_unknown_profile_is_refused_with_the_choices():
+    with pytest.raises(ExportError, match="profile 'large' is not bundled; choose one of base, tiny.en"):
+        ensure_bundled_model("large")

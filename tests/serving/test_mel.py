@@ -1,0 +1,64 @@
+"""The numpy front end must feed the model exactly what Whisper's torch front end would."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from serving.mel import CHUNK_FRAMES, HOP_LENGTH, N_FFT, chunked_features, log_mel_spectrogram, mel_filters
+
+
+def _torch_slaney_filters(n_mels: int, sample_rate: int = 16_000) -> torch.Tensor:
+    """torchaudio's ``melscale_fbanks(norm="slaney", mel_scale="slaney")``, written out: [n_mels, n_fft/2+1]."""
+
+    def hz_to_mel(hz: float) -> float:
+        return hz * 3 / 200 if hz < 1000 else 15 + math.log(hz / 1000) / (math.log(6.4) / 27)
+
+    def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+        return torch.where(mel < 15, mel * 200 / 3, 1000 * torch.exp((math.log(6.4) / 27) * (mel - 15)))
+
+    all_freqs = torch.linspace(0, sample_rate // 2, N_FFT // 2 + 1, dtype=torch.float64)
+    f_pts = mel_to_hz(torch.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64))
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    banks = torch.clamp(torch.minimum(down, up), min=0)
+    banks *= (2.0 / (f_pts[2:] - f_pts[:-2])).unsqueeze(0)
+    return banks.T.float()
+
+
+def _whisper_log_mel(audio: np.ndarray, filters: torch.Tensor) -> np.ndarray:
+    """``whisper.audio.log_mel_spectrogram`` as published, given its filterbank."""
+    stft = torch.stft(torch.from_numpy(audio), N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
+    magnitudes = stft[..., :-1].abs() ** 2
+    log_spec = torch.clamp(filters @ magnitudes, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).numpy()
+
+
+def test_mel_filterbank_matches_the_slaney_filterbank_whisper_ships():
+    np.testing.assert_allclose(mel_filters(80), _torch_slaney_filters(80).numpy(), atol=1e-6)
+    np.testing.assert_allclose(mel_filters(128), _torch_slaney_filters(128).numpy(), atol=1e-6)
+
+
+def test_log_mel_of_speech_matches_whispers_torch_front_end(synthesize):
+    speech = synthesize("The juice of lemons makes fine punch.")
+    padded = np.concatenate([speech, np.zeros(16_000 * 30 - len(speech), np.float32)])
+    ours = log_mel_spectrogram(padded, 80)
+    reference = _whisper_log_mel(padded, _torch_slaney_filters(80))
+    assert ours.shape == reference.shape == (80, CHUNK_FRAMES)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_long_audio_becomes_one_full_window_per_30_seconds():
+    audio = np.random.default_rng(0).normal(0, 0.1, 16_000 * 65).astype(np.float32)
+    windows = chunked_features(audio, 80)
+    assert [w.shape for w in windows] == [(80, CHUNK_FRAMES)] * 3
+
+
+def test_empty_audio_still_yields_one_silent_window():
+    windows = chunked_features(np.zeros(0, np.float32), 80)
+    assert len(windows) == 1 and windows[0].shape == (80, CHUNK_FRAMES)

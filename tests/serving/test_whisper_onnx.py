@@ -1,0 +1,128 @@
+"""The onnxruntime Whisper engine: accuracy on synthetic speech, windows, languages, threads and bad input."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serving.engine import AsrEngine
+from serving.whisper_onnx import ModelError, load_engine, strip_loop
+
+MAX_WER = 0.15
+
+
+def _english(reference_sentences) -> list[str]:
+    return [s.text for s in reference_sentences if s.language == "en"]
+
+
+def test_base_transcribes_espeak_and_flite_speech_within_15_percent_wer(
+    whisper_engine, reference_sentences, synthesize, word_error_rate
+):
+    english = _english(reference_sentences)
+    per_tts = {}
+    for tts in ("espeak-ng", "flite"):
+        hypotheses = [whisper_engine.transcribe(synthesize(text, engine=tts)).text for text in english]
+        per_tts[tts] = (english, hypotheses)
+    figures = {tts: word_error_rate(refs, hyps) for tts, (refs, hyps) in per_tts.items()}
+    overall = word_error_rate(english * 2, per_tts["espeak-ng"][1] + per_tts["flite"][1])
+    summary = ", ".join(f"{tts} {wer:.1%}" for tts, wer in figures.items()) + f", all {overall:.1%}"
+    print(f"\nbase WER over {len(english)} sentences: {summary}")
+    assert overall <= MAX_WER, f"WER {summary}: {per_tts}"
+
+
+def test_tiny_en_transcribes_english(tiny_en_model_dir, reference_sentences, synthesize, word_error_rate):
+    engine = load_engine(tiny_en_model_dir)
+    english = _english(reference_sentences)
+    figures = {}
+    for tts in ("espeak-ng", "flite"):
+        results = [engine.transcribe(synthesize(text, engine=tts)) for text in english]
+        assert {r.language for r in results} == {"en"}
+        figures[tts] = word_error_rate(english, [r.text for r in results])
+    engine.close()
+    print(f"\ntiny.en WER over {len(english)} sentences: " + ", ".join(f"{t} {w:.1%}" for t, w in figures.items()))
+    assert max(figures.values()) <= 0.35, figures
+    assert engine.languages == ["en"]
+
+
+def test_the_spoken_language_is_detected(whisper_engine, reference_sentences, synthesize):
+    foreign = [s for s in reference_sentences if s.language != "en"]
+    assert foreign, "tests/data/asr_sentences.txt needs a sentence in another language"
+    for sentence in foreign:
+        result = whisper_engine.transcribe(synthesize(sentence.text, voice=sentence.language))
+        assert result.language == sentence.language, result
+
+
+def test_a_forced_language_is_used_and_an_unknown_one_is_refused(whisper_engine, synthesize):
+    speech = synthesize("Rice is often served in round bowls.")
+    assert whisper_engine.transcribe(speech, language="en").language == "en"
+    with pytest.raises(ValueError, match="language 'xx' is not supported by whisper-base; use None to detect"):
+        whisper_engine.transcribe(speech, language="xx")
+
+
+def test_audio_longer_than_30_seconds_is_transcribed_window_by_window(
+    whisper_engine, reference_sentences, synthesize, word_error_rate
+):
+    english = _english(reference_sentences)
+    pause = np.zeros(16_000, np.float32)
+    audio = np.concatenate([part for text in english for part in (synthesize(text, engine="flite"), pause)])
+    assert len(audio) > 16_000 * 35
+    result = whisper_engine.transcribe(audio)
+    # Words cut at a window edge may be lost or garbled; everything else must come through in order.
+    wer = word_error_rate([" ".join(english)], [result.text])
+    assert wer <= 0.25, (wer, result.text)
+    assert result.audio_seconds == pytest.approx(len(audio) / 16_000)
+    assert "month" in result.text, "the last window was dropped"
+
+
+def test_concurrent_calls_agree_with_sequential_ones(whisper_engine, reference_sentences, synthesize):
+    clips = [synthesize(text) for text in _english(reference_sentences)[:4]]
+    sequential = [whisper_engine.transcribe(clip).text for clip in clips]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda clip: whisper_engine.transcribe(clip).text, clips))
+    assert concurrent == sequential
+
+
+def test_a_transcription_reports_version_duration_and_stage_timings(whisper_engine, synthesize):
+    speech = synthesize("Glue the sheet to the dark blue background.")
+    result = whisper_engine.transcribe(speech)
+    assert isinstance(whisper_engine, AsrEngine)
+    assert result.model_version == whisper_engine.version == "1.0.0"
+    assert result.audio_seconds == pytest.approx(len(speech) / 16_000)
+    assert set(result.timings) == {"features", "encode", "decode"}
+    assert all(seconds > 0 for seconds in result.timings.values())
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        (np.zeros((2, 16_000), np.float32), r"1-D float32 array .* got shape \(2, 16000\)"),
+        (np.zeros(16_000, np.int16), "1-D float32 array .* of int16"),
+        (np.full(16_000, np.nan, np.float32), "NaN or infinite"),
+        ([0.0] * 16_000, "1-D float32 array .* of list"),
+    ],
+)
+def test_bad_audio_is_refused_with_what_was_expected(whisper_engine, audio, message):
+    with pytest.raises(ValueError, match=message):
+        whisper_engine.transcribe(audio)
+
+
+def test_a_closed_engine_refuses_work(bundled_model_dir):
+    engine = load_engine(bundled_model_dir)
+    engine.close()
+    with pytest.raises(ModelError, match="is closed"):
+        engine.transcribe(np.zeros(16_000, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        ([1, 2, 3], ([1, 2, 3], False)),
+        ([5, 7, 7, 7, 7], ([5, 7], True)),
+        ([9, 1, 2, 1, 2, 1, 2, 1, 2], ([9, 1, 2], True)),
+        ([1, 2, 1, 2, 1, 2], ([1, 2, 1, 2, 1, 2], False)),
+    ],
+)
+def test_a_decoding_loop_is_cut_to_one_copy(tokens, expected):
+    assert strip_loop(tokens) == expected
