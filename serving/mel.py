@@ -74,10 +74,14 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int) -> np.ndarray:
 def chunked_features(audio: np.ndarray, n_mels: int) -> list[np.ndarray]:
     """One [n_mels, 3000] window per 30 s of audio (at least one), as Whisper's sequential transcription sees them.
 
-    Features are computed once over the whole clip plus 30 s of silence, as ``whisper.transcribe`` does, so the
-    -8 floor is global and the last window is padded with genuine silence frames rather than zeros.
+    Features are computed once over the whole clip padded with silence, as ``whisper.transcribe`` does, so the
+    -8 floor is global and the last window is padded with genuine silence frames rather than zeros. Whisper pads
+    a full 30 s; padding only to the end of the last window (plus one FFT of margin, so the reflection at the edge
+    sees silence too) yields the same frames for less work.
     """
     content_frames = len(audio) // HOP_LENGTH
-    mel = log_mel_spectrogram(np.concatenate([audio, np.zeros(CHUNK_SAMPLES, np.float32)]), n_mels)
-    starts = range(0, max(content_frames, 1), CHUNK_FRAMES)
-    return [np.ascontiguousarray(mel[:, start : start + CHUNK_FRAMES]) for start in starts]
+    n_windows = max(1, -(-content_frames // CHUNK_FRAMES))
+    padded = np.zeros(n_windows * CHUNK_SAMPLES + N_FFT, np.float32)
+    padded[: len(audio)] = audio
+    mel = log_mel_spectrogram(padded, n_mels)
+    return [np.ascontiguousarray(mel[:, i * CHUNK_FRAMES : (i + 1) * CHUNK_FRAMES]) for i in range(n_windows)]

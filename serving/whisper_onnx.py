@@ -121,9 +121,14 @@ class WhisperOnnxEngine:
         self._decoder_outputs = decoder_outputs(layers)
         # Encoder outputs feed the decoder inputs of the same name; each step's presents become the next's pasts.
         self._past_names = [name.replace("present_", "past_") for name in self._decoder_outputs[1:]]
-        empty_k = np.zeros((1, cfg.n_heads, cfg.head_dim, 0), np.float32)
-        empty_v = np.zeros((1, cfg.n_heads, 0, cfg.head_dim), np.float32)
-        self._empty_cache = {name: empty_k if "_k_" in name else empty_v for name in self._past_names}
+        # Caches stay where the decoder runs (GPU memory under CUDA): only tokens go in and logits come out.
+        self._device = "cuda" if "CUDAExecutionProvider" in self._decoder.get_providers() else "cpu"
+        self._empty_k = np.zeros((1, cfg.n_heads, cfg.head_dim, 0), np.float32)
+        self._empty_v = np.zeros((1, cfg.n_heads, 0, cfg.head_dim), np.float32)
+        self._empty_cache = {
+            name: ort.OrtValue.ortvalue_from_numpy(self._empty_k if "_k_" in name else self._empty_v, self._device)
+            for name in self._past_names
+        }
         self._language_codes = list(cfg.languages)
 
     @property
@@ -162,7 +167,7 @@ class WhisperOnnxEngine:
         results: list[_WindowResult] = []
         for mel in windows:
             started = time.perf_counter()
-            cross = dict(zip(self._encoder_outputs, encoder.run(self._encoder_outputs, {"mel": mel[None]})))
+            cross = self._encode(encoder, mel)
             timings["encode"] += time.perf_counter() - started
             started = time.perf_counter()
             results.append(self._decode_window(decoder, cross, language))
@@ -177,21 +182,39 @@ class WhisperOnnxEngine:
             timings=timings,
         )
 
+    def _encode(self, encoder: ort.InferenceSession, mel: np.ndarray) -> dict[str, ort.OrtValue]:
+        binding = encoder.io_binding()
+        batch = mel[None]
+        binding.bind_cpu_input("mel", batch)
+        for name in self._encoder_outputs:
+            binding.bind_output(name, self._device)
+        encoder.run_with_iobinding(binding)
+        return dict(zip(self._encoder_outputs, binding.get_outputs()))
+
     def _decode_window(
-        self, decoder: ort.InferenceSession, cross: dict[str, np.ndarray], language: str | None
+        self, decoder: ort.InferenceSession, cross: dict[str, ort.OrtValue], language: str | None
     ) -> _WindowResult:
         cfg = self.config
-        feeds: dict[str, np.ndarray] = {**cross, **self._empty_cache}
+        binding = decoder.io_binding()
+        for name, value in {**cross, **self._empty_cache}.items():
+            binding.bind_ortvalue_input(name, value)
         offset = 0
 
         def step(tokens: list[int]) -> np.ndarray:
             nonlocal offset
-            feeds["tokens"] = np.array([tokens], np.int64)
-            feeds["offset"] = np.array(offset, np.int64)
-            logits, *presents = decoder.run(self._decoder_outputs, feeds)
-            feeds.update(zip(self._past_names, presents))
+            # Locals keep the arrays alive until the run: a binding does not own CPU inputs.
+            token_ids, position = np.array([tokens], np.int64), np.array(offset, np.int64)
+            binding.bind_cpu_input("tokens", token_ids)
+            binding.bind_cpu_input("offset", position)
+            binding.bind_output("logits")
+            for name in self._decoder_outputs[1:]:
+                binding.bind_output(name, self._device)
+            decoder.run_with_iobinding(binding)
+            logits, *presents = binding.get_outputs()
+            for name, value in zip(self._past_names, presents):
+                binding.bind_ortvalue_input(name, value)
             offset += len(tokens)
-            return logits[0]
+            return logits.numpy()[0]
 
         logits = step([cfg.sot])
         no_speech_prob = float(_softmax(logits)[cfg.no_speech])

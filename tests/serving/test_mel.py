@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from serving.mel import CHUNK_FRAMES, HOP_LENGTH, N_FFT, chunked_features, log_mel_spectrogram, mel_filters
@@ -51,6 +52,14 @@ def test_log_mel_of_speech_matches_whispers_torch_front_end(synthesize):
     reference = _whisper_log_mel(padded, _torch_slaney_filters(80))
     assert ours.shape == reference.shape == (80, CHUNK_FRAMES)
     np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("seconds", [3.2, 30.0, 41.7])
+def test_windows_equal_whispers_features_of_the_clip_padded_with_30_seconds_of_silence(seconds):
+    audio = np.random.default_rng(1).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32)
+    whisper = log_mel_spectrogram(np.concatenate([audio, np.zeros(16_000 * 30, np.float32)]), 80)
+    for i, window in enumerate(chunked_features(audio, 80)):
+        np.testing.assert_allclose(window, whisper[:, i * CHUNK_FRAMES : (i + 1) * CHUNK_FRAMES], atol=1e-5)
 
 
 def test_long_audio_becomes_one_full_window_per_30_seconds():
