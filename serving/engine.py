@@ -40,8 +40,16 @@ class AsrEngine(Protocol):
     name: str
     version: str
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcription:
-        """Transcribe up to 30 s of 16 kHz mono float32 audio; ``language`` None means detect it."""
+    @property
+    def languages(self) -> list[str]:
+        """Language codes ``transcribe`` accepts."""
+        ...
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio; ``language`` None means detect it.
+
+        ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it.
+        """
         ...
 
     def close(self) -> None:

@@ -85,3 +85,19 @@ def chunked_features(audio: np.ndarray, n_mels: int) -> list[np.ndarray]:
     padded[: len(audio)] = audio
     mel = log_mel_spectrogram(padded, n_mels)
     return [np.ascontiguousarray(mel[:, i * CHUNK_FRAMES : (i + 1) * CHUNK_FRAMES]) for i in range(n_windows)]
+
+
+def draft_features(audio: np.ndarray, n_mels: int, pad_seconds: float, quantum_seconds: float) -> np.ndarray:
+    """One short [n_mels, F] window for a quick draft: the clip plus ``pad_seconds`` of silence, rounded up to
+    ``quantum_seconds``, at most 30 s (a longer clip keeps its last 30 s).
+
+    Whisper was trained on padded 30 s windows only, so a draft is less exact than ``chunked_features`` but
+    costs in proportion to the audio rather than to 30 s; F is even, as the encoder's stride-2 conv needs.
+    """
+    audio = audio[-CHUNK_SAMPLES:]
+    quantum = max(2, round(quantum_seconds * SAMPLE_RATE / HOP_LENGTH) // 2 * 2)
+    wanted = len(audio) // HOP_LENGTH + round(pad_seconds * SAMPLE_RATE / HOP_LENGTH)
+    frames = min(CHUNK_FRAMES, -(-wanted // quantum) * quantum)
+    padded = np.zeros(frames * HOP_LENGTH + N_FFT, np.float32)
+    padded[: len(audio)] = audio
+    return np.ascontiguousarray(log_mel_spectrogram(padded, n_mels)[:, :frames])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE)
 
 _HASH_BLOCK = 1 << 20
+CACHE_ENV = "SPEECH_MODEL_CACHE"
+DEFAULT_CACHE = Path("~/.cache/speech-serving/models")
 
 
 class ModelError(Exception):
@@ -35,10 +38,9 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class WhisperConfig:
-    """Hyper-parameters and token ids the runtime needs; written to ``config.json`` by the exporter."""
+class WhisperDims:
+    """The network's shape, as the weights imply it."""
 
-    profile: str
     n_mels: int
     n_audio_ctx: int
     n_text_ctx: int
@@ -47,6 +49,17 @@ class WhisperConfig:
     n_encoder_layers: int
     n_decoder_layers: int
     n_vocab: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True, kw_only=True)
+class WhisperConfig(WhisperDims):
+    """The shape plus the token ids the runtime needs; written to ``config.json`` by the exporter."""
+
+    profile: str
     is_multilingual: bool
     eot: int
     sot: int
@@ -57,10 +70,6 @@ class WhisperConfig:
     languages: dict[str, int]
     suppress_ids: list[int]
     suppress_ids_begin: list[int]
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 def encoder_outputs(n_layers: int) -> list[str]:
@@ -77,6 +86,14 @@ def decoder_inputs(n_layers: int) -> list[str]:
 def decoder_outputs(n_layers: int) -> list[str]:
     """The decoder step's outputs, in order: last-position logits, then per layer present_k, present_v."""
     return ["logits", *(f"present_{kv}_{i}" for i in range(n_layers) for kv in "kv")]
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """Where model directories are kept: ``cache_dir``, else ``$SPEECH_MODEL_CACHE``, else
+    ``~/.cache/speech-serving/models``. Bundled builds and store pulls share it."""
+    if cache_dir is not None:
+        return cache_dir
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 def sha256_of(path: Path) -> str:

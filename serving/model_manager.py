@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from serving.engine import SAMPLE_RATE, AsrEngine
 from serving.metrics import ServingMetrics
+from serving.model_dir import cache_root
 from serving.model_store import ModelStore
 from serving.registry import EngineRegistry, ModelInfo
 from serving.settings import Settings
@@ -52,7 +52,7 @@ class ModelManager:
         self.store: ModelStore | None = None
         if settings.model.bucket is not None and settings.region is not None:
             self.store = ModelStore(
-                settings.model.bucket, settings.region, self._cache_root() / "s3" / settings.model.bucket,
+                settings.model.bucket, settings.region, cache_root(self._settings.cache_dir) / "s3" / settings.model.bucket,
                 endpoint_url=settings.model.endpoint_url,
             )  # fmt: skip
         self.is_ready = False
@@ -146,9 +146,3 @@ class ModelManager:
         from serving.export import ensure_bundled_model
 
         return ensure_bundled_model(self._settings.profile, self._settings.cache_dir)
-
-    def _cache_root(self) -> Path:
-        # serving.export.cache_root's rule, restated so store replicas need not import the exporter (and torch).
-        if self._settings.cache_dir is not None:
-            return self._settings.cache_dir
-        return Path(os.environ.get("SPEECH_MODEL_CACHE") or "~/.cache/speech-serving/models").expanduser()

@@ -93,8 +93,8 @@ async def _serve(websocket: WebSocket, state: ServingState, lease: EngineLease, 
     settings = state.settings.stream
     vad = state.vad.stream(settings.vad_threshold, settings.end_silence_ms)
     session = StreamSession(lease, vad, settings, state.inference_pool, state.metrics, language)
-    languages = getattr(lease.engine, "languages", None)  # optional: engines that list theirs get checked up front
-    if language is not None and languages is not None and language not in languages:
+    languages = lease.engine.languages
+    if language is not None and language not in languages:
         detail = f"language {language!r} is not supported by {lease.info.name}; use one of {', '.join(languages)}"
         await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", detail))
         return CLOSE_POLICY_VIOLATION

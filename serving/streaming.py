@@ -1,7 +1,8 @@
 """One streaming recognition session: VAD endpointing, partial cadence, backpressure and limits.
 
 Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
-thread pool) each time ``partial_interval_ms`` of new audio has arrived; an utterance ends with a final decode when
+thread pool) each time ``partial_interval_ms`` of new audio has arrived, as a draft (the engine encodes only the
+utterance, not a padded 30 s window) so partials keep pace; an utterance ends with a final decode when
 the VAD hears ``end_silence_ms`` of silence or the utterance reaches ``max_utterance_s``. Staying in real time wins
 over completeness: a session keeps at most one partial waiting and replaces it with a newer one rather than queue
 decodes the audio has already outrun. Finals are never dropped; when too many wait, the session stops taking audio,
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -247,7 +249,8 @@ class StreamSession:
         while (job := await self._next_job()) is not None:
             started = time.perf_counter()
             try:
-                result = await loop.run_in_executor(self._executor, engine.transcribe, job.audio, self._language)
+                decode = partial(engine.transcribe, job.audio, self._language, draft=job.kind == "partial")
+                result = await loop.run_in_executor(self._executor, decode)
             except Exception as exc:
                 self._metrics.error(version, "engine")
                 raise StreamError(

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from serving.engine import SAMPLE_RATE, Transcription
-from serving.mel import chunked_features
+from serving.mel import chunked_features, draft_features
 from serving.model_dir import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -41,6 +41,10 @@ LOGPROB_THRESHOLD = -1.0
 # A phrase of up to this many tokens repeated this many times in a row is a decoding loop, not speech.
 MAX_LOOP_NGRAM = 16
 LOOP_REPEATS = 4
+# A draft encodes the audio plus this much silence, rounded up to whole seconds (measured on the test sentences:
+# 0.5 s of padding cost drafts 4 WER points over full windows, 1 s cost 1.3, 2 s cost 2).
+DRAFT_PAD_S = 1.0
+DRAFT_QUANTUM_S = 1.0
 
 
 @dataclass
@@ -130,6 +134,8 @@ class WhisperOnnxEngine:
             for name in self._past_names
         }
         self._language_codes = list(cfg.languages)
+        # Encoders exported before the audio axis was dynamic take 3000 frames only; drafts fall back to full windows.
+        self.supports_draft = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
 
     @property
     def languages(self) -> list[str]:
@@ -156,13 +162,21 @@ class WhisperOnnxEngine:
             )
         return audio.astype(np.float32, copy=False)
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcription:
-        """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window."""
+    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window.
+
+        ``draft`` trades some accuracy for latency, for streaming partials: the encoder sees the last 30 s of
+        audio plus a little silence instead of whole padded 30 s windows (about 3x less encoder work on a few
+        seconds of speech; measured 1.3 WER points worse than a full window on the test sentences).
+        """
         audio = self._check_input(audio, language)
         encoder, decoder = self._sessions()
         timings = {"features": 0.0, "encode": 0.0, "decode": 0.0}
         started = time.perf_counter()
-        windows = chunked_features(audio, self.config.n_mels)
+        if draft and self.supports_draft:
+            windows = [draft_features(audio, self.config.n_mels, DRAFT_PAD_S, DRAFT_QUANTUM_S)]
+        else:
+            windows = chunked_features(audio, self.config.n_mels)
         timings["features"] = time.perf_counter() - started
         results: list[_WindowResult] = []
         for mel in windows:

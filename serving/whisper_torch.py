@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,25 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from serving.ct2_weights import Ct2FormatError, Ct2Model
+from serving.model_dir import WhisperDims
 
 _LAYER_NORM_EPS = 1e-5
 _GELU_EXACT = 3  # ctranslate2::ActivationType::GELU
-
-
-@dataclass(frozen=True)
-class WhisperDims:
-    n_mels: int
-    n_audio_ctx: int
-    n_text_ctx: int
-    d_model: int
-    n_heads: int
-    n_encoder_layers: int
-    n_decoder_layers: int
-    n_vocab: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 def dims_of(model: Ct2Model) -> WhisperDims:
@@ -143,9 +127,11 @@ class _DecoderLayer(nn.Module):
 
 
 class WhisperEncoder(nn.Module):
-    """log-mel [B, n_mels, 3000] -> per decoder layer: cross_k [B, H, Dh, 1500], cross_v [B, H, 1500, Dh].
+    """log-mel [B, n_mels, F] -> per decoder layer: cross_k [B, H, Dh, F/2], cross_v [B, H, F/2, Dh].
 
-    One tensor per layer, not one stacked tensor: the decoder would otherwise slice (copy) every layer's K/V
+    Whisper always sees F = 3000 (30 s); a shorter even F (at most 3000) takes the first F/2 positional
+    embeddings, which is how a quick draft of a few seconds of audio avoids encoding 30 s of padding. One tensor
+    per layer, not one stacked tensor: the decoder would otherwise slice (copy) every layer's K/V
     out of the stack on every token.
     """
 
@@ -159,7 +145,8 @@ class WhisperEncoder(nn.Module):
         self.decoder_layers = decoder_layers
 
     def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2) + self.positions
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+        x = x + self.positions[: x.shape[1]]
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)

@@ -7,6 +7,7 @@ import concurrent.futures
 import pytest
 import soxr
 
+from serving.export import MODEL_VERSION
 from tests.serving.server_fixtures import live_server, local_settings, pcm16, sample, scrape, wav_bytes
 
 UPLOAD_LIMIT = 2_000_000
@@ -45,7 +46,7 @@ def test_probes_report_a_loaded_warmed_model(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "whisper-base", "model_version": "1.0.0"}
+    assert ready.json() == {"status": "ready", "model": "whisper-base", "model_version": MODEL_VERSION}
 
 
 def transcribe_all(http, texts: list[str], tts: str, encodings: tuple[str, ...], synthesize) -> list[str]:
@@ -55,7 +56,7 @@ def transcribe_all(http, texts: list[str], tts: str, encodings: tuple[str, ...],
         response = http.post("/v1/asr", content=body, params=params)
         assert response.status_code == 200, response.text
         result = response.json()
-        assert result["model_version"] == "1.0.0" and result["language"] == "en"
+        assert result["model_version"] == MODEL_VERSION and result["language"] == "en"
         assert result["timings"]["total"] >= result["timings"]["engine"] > 0
         hypotheses.append(result["text"])
     return hypotheses
@@ -143,7 +144,7 @@ def test_an_oversize_upload_streamed_without_content_length_is_cut_off_with_413(
 
 def test_models_lists_the_bundled_model_and_reload_needs_a_store(http):
     models = http.get("/v1/models").json()
-    assert models["current"] == {"name": "whisper-base", "version": "1.0.0", "source": "bundled"}
+    assert models["current"] == {"name": "whisper-base", "version": MODEL_VERSION, "source": "bundled"}
     assert models["store"] is None
     reload = http.post("/v1/models/reload")
     assert reload.status_code == 409
@@ -155,7 +156,7 @@ def test_metrics_expose_requests_latency_rtf_and_errors_labelled_by_region_and_v
     http.post("/v1/asr", content=b"not audio")
     assert http.get("/metrics").headers["content-type"].startswith("text/plain")
     samples = scrape(server.base_url)
-    fixed = {"region": "local", "model_version": "1.0.0"}
+    fixed = {"region": "local", "model_version": MODEL_VERSION}
     assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr", status="200") >= 1
     assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr", status="415") >= 1
     assert sample(samples, "speech_request_duration_seconds_count", **fixed, route="/v1/asr") >= 2

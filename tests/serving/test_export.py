@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from serving.export import ExportError, ensure_bundled_model, load_torch_whisper, model_dir_for
+from serving.export import MODEL_VERSION, ExportError, ensure_bundled_model, load_torch_whisper, model_dir_for
 from serving.export_check import compare_to_torch
 from serving.model_dir import DECODER_FILE, MANIFEST_FILE, read_manifest, verify_model_dir
 
@@ -21,7 +21,7 @@ def test_onnx_graphs_match_torch_on_speech_they_were_not_checked_on(bundled_mode
 
 def test_bundled_model_directory_names_its_model_and_version(bundled_model_dir):
     manifest = read_manifest(bundled_model_dir)
-    assert (manifest.name, manifest.version, manifest.profile) == ("whisper-base", "1.0.0", "base")
+    assert (manifest.name, manifest.version, manifest.profile) == ("whisper-base", MODEL_VERSION, "base")
     assert bundled_model_dir == model_dir_for("base")
 
 

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from serving.mel import CHUNK_FRAMES, HOP_LENGTH, N_FFT, chunked_features, log_mel_spectrogram, mel_filters
+from serving.mel import (
+    CHUNK_FRAMES,
+    HOP_LENGTH,
+    N_FFT,
+    chunked_features,
+    draft_features,
+    log_mel_spectrogram,
+    mel_filters,
+)
 
 
 def _torch_slaney_filters(n_mels: int, sample_rate: int = 16_000) -> torch.Tensor:
@@ -71,3 +79,19 @@ def test_long_audio_becomes_one_full_window_per_30_seconds():
 def test_empty_audio_still_yields_one_silent_window():
     windows = chunked_features(np.zeros(0, np.float32), 80)
     assert len(windows) == 1 and windows[0].shape == (80, CHUNK_FRAMES)
+
+
+@pytest.mark.parametrize(("seconds", "frames"), [(0.0, 100), (2.37, 400), (3.0, 400), (29.5, CHUNK_FRAMES)])
+def test_a_draft_window_is_the_clip_plus_a_second_of_silence_in_whole_seconds(seconds, frames):
+    audio = np.random.default_rng(2).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32)
+    draft = draft_features(audio, 80, pad_seconds=1.0, quantum_seconds=1.0)
+    assert draft.shape == (80, frames)
+    # The same frames as the full window, but the last: its reflection at the cut sees zeros, not silence frames.
+    full = chunked_features(audio, 80)[0]
+    np.testing.assert_allclose(draft[:, : frames - 1], full[:, : frames - 1], atol=1e-5)
+
+
+def test_a_draft_of_more_than_30_seconds_keeps_the_last_30():
+    audio = np.random.default_rng(3).normal(0, 0.1, 16_000 * 40).astype(np.float32)
+    draft = draft_features(audio, 80, pad_seconds=1.0, quantum_seconds=1.0)
+    np.testing.assert_allclose(draft, draft_features(audio[-16_000 * 30 :], 80, 1.0, 1.0))

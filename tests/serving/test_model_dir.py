@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.export import MODEL_VERSION
 from serving.model_dir import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, MANIFEST_FILE, TOKENIZER_FILE
 from serving.whisper_onnx import ModelError, load_engine
 
@@ -26,7 +27,7 @@ def model_copy(bundled_model_dir: Path, tmp_path: Path) -> Path:
 
 def test_an_untouched_copy_loads(model_copy):
     engine = load_engine(model_copy)
-    assert (engine.name, engine.version) == ("whisper-base", "1.0.0")
+    assert (engine.name, engine.version) == ("whisper-base", MODEL_VERSION)
     engine.close()
 
 

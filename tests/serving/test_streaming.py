@@ -10,6 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
+from serving.export import MODEL_VERSION
+from serving.settings import StreamSettings
 from tests.serving.server_fixtures import (
     close_of,
     live_server,
@@ -23,6 +25,7 @@ from tests.serving.server_fixtures import (
 
 MAX_SESSIONS = 2
 IDLE_TIMEOUT_S = 1.5
+PARTIAL_EVERY_S = StreamSettings().partial_interval_ms / 1000
 FIRST = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "Can you turn off the lights in the kitchen before you leave?"
 
@@ -45,14 +48,14 @@ def two_utterances(synthesize, engine: str = "flite") -> np.ndarray:
 
 def test_a_stream_in_real_time_gets_partials_then_a_final_per_utterance(server, synthesize, word_error_rate):
     outcome = asyncio.run(stream_audio(server.ws_url, two_utterances(synthesize), realtime=1.0))
-    assert outcome.ready["type"] == "ready" and outcome.ready["model_version"] == "1.0.0"
+    assert outcome.ready["type"] == "ready" and outcome.ready["model_version"] == MODEL_VERSION
     assert (outcome.close_code, outcome.close_reason) == (1000, "end of stream")
     finals = outcome.of_type("final")
     assert [f["utterance"] for f in finals] == [0, 1], outcome.messages
     for utterance, final in enumerate(finals):
         kinds = [m["type"] for m in outcome.messages if m["utterance"] == utterance]
         assert kinds[-1] == "final" and "partial" in kinds[:-1], f"utterance {utterance}: {kinds}"
-        assert final["end_s"] > final["start_s"] and final["model_version"] == "1.0.0"
+        assert final["end_s"] > final["start_s"] and final["model_version"] == MODEL_VERSION
     assert finals[0]["end_s"] <= finals[1]["start_s"]
     partials = outcome.of_type("partial")
     cadence = max(b["end_s"] - a["end_s"] for a, b in itertools.pairwise(partials) if a["utterance"] == b["utterance"])
@@ -60,6 +63,7 @@ def test_a_stream_in_real_time_gets_partials_then_a_final_per_utterance(server, 
     print(f"stream WER through the server (flite, real time): {wer:.1%}; {len(partials)} partials, "
           f"largest gap between partials {cadence:.2f} s of audio")  # fmt: skip
     assert wer <= 0.15, finals
+    assert cadence <= PARTIAL_EVERY_S + 1e-9, f"partials fell behind real time: {partials}"
 
 
 def test_a_client_sending_faster_than_real_time_is_held_back_and_loses_no_final(server, synthesize, word_error_rate):
@@ -118,7 +122,7 @@ def test_the_server_still_transcribes_streams_after_every_refused_one(server, sy
 
 def test_stream_metrics_count_streams_and_partials(server):
     samples = scrape(server.base_url)
-    fixed = {"region": "local", "model_version": "1.0.0"}
+    fixed = {"region": "local", "model_version": MODEL_VERSION}
     assert sample(samples, "speech_active_streams", **fixed) == 0
     assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr/stream", status="1000") >= 2
     assert sample(samples, "speech_requests_total", **fixed, route="/v1/asr/stream", status="1013") >= 1

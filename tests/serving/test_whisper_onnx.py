@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from serving.engine import AsrEngine
+from serving.export import MODEL_VERSION
 from serving.whisper_onnx import ModelError, load_engine, strip_loop
 
 MAX_WER = 0.15
@@ -30,6 +31,21 @@ def test_base_transcribes_espeak_and_flite_speech_within_15_percent_wer(
     summary = ", ".join(f"{tts} {wer:.1%}" for tts, wer in figures.items()) + f", all {overall:.1%}"
     print(f"\nbase WER over {len(english)} sentences: {summary}")
     assert overall <= MAX_WER, f"WER {summary}: {per_tts}"
+
+
+def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
+    whisper_engine, reference_sentences, synthesize, word_error_rate
+):
+    assert whisper_engine.supports_draft, "the exported encoder must take any even number of frames"
+    english = _english(reference_sentences)
+    clips = [synthesize(text, engine=tts) for text in english for tts in ("espeak-ng", "flite")]
+    drafts = [whisper_engine.transcribe(clip, draft=True).text for clip in clips]
+    halves = [whisper_engine.transcribe(clip[: len(clip) // 2], draft=True).text for clip in clips]
+    wer = word_error_rate([t for t in english for _ in range(2)], drafts)
+    print(f"\nbase draft WER over {len(clips)} clips: {wer:.1%}")
+    assert wer <= 0.2, list(zip(english, drafts))
+    heard = sum(bool(h.strip()) for h in halves)
+    assert heard == len(halves), f"a draft of half an utterance must hear its first words: {halves}"
 
 
 def test_tiny_en_transcribes_english(tiny_en_model_dir, reference_sentences, synthesize, word_error_rate):
@@ -88,7 +104,7 @@ def test_a_transcription_reports_version_duration_and_stage_timings(whisper_engi
     speech = synthesize("Glue the sheet to the dark blue background.")
     result = whisper_engine.transcribe(speech)
     assert isinstance(whisper_engine, AsrEngine)
-    assert result.model_version == whisper_engine.version == "1.0.0"
+    assert result.model_version == whisper_engine.version == MODEL_VERSION
     assert result.audio_seconds == pytest.approx(len(speech) / 16_000)
     assert set(result.timings) == {"features", "encode", "decode"}
     assert all(seconds > 0 for seconds in result.timings.values())
