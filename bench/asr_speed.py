@@ -1,6 +1,7 @@
 """Speed and accuracy of our onnxruntime Whisper against faster-whisper on the very same CTranslate2 weights.
 
-    python -m bench.asr_speed [--profile base] [--threads N] [--passes 3] [--compute-types int8,default]
+    pip install -r bench/requirements.txt
+    python -m bench.asr_speed [--profile base] [--threads N] [--passes 3] [--compute-types int8,default] [--limit N]
 
 Both engines get the same synthesized clips (espeak-ng and flite, as the tests make them), the same thread count,
 greedy decoding (beam 1, no temperature fallback), no VAD, no timestamps, language detection on. Engines take
@@ -95,17 +96,18 @@ def _clips(helpers, profile: str) -> list[Clip]:
     return clips
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.asr_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="base")
     parser.add_argument("--model-dir", type=Path, default=None, help="our model directory (default: the bundled one)")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--passes", type=int, default=3, help="timed runs per clip; the fastest counts")
     parser.add_argument("--compute-types", default="int8,default", help="faster-whisper compute types to compare")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick check)")
+    args = parser.parse_args(argv)
 
     helpers = _test_helpers()
-    clips = _clips(helpers, args.profile)
+    clips = _clips(helpers, args.profile)[: args.limit]
     audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
     ours = load_engine(args.model_dir or ensure_bundled_model(args.profile), threads=args.threads)
     engines: dict[str, Callable[[np.ndarray], str]] = {

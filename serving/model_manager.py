@@ -135,6 +135,7 @@ class ModelManager:
         try:
             noise = np.random.default_rng(0).normal(0, 1e-3, int(_WARM_UP_SECONDS * SAMPLE_RATE)).astype(np.float32)
             engine.transcribe(noise, "en")
+            engine.transcribe(noise, "en", draft=True)  # streaming partials take the short-window path
         except Exception:
             engine.close()
             raise
