@@ -116,9 +116,13 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        cluster_role = aws.iam.Role(f"{name}-role", assume_role_policy=_assume_role_policy("eks.amazonaws.com"), tags=tags, opts=child)
+        cluster_role = aws.iam.Role(
+            f"{name}-role", assume_role_policy=_assume_role_policy("eks.amazonaws.com"), tags=tags, opts=child
+        )
         cluster_attachments = [
-            aws.iam.RolePolicyAttachment(f"{name}-role-{arn.rsplit('/', 1)[1]}", role=cluster_role.name, policy_arn=arn, opts=child)
+            aws.iam.RolePolicyAttachment(
+                f"{name}-role-{arn.rsplit('/', 1)[1]}", role=cluster_role.name, policy_arn=arn, opts=child
+            )
             for arn in _CLUSTER_POLICIES
         ]
         # AmazonEKSClusterPolicy grants no KMS use; envelope encryption of Secrets needs these on our key only.
@@ -172,9 +176,13 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        node_role = aws.iam.Role(f"{name}-node-role", assume_role_policy=_assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child)
+        node_role = aws.iam.Role(
+            f"{name}-node-role", assume_role_policy=_assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
+        )
         node_attachments = [
-            aws.iam.RolePolicyAttachment(f"{name}-node-role-{arn.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=arn, opts=child)
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-role-{arn.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=arn, opts=child
+            )
             for arn in _NODE_POLICIES
         ]
 

@@ -196,7 +196,9 @@ class _Reader:
             raise self.fail(f"{key}.minSize", size.min_size, f"must not exceed maxSize ({size.max_size})")
         if not size.min_size <= size.desired_size <= size.max_size:
             raise self.fail(
-                f"{key}.desiredSize", size.desired_size, f"must lie between minSize ({size.min_size}) and maxSize ({size.max_size})"
+                f"{key}.desiredSize",
+                size.desired_size,
+                f"must lie between minSize ({size.min_size}) and maxSize ({size.max_size})",
             )
         return size
 
@@ -209,16 +211,22 @@ class _Reader:
             raise self.fail(key, value, "must be an object with accountId and zoneId, or be left out")
         for field in ("accountId", "zoneId"):
             if not isinstance(value.get(field), str) or not _CLOUDFLARE_ID.match(value[field]):
-                raise self.fail(f"{key}.{field}", value.get(field), "must be a 32-character lower-case hex Cloudflare id")
+                raise self.fail(
+                    f"{key}.{field}", value.get(field), "must be a 32-character lower-case hex Cloudflare id"
+                )
         hostname = value.get("hostname")
         if needs_hostname:
             if not isinstance(hostname, str) or not _DNS_NAME.match(hostname):
                 raise self.fail(
-                    f"{key}.hostname", hostname, "must be the load balancer's DNS name in the Cloudflare zone, e.g. edge.example.com"
+                    f"{key}.hostname",
+                    hostname,
+                    "must be the load balancer's DNS name in the Cloudflare zone, e.g. edge.example.com",
                 )
             if hostname == domain:
                 raise self.fail(
-                    f"{key}.hostname", hostname, f"must differ from speech:domain: Route 53 already answers for {domain}"
+                    f"{key}.hostname",
+                    hostname,
+                    f"must differ from speech:domain: Route 53 already answers for {domain}",
                 )
         elif hostname is not None:
             raise self.fail(f"{key}.hostname", hostname, "belongs in the global stack only; remove it here")
@@ -228,7 +236,9 @@ class _Reader:
         for full_key in sorted(self.raw):
             namespace, _, name = full_key.partition(":")
             if namespace == NAMESPACE and name not in allowed:
-                raise self.fail(full_key, self.raw[full_key], f"is not a known key; known keys: {', '.join(sorted(allowed))}")
+                raise self.fail(
+                    full_key, self.raw[full_key], f"is not a known key; known keys: {', '.join(sorted(allowed))}"
+                )
 
 
 def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
@@ -252,7 +262,9 @@ def _load_global(reader: _Reader) -> GlobalConfig:
     reader.unknown_keys(_GLOBAL_KEYS)
     domain, zone = _common(reader)
     prefix = reader.string(
-        "stackPrefix", re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"), "<organization>/<project>, e.g. acme/speech-platform"
+        "stackPrefix",
+        re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"),
+        "<organization>/<project>, e.g. acme/speech-platform",
     )
     return GlobalConfig(
         stack=reader.stack,
@@ -270,7 +282,9 @@ def _load_regional(reader: _Reader) -> RegionalConfig:
         region = topology.region(key)
     except topology.TopologyError:
         raise reader.fail(
-            f"{NAMESPACE}:region", key, f"is not a region of the topology; use one of {', '.join(r.key for r in topology.REGIONS)}"
+            f"{NAMESPACE}:region",
+            key,
+            f"is not a region of the topology; use one of {', '.join(r.key for r in topology.REGIONS)}",
         ) from None
     aws_region = reader.raw.get("aws:region")
     if aws_region != region.aws_region:
@@ -278,13 +292,19 @@ def _load_regional(reader: _Reader) -> RegionalConfig:
     jurisdiction = reader.require("jurisdiction", f"{region.jurisdiction!r} for {region.key}")
     if jurisdiction != region.jurisdiction:
         raise reader.fail(
-            f"{NAMESPACE}:jurisdiction", jurisdiction, f"must be {region.jurisdiction!r}: the topology puts {region.key} there"
+            f"{NAMESPACE}:jurisdiction",
+            jurisdiction,
+            f"must be {region.jurisdiction!r}: the topology puts {region.key} there",
         )
     domain, zone = _common(reader)
 
     version = str(reader.require("kubernetesVersion", f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}"))
     if version not in SUPPORTED_KUBERNETES_VERSIONS:
-        raise reader.fail(f"{NAMESPACE}:kubernetesVersion", version, f"is not supported; use one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}")
+        raise reader.fail(
+            f"{NAMESPACE}:kubernetesVersion",
+            version,
+            f"is not supported; use one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}",
+        )
 
     cidr_value = reader.require("vpcCidr", "an IPv4 network from /16 to /20, e.g. 10.20.0.0/16")
     try:
@@ -301,13 +321,19 @@ def _load_regional(reader: _Reader) -> RegionalConfig:
     night = reader.integer(f"{NAMESPACE}:gpuPool.nightSize", gpu_raw.get("nightSize", gpu_size.min_size), 0, 200)
     if not gpu_size.min_size <= night <= gpu_size.max_size:
         raise reader.fail(
-            f"{NAMESPACE}:gpuPool.nightSize", night, f"must lie between minSize ({gpu_size.min_size}) and maxSize ({gpu_size.max_size})"
+            f"{NAMESPACE}:gpuPool.nightSize",
+            night,
+            f"must lie between minSize ({gpu_size.min_size}) and maxSize ({gpu_size.max_size})",
         )
-    gpu_pool = GpuPoolConfig(instance_types=reader.instance_types("gpuInstanceTypes", gpu=True), size=gpu_size, night_size=night)
+    gpu_pool = GpuPoolConfig(
+        instance_types=reader.instance_types("gpuInstanceTypes", gpu=True), size=gpu_size, night_size=night
+    )
     # System add-ons (CoreDNS, metrics, ingress controllers) live on the CPU pool, so it never scales to zero.
     cpu_pool = NodePoolConfig(
         instance_types=reader.instance_types("cpuInstanceTypes", gpu=False),
-        size=reader.pool_size("cpuPool", reader.require("cpuPool", "an object with minSize, desiredSize and maxSize"), 100, min_floor=1),
+        size=reader.pool_size(
+            "cpuPool", reader.require("cpuPool", "an object with minSize, desiredSize and maxSize"), 100, min_floor=1
+        ),
     )
     spot_pool = _spot_pool(reader)
 
@@ -320,7 +346,9 @@ def _load_regional(reader: _Reader) -> RegionalConfig:
     if not isinstance(model_version, str) or not _VERSION.match(model_version):
         raise reader.fail(f"{NAMESPACE}:model.version", model_version, "must be a version string such as 1.0.0")
 
-    image = reader.string("image", _IMAGE, "a container image pinned by tag or digest, e.g. ghcr.io/acme/speech-serving:0.1.0")
+    image = reader.string(
+        "image", _IMAGE, "a container image pinned by tag or digest, e.g. ghcr.io/acme/speech-serving:0.1.0"
+    )
     if image.endswith(":latest"):
         raise reader.fail(f"{NAMESPACE}:image", image, "must be pinned: ':latest' makes deployments unrepeatable")
 
@@ -356,7 +384,9 @@ def _spot_pool(reader: _Reader) -> SpotPoolConfig:
     nested = _Reader(reader.stack, {f"{NAMESPACE}:spotPool.instanceTypes": raw.get("instanceTypes")})
     # Batch transcription wants GPUs; spot capacity is spread over several types to survive reclaims.
     instance_types = nested.instance_types("spotPool.instanceTypes", gpu=True)
-    return SpotPoolConfig(instance_types=instance_types, size=reader.pool_size("spotPool", raw, maximum=200), enabled=True)
+    return SpotPoolConfig(
+        instance_types=instance_types, size=reader.pool_size("spotPool", raw, maximum=200), enabled=True
+    )
 
 
 def from_pulumi() -> StackConfig:

@@ -27,7 +27,12 @@ REPLICATION_TIME_MINUTES = 15  # S3 Replication Time Control: the only value S3 
 NONCURRENT_VERSION_DAYS = 30  # how long a replaced model version stays restorable
 NONCURRENT_VERSIONS_KEPT = 3  # ...and how many replaced versions are kept regardless of age, for rollbacks
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_REPLICATION_WRITES = ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags", "s3:ObjectOwnerOverrideToBucketOwner"]
+_REPLICATION_WRITES = [
+    "s3:ReplicateObject",
+    "s3:ReplicateDelete",
+    "s3:ReplicateTags",
+    "s3:ObjectOwnerOverrideToBucketOwner",
+]
 
 
 def bucket_name(project: str, region: topology.Region, account_id: str) -> str:
@@ -55,7 +60,9 @@ def forbidden_sources(region: topology.Region) -> tuple[topology.Region, ...]:
     return tuple(r for r in topology.REGIONS if r != region and region not in topology.replication_targets(r))
 
 
-def replication_rules(project: str, source: topology.Region, account_id: str) -> list[aws.s3.BucketReplicationConfigRuleArgs]:
+def replication_rules(
+    project: str, source: topology.Region, account_id: str
+) -> list[aws.s3.BucketReplicationConfigRuleArgs]:
     """One rule per replication target: models/ to that store, re-encrypted with that region's key, within 15 min."""
     rules = []
     for priority, target in enumerate(topology.replication_targets(source), start=1):
@@ -67,7 +74,9 @@ def replication_rules(project: str, source: topology.Region, account_id: str) ->
                 priority=priority,
                 filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=MODELS_PREFIX),
                 # A withdrawn model (deleted version) must disappear everywhere it was served from.
-                delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Enabled"),
+                delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(
+                    status="Enabled"
+                ),
                 # S3 skips SSE-KMS objects unless a rule opts in; every object in the store is SSE-KMS.
                 source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
                     sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(
@@ -85,7 +94,9 @@ def replication_rules(project: str, source: topology.Region, account_id: str) ->
                     ),
                     metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(
                         status="Enabled",
-                        event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(minutes=minutes),
+                        event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(
+                            minutes=minutes
+                        ),
                     ),
                 ),
             )
@@ -161,7 +172,9 @@ def bucket_policy(project: str, region: topology.Region, account_id: str) -> str
                 "Resource": f"{arn}/*",
                 "Condition": {
                     "ArnLike": {
-                        "aws:PrincipalArn": [f"arn:aws:iam::{account_id}:role/{replication_role_name(project, r)}" for r in forbidden]
+                        "aws:PrincipalArn": [
+                            f"arn:aws:iam::{account_id}:role/{replication_role_name(project, r)}" for r in forbidden
+                        ]
                     }
                 },
             }
@@ -195,7 +208,11 @@ class ModelStore(pulumi.ComponentResource):
         tags = {"speech.io/region": args.region.key, "speech.io/jurisdiction": args.region.jurisdiction}
 
         bucket = aws.s3.Bucket(
-            f"{name}-bucket", region=region, bucket=bucket_name(args.project, args.region, args.account_id), tags=tags, opts=child
+            f"{name}-bucket",
+            region=region,
+            bucket=bucket_name(args.project, args.region, args.account_id),
+            tags=tags,
+            opts=child,
         )
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
@@ -266,7 +283,13 @@ class ModelStore(pulumi.ComponentResource):
                 assume_role_policy=json.dumps(
                     {
                         "Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "s3.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ],
                     }
                 ),
                 tags=tags,
@@ -294,5 +317,9 @@ class ModelStore(pulumi.ComponentResource):
         self.bucket_arn = bucket.arn
         self.replication_targets = pulumi.Output.from_input([t.key for t in targets])
         self.register_outputs(
-            {"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "replication_targets": self.replication_targets}
+            {
+                "bucket_name": self.bucket_name,
+                "bucket_arn": self.bucket_arn,
+                "replication_targets": self.replication_targets,
+            }
         )

@@ -79,9 +79,13 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{name}-vpc"},
             opts=child,
         )
-        igw = aws.ec2.InternetGateway(f"{name}-igw", region=region, vpc_id=vpc.id, tags={"Name": f"{name}-igw"}, opts=child)
+        igw = aws.ec2.InternetGateway(
+            f"{name}-igw", region=region, vpc_id=vpc.id, tags={"Name": f"{name}-igw"}, opts=child
+        )
 
-        public_routes = aws.ec2.RouteTable(f"{name}-public-rt", region=region, vpc_id=vpc.id, tags={"Name": f"{name}-public"}, opts=child)
+        public_routes = aws.ec2.RouteTable(
+            f"{name}-public-rt", region=region, vpc_id=vpc.id, tags={"Name": f"{name}-public"}, opts=child
+        )
         aws.ec2.Route(
             f"{name}-public-default",
             region=region,
@@ -107,9 +111,15 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(
-                f"{name}-public-{zone}-rta", region=region, subnet_id=public.id, route_table_id=public_routes.id, opts=child
+                f"{name}-public-{zone}-rta",
+                region=region,
+                subnet_id=public.id,
+                route_table_id=public_routes.id,
+                opts=child,
             )
-            eip = aws.ec2.Eip(f"{name}-nat-{zone}-ip", region=region, domain="vpc", tags={"Name": f"{name}-nat-{zone}"}, opts=child)
+            eip = aws.ec2.Eip(
+                f"{name}-nat-{zone}-ip", region=region, domain="vpc", tags={"Name": f"{name}-nat-{zone}"}, opts=child
+            )
             nat = aws.ec2.NatGateway(
                 f"{name}-nat-{zone}",
                 region=region,
@@ -130,7 +140,11 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
             table = aws.ec2.RouteTable(
-                f"{name}-private-{zone}-rt", region=region, vpc_id=vpc.id, tags={"Name": f"{name}-private-{zone}"}, opts=child
+                f"{name}-private-{zone}-rt",
+                region=region,
+                vpc_id=vpc.id,
+                tags={"Name": f"{name}-private-{zone}"},
+                opts=child,
             )
             aws.ec2.Route(
                 f"{name}-private-{zone}-default",

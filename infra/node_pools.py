@@ -14,7 +14,9 @@ import pulumi_aws as aws
 
 from infra import config, topology
 
-GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"  # drivers and container toolkit; config.GPU_FAMILIES lists the x86 families it fits
+GPU_AMI_TYPE = (
+    "AL2023_x86_64_NVIDIA"  # drivers and container toolkit; config.GPU_FAMILIES lists the x86 families it fits
+)
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 
 
@@ -156,7 +158,10 @@ class NodePool(pulumi.ComponentResource):
         if spec.night and crons:
             day_cron, night_cron = crons
             child = pulumi.ResourceOptions(parent=self)
-            for role, cron, desired in (("day", day_cron, size.desired_size), ("night", night_cron, spec.night.night_size)):
+            for role, cron, desired in (
+                ("day", day_cron, size.desired_size),
+                ("night", night_cron, spec.night.night_size),
+            ):
                 aws.autoscaling.Schedule(
                     f"{name}-{role}",
                     region=region,
@@ -172,4 +177,6 @@ class NodePool(pulumi.ComponentResource):
 
         self.node_group_name = group.node_group_name
         self.autoscaling_group_name = asg_name
-        self.register_outputs({"node_group_name": self.node_group_name, "autoscaling_group_name": self.autoscaling_group_name})
+        self.register_outputs(
+            {"node_group_name": self.node_group_name, "autoscaling_group_name": self.autoscaling_group_name}
+        )

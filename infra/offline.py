@@ -111,13 +111,19 @@ def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, A
         state.setdefault("endpoint", f"https://{name}.gr7.{region}.eks.amazonaws.com")
         state.setdefault("certificateAuthority", {"data": "bW9jay1jYQ=="})
         state.setdefault("identities", [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{name}"}]}])
-        state["vpcConfig"] = {**state.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{name}-cluster", "vpcId": f"vpc-of-{name}"}
+        state["vpcConfig"] = {
+            **state.get("vpcConfig", {}),
+            "clusterSecurityGroupId": f"sg-{name}-cluster",
+            "vpcId": f"vpc-of-{name}",
+        }
     if args.typ == "aws:kms/key:Key":
         state.setdefault("keyId", f"{name}-id")
     if args.typ == "aws:eks/nodeGroup:NodeGroup":
         # EKS names a managed node group's Auto Scaling group itself; schedules attach to that name.
         state.setdefault("nodeGroupName", f"{name}-mock")
-        state.setdefault("resources", [{"autoscalingGroups": [{"name": f"eks-{name}-mock-asg"}], "remoteAccessSecurityGroupId": ""}])
+        state.setdefault(
+            "resources", [{"autoscalingGroups": [{"name": f"eks-{name}-mock-asg"}], "remoteAccessSecurityGroupId": ""}]
+        )
         state.setdefault("status", "ACTIVE")
     if args.typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}.elb.{region}.amazonaws.com")
@@ -156,7 +162,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi:pulumi:StackReference":
             ref = args.inputs.get("name") or args.name
             if ref not in self.stack_outputs:
-                raise KeyError(f"StackReference {ref!r} has no outputs in this offline run; known: {list(self.stack_outputs)}")
+                raise KeyError(
+                    f"StackReference {ref!r} has no outputs in this offline run; known: {list(self.stack_outputs)}"
+                )
             return ref, {"name": ref, "outputs": dict(self.stack_outputs[ref]), "secretOutputNames": []}
         region = args.inputs.get("region") or self.region
         return f"{args.name}-id", _mock_state(args, region)
@@ -165,7 +173,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         # An empty failure list, not None: pulumi's MockMonitor iterates it.
         region = args.args.get("region") or self.region
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline", "userId": "offline"}, []
+            return {
+                "accountId": MOCK_ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline",
+                "userId": "offline",
+            }, []
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{suffix}" for suffix in "abc"]
             return {"names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in range(1, 4)], "id": region}, []
@@ -260,7 +272,9 @@ def run(
     runpy.run_path(str(program), run_name="__main__")
     _sync_await(wait_for_rpcs())
     exports = {name: _sync_await(pulumi.Output.from_input(value).future()) for name, value in root.outputs.items()}
-    secret = frozenset(name for name, value in root.outputs.items() if _sync_await(pulumi.Output.from_input(value).is_secret()))
+    secret = frozenset(
+        name for name, value in root.outputs.items() if _sync_await(pulumi.Output.from_input(value).is_secret())
+    )
     _sync_await(wait_for_rpcs())
     return Graph(stack=stack, resources=list(monitor.registrations), exports=_plain(exports), secret_exports=secret)
 

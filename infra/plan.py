@@ -28,11 +28,24 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "aws:s3/bucket:Bucket": ("bucket",),
     "aws:s3/bucketReplicationConfig:BucketReplicationConfig": ("rules",),
     "aws:route53/record:Record": (
-        "name", "type", "ttl", "setIdentifier", "geolocationRoutingPolicies", "failoverRoutingPolicies", "aliases",
+        "name",
+        "type",
+        "ttl",
+        "setIdentifier",
+        "geolocationRoutingPolicies",
+        "failoverRoutingPolicies",
+        "aliases",
         "healthCheckId",
     ),
     "aws:route53/healthCheck:HealthCheck": ("fqdn", "resourcePath", "failureThreshold"),
-    "cloudflare:index/loadBalancer:LoadBalancer": ("name", "steeringPolicy", "regionPools", "countryPools", "defaultPools", "fallbackPool"),
+    "cloudflare:index/loadBalancer:LoadBalancer": (
+        "name",
+        "steeringPolicy",
+        "regionPools",
+        "countryPools",
+        "defaultPools",
+        "fallbackPool",
+    ),
     "cloudflare:index/loadBalancerPool:LoadBalancerPool": ("name", "origins"),
 }
 

@@ -74,7 +74,10 @@ def test_every_control_plane_log_goes_to_a_log_group_with_retention(program, sta
 def test_cluster_access_uses_access_entries_and_lives_in_private_subnets(program, stack):
     graph = program(stack)
     cluster = _eks(graph)
-    assert cluster.inputs["accessConfig"] == {"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": True}
+    assert cluster.inputs["accessConfig"] == {
+        "authenticationMode": "API",
+        "bootstrapClusterCreatorAdminPermissions": True,
+    }
     vpc_config = cluster.inputs["vpcConfig"]
     assert sorted(vpc_config["subnetIds"]) == sorted(graph.exports["privateSubnetIds"])
     assert vpc_config["endpointPrivateAccess"] is True and vpc_config["endpointPublicAccess"] is True
@@ -126,7 +129,11 @@ def test_spot_pool_uses_spot_gpus_that_only_batch_work_tolerates(program, stack)
 def test_pool_scaling_bounds_equal_the_stack_config(program, stack, role):
     size = {"gpu": _cfg(stack).gpu_pool, "cpu": _cfg(stack).cpu_pool, "spot": _cfg(stack).spot_pool}[role].size
     scaling = _pool(program(stack), role).inputs["scalingConfig"]
-    assert (scaling["minSize"], scaling["desiredSize"], scaling["maxSize"]) == (size.min_size, size.desired_size, size.max_size)
+    assert (scaling["minSize"], scaling["desiredSize"], scaling["maxSize"]) == (
+        size.min_size,
+        size.desired_size,
+        size.max_size,
+    )
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -143,8 +150,12 @@ def test_node_pools_run_in_private_subnets_and_leave_desired_size_to_the_autosca
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_nodes_start_only_after_their_iam_policies_and_network_add_ons(program, stack):
     graph = program(stack)
-    needed = {r.urn for r in graph.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "-node-role-" in r.name}
-    needed |= {graph.named(f"speech-{stack}-cluster-{a}").urn for a in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")}
+    needed = {
+        r.urn for r in graph.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "-node-role-" in r.name
+    }
+    needed |= {
+        graph.named(f"speech-{stack}-cluster-{a}").urn for a in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+    }
     for group in graph.of_type(NODE_GROUP):
         assert needed <= set(group.dependencies), f"{group.name} may start before {needed - set(group.dependencies)}"
     coredns = graph.named(f"speech-{stack}-cluster-coredns")
@@ -163,7 +174,11 @@ def test_gpu_pool_scales_down_outside_peak_hours_in_the_regions_time_zone(progra
         assert schedule["timeZone"] == topology.region(stack).timezone
         minute, cron_hour, *rest = schedule["recurrence"].split()
         assert (minute, int(cron_hour), rest) == ("0", hour, ["*", "*", "*"])
-        assert (schedule["minSize"], schedule["desiredCapacity"], schedule["maxSize"]) == (size.min_size, desired, size.max_size)
+        assert (schedule["minSize"], schedule["desiredCapacity"], schedule["maxSize"]) == (
+            size.min_size,
+            desired,
+            size.max_size,
+        )
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

@@ -9,8 +9,6 @@ from infra import config, offline, topology
 from tests.conftest import REGIONAL_STACKS
 
 
-
-
 def with_key(stack: str, key: str, value) -> dict:
     values = offline.stack_config(stack)
     if value is None:
@@ -98,7 +96,9 @@ def test_config_error_names_key_value_and_what_is_allowed(key, value, message):
 
 
 def test_global_stack_errors_name_their_keys():
-    with pytest.raises(config.ConfigError, match=r'speech:stackPrefix = "speech-platform" is not allowed: <organization>/<project>'):
+    with pytest.raises(
+        config.ConfigError, match=r'speech:stackPrefix = "speech-platform" is not allowed: <organization>/<project>'
+    ):
         config.load("global", with_key("global", "speech:stackPrefix", "speech-platform"))
     with pytest.raises(config.ConfigError, match="speech:gpuPool = .* is not a known key"):
         config.load("global", with_key("global", "speech:gpuPool", {"minSize": 1}))
@@ -106,7 +106,9 @@ def test_global_stack_errors_name_their_keys():
 
 def test_the_real_program_stops_at_start_with_the_config_message_and_creates_nothing():
     bad = with_key("us-west", "speech:gpuInstanceTypes", ["g6.xlarge", "m5.large"])
-    with pytest.raises(pulumi.RunError, match=r'speech:gpuInstanceTypes\[1\] = "m5.large" is not an x86 NVIDIA GPU') as caught:
+    with pytest.raises(
+        pulumi.RunError, match=r'speech:gpuInstanceTypes\[1\] = "m5.large" is not an x86 NVIDIA GPU'
+    ) as caught:
         offline.run("us-west", config=bad)
     assert caught.value.__cause__ is None  # one message, no provider traceback chained under it
 
@@ -119,13 +121,21 @@ def test_spot_pool_left_out_means_disabled():
 def test_cloudflare_hostname_is_required_in_global_and_must_not_be_the_route53_domain():
     cloudflare = dict(offline.stack_config("global")["speech:cloudflare"])
     assert config.load("global", offline.stack_config("global")).cloudflare.hostname == cloudflare["hostname"]
-    with pytest.raises(config.ConfigError, match=r"speech:cloudflare.hostname = <missing> must be the load balancer's DNS name"):
-        config.load("global", with_key("global", "speech:cloudflare", {k: v for k, v in cloudflare.items() if k != "hostname"}))
+    with pytest.raises(
+        config.ConfigError, match=r"speech:cloudflare.hostname = <missing> must be the load balancer's DNS name"
+    ):
+        config.load(
+            "global", with_key("global", "speech:cloudflare", {k: v for k, v in cloudflare.items() if k != "hostname"})
+        )
     same = {**cloudflare, "hostname": "speech.example.com"}
-    with pytest.raises(config.ConfigError, match="must differ from speech:domain: Route 53 already answers for speech.example.com"):
+    with pytest.raises(
+        config.ConfigError, match="must differ from speech:domain: Route 53 already answers for speech.example.com"
+    ):
         config.load("global", with_key("global", "speech:cloudflare", same))
     regional = {**offline.stack_config("eu-west")["speech:cloudflare"], "hostname": "edge.example.com"}
-    with pytest.raises(config.ConfigError, match="speech:cloudflare.hostname = \"edge.example.com\" belongs in the global stack only"):
+    with pytest.raises(
+        config.ConfigError, match='speech:cloudflare.hostname = "edge.example.com" belongs in the global stack only'
+    ):
         config.load("eu-west", with_key("eu-west", "speech:cloudflare", regional))
 
 

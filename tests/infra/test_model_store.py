@@ -175,7 +175,9 @@ def test_store_refuses_replication_writes_from_regions_that_may_not_send_it_data
     guards = [s for s in policy["Statement"] if s.get("Sid") == "DenyReplicationFromOtherJurisdictions"]
     refused = {arn.rsplit("/", 1)[1] for g in guards for arn in g["Condition"]["ArnLike"]["aws:PrincipalArn"]}
     expected = {
-        f"{PROJECT}-model-replication-{r.key}" for r in topology.REGIONS if r != here and here not in topology.replication_targets(r)
+        f"{PROJECT}-model-replication-{r.key}"
+        for r in topology.REGIONS
+        if r != here and here not in topology.replication_targets(r)
     }
     assert refused == expected
     if here.jurisdiction != "eu":

@@ -72,7 +72,9 @@ def test_each_zones_private_subnet_leaves_through_its_own_zones_nat(program, sta
         assert route.inputs["destinationCidrBlock"] == "0.0.0.0/0"
         assert route.inputs["natGatewayId"] == nat.id
         association = [
-            a for a in graph.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation") if a.inputs["subnetId"] == subnet.id
+            a
+            for a in graph.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")
+            if a.inputs["subnetId"] == subnet.id
         ]
         assert [a.inputs["routeTableId"] for a in association] == [route.inputs["routeTableId"]]
 

@@ -9,7 +9,12 @@ from tests.conftest import REGIONAL_STACKS
 
 # IAM (roles, policies, OIDC providers) and Route 53 are global services: their resources take no region.
 GLOBAL_AWS_SERVICES = ("aws:iam/", "aws:route53/")
-REGIONAL_COMPONENTS = {"speech:infra:Network", "speech:infra:RegionKey", "speech:infra:Cluster", "speech:infra:ModelStore"}
+REGIONAL_COMPONENTS = {
+    "speech:infra:Network",
+    "speech:infra:RegionKey",
+    "speech:infra:Cluster",
+    "speech:infra:ModelStore",
+}
 EXPORTS = {
     "region", "jurisdiction", "clusterName", "clusterEndpoint", "kubeconfig", "nodePools", "modelBucketName",
     "modelBucketArn", "kmsKeyArn", "vpcId", "publicSubnetIds", "privateSubnetIds",
@@ -19,10 +24,14 @@ EXPORTS = {
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_every_regional_resource_is_pinned_to_the_stacks_aws_region(program, stack):
     expected = topology.region(stack).aws_region
-    regional = [r for r in program(stack).resources if r.type.startswith("aws:") and not r.type.startswith(GLOBAL_AWS_SERVICES)]
+    regional = [
+        r for r in program(stack).resources if r.type.startswith("aws:") and not r.type.startswith(GLOBAL_AWS_SERVICES)
+    ]
     assert regional
     for resource in regional:
-        assert resource.inputs.get("region") == expected, f"{resource.type} {resource.name} is in {resource.inputs.get('region')}"
+        assert resource.inputs.get("region") == expected, (
+            f"{resource.type} {resource.name} is in {resource.inputs.get('region')}"
+        )
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -34,7 +43,9 @@ def test_every_cloud_resource_belongs_to_a_component_that_it_is_named_after(prog
         ancestors = list(graph.ancestors(resource))
         assert ancestors, f"{resource.name} is not parented to a component"
         assert ancestors[-1].type.startswith("speech:infra:"), f"{resource.name} hangs under {ancestors[-1].type}"
-        assert resource.name.startswith(f"{ancestors[0].name}-"), f"{resource.name} is not named after {ancestors[0].name}"
+        assert resource.name.startswith(f"{ancestors[0].name}-"), (
+            f"{resource.name} is not named after {ancestors[0].name}"
+        )
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

@@ -13,18 +13,25 @@ EU = "eu"
 
 def all_area_chains() -> list[tuple[str, str | None, tuple[topology.Region, ...]]]:
     """(area, protecting jurisdiction, chain) for every continent, Cloudflare region and pinned country."""
-    areas = [(f"continent {c}", topology.user_jurisdiction_of_continent(c), topology.continent_chain(c)) for c in topology.CONTINENTS]
+    areas = [
+        (f"continent {c}", topology.user_jurisdiction_of_continent(c), topology.continent_chain(c))
+        for c in topology.CONTINENTS
+    ]
     areas += [
         (f"cloudflare {c}", topology.user_jurisdiction_of_cloudflare_region(c), topology.cloudflare_region_chain(c))
         for c in topology.CLOUDFLARE_REGIONS
     ]
     for j in topology.JURISDICTIONS.values():
         for country in j.outlying_countries:
-            areas.append((f"country {country}", topology.user_jurisdiction_of_country(country), topology.country_chain(country)))
+            areas.append(
+                (f"country {country}", topology.user_jurisdiction_of_country(country), topology.country_chain(country))
+            )
     return areas
 
 
-@pytest.mark.parametrize("area, jurisdiction, chain", all_area_chains(), ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "area, jurisdiction, chain", all_area_chains(), ids=lambda v: v if isinstance(v, str) else None
+)
 def test_no_failover_chain_leaves_a_strict_jurisdiction(area, jurisdiction, chain):
     assert chain, f"{area} has no region"
     if jurisdiction is not None and topology.jurisdiction(jurisdiction).is_strict_residency:
@@ -32,7 +39,11 @@ def test_no_failover_chain_leaves_a_strict_jurisdiction(area, jurisdiction, chai
 
 
 def test_european_users_fail_over_only_to_eu_regions():
-    for chain in (topology.continent_chain("EU"), topology.cloudflare_region_chain("WEU"), topology.cloudflare_region_chain("EEU")):
+    for chain in (
+        topology.continent_chain("EU"),
+        topology.cloudflare_region_chain("WEU"),
+        topology.cloudflare_region_chain("EEU"),
+    ):
         assert [r.jurisdiction for r in chain] == [EU] * len(chain)
     for country in topology.EU_OUTLYING_COUNTRIES:
         assert {r.jurisdiction for r in topology.country_chain(country)} == {EU}, country
