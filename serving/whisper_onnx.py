@@ -125,7 +125,8 @@ class WhisperOnnxEngine:
         self._decoder_outputs = decoder_outputs(layers)
         # Encoder outputs feed the decoder inputs of the same name; each step's presents become the next's pasts.
         self._past_names = [name.replace("present_", "past_") for name in self._decoder_outputs[1:]]
-        # Caches stay where the decoder runs (GPU memory under CUDA): only tokens go in and logits come out.
+        # Caches stay where the decoder runs (GPU memory under CUDA): only tokens go in and logits come out. On the
+        # CPU an OrtValue shares its array's memory, so the empty arrays live as long as the engine.
         self._device = "cuda" if "CUDAExecutionProvider" in self._decoder.get_providers() else "cpu"
         self._empty_k = np.zeros((1, cfg.n_heads, cfg.head_dim, 0), np.float32)
         self._empty_v = np.zeros((1, cfg.n_heads, 0, cfg.head_dim), np.float32)
