@@ -38,3 +38,9 @@ def test_serving_image_installs_the_gpu_onnxruntime_instead_of_the_cpu_one():
     text = DOCKERFILE.read_text()
     assert "onnxruntime-gpu==" in text
     assert "grep -v '^onnxruntime=='" in text, "the CPU onnxruntime pin must be removed so only one is installed"
+
+
+def test_serving_image_takes_torch_from_the_cpu_index_at_the_pinned_version():
+    text = DOCKERFILE.read_text()
+    assert "--index-url https://download.pytorch.org/whl/cpu" in text
+    assert "\"$(grep '^torch==' /tmp/requirements.txt)\"" in text, "torch must keep serving/requirements.txt's pin"
