@@ -71,19 +71,24 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int) -> np.ndarray:
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
+def _padded_log_mel(audio: np.ndarray, frames: int, n_mels: int) -> np.ndarray:
+    """Features of ``audio`` followed by silence up to ``frames`` frames, plus one FFT of silence so the reflection
+    at the edge sees silence too; holds at least ``frames`` frames."""
+    padded = np.zeros(frames * HOP_LENGTH + N_FFT, np.float32)
+    padded[: len(audio)] = audio
+    return log_mel_spectrogram(padded, n_mels)
+
+
 def chunked_features(audio: np.ndarray, n_mels: int) -> list[np.ndarray]:
     """One [n_mels, 3000] window per 30 s of audio (at least one), as Whisper's sequential transcription sees them.
 
     Features are computed once over the whole clip padded with silence, as ``whisper.transcribe`` does, so the
     -8 floor is global and the last window is padded with genuine silence frames rather than zeros. Whisper pads
-    a full 30 s; padding only to the end of the last window (plus one FFT of margin, so the reflection at the edge
-    sees silence too) yields the same frames for less work.
+    a full 30 s; padding only to the end of the last window yields the same frames for less work.
     """
     content_frames = len(audio) // HOP_LENGTH
     n_windows = max(1, -(-content_frames // CHUNK_FRAMES))
-    padded = np.zeros(n_windows * CHUNK_SAMPLES + N_FFT, np.float32)
-    padded[: len(audio)] = audio
-    mel = log_mel_spectrogram(padded, n_mels)
+    mel = _padded_log_mel(audio, n_windows * CHUNK_FRAMES, n_mels)
     return [np.ascontiguousarray(mel[:, i * CHUNK_FRAMES : (i + 1) * CHUNK_FRAMES]) for i in range(n_windows)]
 
 
@@ -98,6 +103,4 @@ def draft_features(audio: np.ndarray, n_mels: int, pad_seconds: float, quantum_s
     quantum = max(2, round(quantum_seconds * SAMPLE_RATE / HOP_LENGTH) // 2 * 2)
     wanted = len(audio) // HOP_LENGTH + round(pad_seconds * SAMPLE_RATE / HOP_LENGTH)
     frames = min(CHUNK_FRAMES, -(-wanted // quantum) * quantum)
-    padded = np.zeros(frames * HOP_LENGTH + N_FFT, np.float32)
-    padded[: len(audio)] = audio
-    return np.ascontiguousarray(log_mel_spectrogram(padded, n_mels)[:, :frames])
+    return np.ascontiguousarray(_padded_log_mel(audio, frames, n_mels)[:, :frames])
