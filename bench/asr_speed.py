@@ -131,13 +131,12 @@ def main(argv: list[str] | None = None) -> None:
                 results[name].hypotheses.append(text)
 
     print(f"{len(clips)} clips, {audio_seconds:.1f} s of audio, {args.threads} threads, best of {args.passes} passes")
-    print(
-        f"{'engine':44s} {'WER espeak':>10s} {'WER flite':>10s} {'WER all':>8s} {'RTF':>7s} {'p50 s':>7s} {'mean s':>7s}"
-    )
+    columns = f"{'WER espeak':>10s} {'WER flite':>10s} {'WER all':>8s} {'RTF':>7s} {'p50 s':>7s} {'mean s':>7s}"
+    print(f"{'engine':44s} {columns}")
     for name, result in results.items():
         wers = []
         for tts in ("espeak-ng", "flite", None):
-            picked = [(c.text, h) for c, h in zip(clips, result.hypotheses) if tts in (None, c.tts)]
+            picked = [(c.text, h) for c, h in zip(clips, result.hypotheses, strict=True) if tts in (None, c.tts)]
             wers.append(helpers.word_error_rate([r for r, _ in picked], [h for _, h in picked]))
         rtf = sum(result.latencies) / audio_seconds
         print(

@@ -1,4 +1,4 @@
-"""Cloudflare load balancer on its own hostname in the Cloudflare zone: geo steering over the regional pools, with residency rules.
+"""Cloudflare load balancer on its own hostname: geo steering over the regional pools, with residency rules.
 
 The pools and their monitors belong to the regional stacks (`infra/ingress.py`); this component only orders their
 ids per area, as `infra/routing.py` (and so the topology) says.
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_cloudflare as cloudflare
 
-from infra import routing, topology
+from contract.topology import Region, Topology
+from infra import routing
 
 # A client keeps its region for reconnects during a long session (a meeting transcribed over several WebSocket
 # connections), yet returns to its nearest region within two hours of a failover.
@@ -23,6 +24,7 @@ DRAIN_DURATION_S = 600
 
 @dataclass(frozen=True)
 class GeoLoadBalancerArgs:
+    topology: Topology
     zone_id: str
     hostname: str  # the load-balanced name users call
     pool_ids: Mapping[str, pulumi.Input[str]]  # by region key: every region of the topology
@@ -64,10 +66,10 @@ class GeoLoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, args: GeoLoadBalancerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("speech:infra:GeoLoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        region_areas = routing.cloudflare_region_areas()
-        country_areas = routing.cloudflare_country_areas()
-        default_chain = topology.default_chain()
-        fallback = routing.fallback_region()
+        region_areas = routing.cloudflare_region_areas(args.topology)
+        country_areas = routing.cloudflare_country_areas(args.topology)
+        default_chain = args.topology.default_chain()
+        fallback = routing.fallback_region(args.topology)
         needed = (
             {r.key for a in region_areas + country_areas for r in a.chain}
             | {r.key for r in default_chain}
@@ -79,7 +81,7 @@ class GeoLoadBalancer(pulumi.ComponentResource):
                 f"GeoLoadBalancer needs the Cloudflare pool of {', '.join(missing)}; read every regional stack"
             )
 
-        def pools(chain: tuple[topology.Region, ...]) -> list[pulumi.Input[str]]:
+        def pools(chain: tuple[Region, ...]) -> list[pulumi.Input[str]]:
             return [args.pool_ids[r.key] for r in chain]
 
         rules = [

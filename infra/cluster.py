@@ -1,15 +1,22 @@
-"""Per-region EKS cluster: control plane, IRSA, managed add-ons and the node pools of :mod:`infra.node_pools`."""
+"""Per-region EKS cluster: control plane, IRSA, managed add-ons and the node pools of :mod:`infra.node_pools`.
+
+The cluster takes what it builds from (a region, a Kubernetes version, pool specs, subnets, a key), not a stack's
+config, so a program of its own can build one from values it chose itself.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from infra import config, topology
-from infra.node_pools import NodePool, NodePoolArgs, pool_specs
+from contract.topology import Region
+from infra import iam
+from infra.node_pools import NodePool, NodePoolArgs, PoolSpec
+from infra.tags import region_tags
 
 # Every control-plane log stream: audit and authenticator answer "who did what" after an incident.
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -31,7 +38,7 @@ _NODE_POLICIES = (
 )
 
 
-def cluster_name(project: str, region: topology.Region) -> str:
+def cluster_name(project: str, region: Region) -> str:
     """The EKS cluster's name: fixed, so `aws eks update-kubeconfig --name` and subnet tags can be written ahead."""
     return f"{project}-{region.key}"
 
@@ -63,21 +70,15 @@ def kubeconfig(name: str, endpoint: str, ca_data: str, aws_region: str) -> str:
     )
 
 
-def _assume_role_policy(service: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": ["sts:AssumeRole", "sts:TagSession"]}
-            ],
-        }
-    )
+_SERVICE_ROLE_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
 
 
 @dataclass(frozen=True)
 class ClusterArgs:
-    cfg: config.RegionalConfig
+    region: Region
     cluster_name: str
+    kubernetes_version: str
+    pools: Sequence[PoolSpec]  # e.g. infra.node_pools.pool_specs(cfg) for a stack of this program
     subnet_ids: pulumi.Input[list[str]]  # private subnets: control-plane interfaces and all nodes
     kms_key_arn: pulumi.Input[str]
 
@@ -104,8 +105,8 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("speech:infra:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        cfg, region = args.cfg, args.cfg.region.aws_region
-        tags = {"speech.io/region": cfg.region.key, "speech.io/jurisdiction": cfg.region.jurisdiction}
+        region = args.region.aws_region
+        tags = region_tags(args.region)
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -116,31 +117,21 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        cluster_role = aws.iam.Role(
-            f"{name}-role", assume_role_policy=_assume_role_policy("eks.amazonaws.com"), tags=tags, opts=child
+        cluster_role = iam.service_role(
+            f"{name}-role",
+            "eks.amazonaws.com",
+            managed_policy_arns=_CLUSTER_POLICIES,
+            action=_SERVICE_ROLE_ACTIONS,
+            tags=tags,
+            opts=child,
         )
-        cluster_attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-role-{arn.rsplit('/', 1)[1]}", role=cluster_role.name, policy_arn=arn, opts=child
-            )
-            for arn in _CLUSTER_POLICIES
-        ]
         # AmazonEKSClusterPolicy grants no KMS use; envelope encryption of Secrets needs these on our key only.
         key_use = aws.iam.RolePolicy(
             f"{name}-role-secrets-key",
-            role=cluster_role.id,
+            role=cluster_role.role.id,
             policy=pulumi.Output.from_input(args.kms_key_arn).apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
-                                "Resource": arn,
-                            }
-                        ],
-                    }
+                lambda arn: iam.policy_document(
+                    [iam.statement("Allow", ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"], arn)]
                 )
             ),
             opts=child,
@@ -150,8 +141,8 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-eks",
             region=region,
             name=args.cluster_name,
-            version=cfg.kubernetes_version,
-            role_arn=cluster_role.arn,
+            version=args.kubernetes_version,
+            role_arn=cluster_role.role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=args.subnet_ids, endpoint_private_access=True, endpoint_public_access=True
             ),
@@ -163,7 +154,7 @@ class Cluster(pulumi.ComponentResource):
             ),
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_use, *cluster_attachments]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_use, *cluster_role.attachments]),
         )
 
         issuer = cluster.identities.apply(lambda identities: identities[0].oidcs[0].issuer)
@@ -176,15 +167,14 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        node_role = aws.iam.Role(
-            f"{name}-node-role", assume_role_policy=_assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
+        node_role = iam.service_role(
+            f"{name}-node-role",
+            "ec2.amazonaws.com",
+            managed_policy_arns=_NODE_POLICIES,
+            action=_SERVICE_ROLE_ACTIONS,
+            tags=tags,
+            opts=child,
         )
-        node_attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-role-{arn.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=arn, opts=child
-            )
-            for arn in _NODE_POLICIES
-        ]
 
         def addon(addon_name: str, depends_on: list[pulumi.Resource]) -> aws.eks.Addon:
             return aws.eks.Addon(
@@ -204,17 +194,17 @@ class Cluster(pulumi.ComponentResource):
             spec.role: NodePool(
                 f"{name}-{spec.role}",
                 NodePoolArgs(
-                    region=cfg.region,
+                    region=args.region,
                     spec=spec,
                     cluster_name=cluster.name,
                     kubernetes_version=cluster.version,
-                    node_role_arn=node_role.arn,
+                    node_role_arn=node_role.role.arn,
                     subnet_ids=args.subnet_ids,
                     tags=tags,
                 ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*node_attachments, *early_addons]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*node_role.attachments, *early_addons]),
             )
-            for spec in pool_specs(cfg)
+            for spec in args.pools
         }
         for a in ADDONS_AFTER_NODES:
             addon(a, list(pools.values()))
@@ -230,7 +220,7 @@ class Cluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
         self.cluster_security_group_id = cluster.vpc_config.cluster_security_group_id
-        self.node_role_arn = node_role.arn
+        self.node_role_arn = node_role.role.arn
         self.node_pools = pulumi.Output.all(**{role: pool.node_group_name for role, pool in pools.items()})
         self.register_outputs(
             {

@@ -1,7 +1,7 @@
 """Route 53 geolocation records at `<domain>`, each resolving through a health-checked failover chain.
 
-Which areas exist and which regions each chain holds come from `infra/routing.py` (and so from the topology);
-this module only turns those chains into record sets.
+Which areas exist and which regions each chain holds come from `infra/routing.py` (and so from the topology in
+`GeoDnsArgs`); this module only turns those chains into record sets. It imports no Cloudflare code.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import routing, topology
-from infra.ingress import RegionalEndpoint
+from contract.topology import Region, Topology
+from infra import routing
+from infra.endpoints import RegionalEndpoint
 
 
-def chain_label(chain: tuple[topology.Region, ...]) -> str:
+def chain_label(chain: tuple[Region, ...]) -> str:
     """A chain's name: its region keys in failover order, e.g. ``us-west.ap-northeast.eu-west``."""
     return ".".join(r.key for r in chain)
 
 
-def chain_fqdn(chain: tuple[topology.Region, ...], domain: str) -> str:
+def chain_fqdn(chain: tuple[Region, ...], domain: str) -> str:
     return f"{chain_label(chain)}.chain.{domain}"
 
 
@@ -29,13 +30,13 @@ def chain_fqdn(chain: tuple[topology.Region, ...], domain: str) -> str:
 class ChainLevel:
     """One failover record set: PRIMARY answers ``primary``; SECONDARY answers a region or the next level."""
 
-    chain: tuple[topology.Region, ...]  # the regions this level still tries, in order
-    primary: topology.Region
-    secondary_region: topology.Region | None  # the last region of the chain, answered directly
-    secondary_chain: tuple[topology.Region, ...] | None  # or the next level (two or more regions left)
+    chain: tuple[Region, ...]  # the regions this level still tries, in order
+    primary: Region
+    secondary_region: Region | None  # the last region of the chain, answered directly
+    secondary_chain: tuple[Region, ...] | None  # or the next level (two or more regions left)
 
 
-def chain_levels(chains: list[tuple[topology.Region, ...]]) -> dict[str, ChainLevel]:
+def chain_levels(chains: list[tuple[Region, ...]]) -> dict[str, ChainLevel]:
     """The failover record sets that resolve ``chains``, keyed by label, each built once.
 
     A failover set has only two answers, so a chain of n regions is n - 1 nested sets: level i answers region i
@@ -59,6 +60,7 @@ def chain_levels(chains: list[tuple[topology.Region, ...]]) -> dict[str, ChainLe
 
 @dataclass(frozen=True)
 class GeoDnsArgs:
+    topology: Topology
     domain: str
     hosted_zone_id: pulumi.Input[str]
     endpoints: Mapping[str, RegionalEndpoint]  # by region key: every region of the topology
@@ -86,7 +88,7 @@ class GeoDns(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GeoDnsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("speech:infra:GeoDns", name, None, opts)
-        areas = routing.route53_areas()
+        areas = routing.route53_areas(args.topology)
         missing = sorted({r.key for a in areas for r in a.chain} - set(args.endpoints))
         if missing:
             raise pulumi.RunError(

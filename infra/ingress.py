@@ -2,8 +2,8 @@
 
 The regional stack owns everything that names one region: its load balancer, its `<region>.<domain>` record, its
 Route 53 health check and its Cloudflare monitor and pool. The `global` stack only reads the ids exported here
-(`RegionalEndpoint.from_stack`), so each stack can be `pulumi up`-ed on its own and removing a region never
-leaves a pool or health check behind in another stack.
+(`infra.endpoints.RegionalEndpoint.from_stack`), so each stack can be `pulumi up`-ed on its own and removing a
+region never leaves a pool or health check behind in another stack.
 """
 
 from __future__ import annotations
@@ -15,38 +15,34 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_cloudflare as cloudflare
 
-from infra import topology
+from contract.service import READINESS_PATH, SERVING_PORT
+from contract.topology import Region
+from infra.endpoints import (
+    OUTPUT_CLOUDFLARE_POOL_ID,
+    OUTPUT_HEALTH_CHECK_ID,
+    OUTPUT_HOSTNAME,
+    OUTPUT_LB_DNS_NAME,
+    OUTPUT_LB_SECURITY_GROUP_ID,
+    OUTPUT_LB_ZONE_ID,
+    OUTPUT_TARGET_GROUP_ARN,
+    regional_hostname,
+)
 
-SERVING_PORT = 8000
 HTTPS_PORT = 443
 # Readiness, not liveness: /healthz answers 200 while a pod is still loading its model, and a network load
 # balancer whose targets are all unhealthy fails open to every target, so a region whose pods cannot transcribe
 # yet would look healthy end to end. /readyz is 200 only once a model is loaded and warmed up.
-HEALTH_PATH = "/readyz"
+HEALTH_CHECK_PATH = READINESS_PATH
 # Where Route 53 runs its checkers from (checker locations, not serving regions). Spread over three continents
 # so that one continent's network trouble cannot by itself mark every region down.
 ROUTE53_CHECKER_REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1", "ap-southeast-1", "sa-east-1")
 # TLS 1.3 with TLS 1.2 fallback; the load balancer terminates TLS and speaks plain TCP to the pods.
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
-# Stack output names: written by the regional stack (`stack_exports`), read by the global one (`from_stack`).
-OUTPUT_HOSTNAME = "endpointHostname"
-OUTPUT_HEALTH_CHECK_ID = "healthCheckId"
-OUTPUT_CLOUDFLARE_POOL_ID = "cloudflarePoolId"
-OUTPUT_TARGET_GROUP_ARN = "targetGroupArn"
-OUTPUT_LB_DNS_NAME = "loadBalancerDnsName"
-OUTPUT_LB_ZONE_ID = "loadBalancerZoneId"
-OUTPUT_LB_SECURITY_GROUP_ID = "loadBalancerSecurityGroupId"
-
-
-def regional_hostname(region: topology.Region, domain: str) -> str:
-    """The hostname that reaches exactly one region, whatever the user's location: `<region key>.<domain>`."""
-    return f"{region.key}.{domain}"
-
 
 @dataclass(frozen=True)
 class RegionalIngressArgs:
-    region: topology.Region
+    region: Region
     domain: str
     hosted_zone_id: str
     vpc_id: pulumi.Input[str]
@@ -147,7 +143,7 @@ class RegionalIngress(pulumi.ComponentResource):
                 "enabled": True,
                 "protocol": "HTTP",
                 "port": "traffic-port",
-                "path": HEALTH_PATH,
+                "path": HEALTH_CHECK_PATH,
                 "matcher": "200",
                 "interval": 10,
                 "healthy_threshold": 2,
@@ -185,14 +181,14 @@ class RegionalIngress(pulumi.ComponentResource):
             type="HTTPS",
             fqdn=hostname,
             port=HTTPS_PORT,
-            resource_path=HEALTH_PATH,
+            resource_path=HEALTH_CHECK_PATH,
             enable_sni=True,
             # Two failures 10 s apart: a dead region stops receiving new users in well under a minute.
             failure_threshold=2,
             request_interval=10,
             measure_latency=True,
             regions=list(ROUTE53_CHECKER_REGIONS),
-            tags={"Name": f"speech {args.region.key} {HEALTH_PATH}"},
+            tags={"Name": f"speech {args.region.key} {HEALTH_CHECK_PATH}"},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[record]),
         )
 
@@ -266,7 +262,7 @@ class RegionalIngress(pulumi.ComponentResource):
             account_id=args.cloudflare_account_id,
             type="https",
             method="GET",
-            path=HEALTH_PATH,
+            path=HEALTH_CHECK_PATH,
             port=HTTPS_PORT,
             expected_codes="200",
             header={"Host": [hostname]},
@@ -277,7 +273,7 @@ class RegionalIngress(pulumi.ComponentResource):
             retries=2,
             consecutive_down=2,
             consecutive_up=2,
-            description=f"speech {args.region.key} {HEALTH_PATH}",
+            description=f"speech {args.region.key} {HEALTH_CHECK_PATH}",
             opts=child,
         )
         pool = cloudflare.LoadBalancerPool(
@@ -321,29 +317,3 @@ def _validation_field(certificate: aws.acm.Certificate, domain: str, field: str)
         raise pulumi.RunError(f"ACM returned no DNS validation record for {domain}")
 
     return certificate.domain_validation_options.apply(pick)
-
-
-@dataclass(frozen=True)
-class RegionalEndpoint:
-    """What the global stack knows about one region, read from its stack outputs."""
-
-    region: topology.Region
-    hostname: pulumi.Input[str]
-    health_check_id: pulumi.Input[str]
-    load_balancer_dns_name: pulumi.Input[str]
-    load_balancer_zone_id: pulumi.Input[str]
-    cloudflare_pool_id: pulumi.Input[str] | None
-
-    @classmethod
-    def from_stack(
-        cls, stack: pulumi.StackReference, region: topology.Region, with_cloudflare: bool
-    ) -> RegionalEndpoint:
-        """Read a deployed regional stack; a missing output fails the global stack with the output's name."""
-        return cls(
-            region=region,
-            hostname=stack.require_output(OUTPUT_HOSTNAME),
-            health_check_id=stack.require_output(OUTPUT_HEALTH_CHECK_ID),
-            load_balancer_dns_name=stack.require_output(OUTPUT_LB_DNS_NAME),
-            load_balancer_zone_id=stack.require_output(OUTPUT_LB_ZONE_ID),
-            cloudflare_pool_id=stack.require_output(OUTPUT_CLOUDFLARE_POOL_ID) if with_cloudflare else None,
-        )

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import topology
+from contract.topology import Region
+from infra.tags import region_tags
 
 
-def alias_name(project: str, region: topology.Region) -> str:
+def alias_name(project: str, region: Region) -> str:
     """The region key's alias; deterministic so that other stacks can name the key without reading its state."""
     return f"alias/{project}-{region.key}"
 
 
-def alias_arn(project: str, region: topology.Region, account_id: str) -> str:
+def alias_arn(project: str, region: Region, account_id: str) -> str:
     """The alias ARN of ``region``'s key in ``account_id``.
 
     S3 replication accepts an alias ARN as the replica key, which lets the source stack re-encrypt replicas with
@@ -30,7 +31,7 @@ def alias_arn(project: str, region: topology.Region, account_id: str) -> str:
 
 @dataclass(frozen=True)
 class RegionKeyArgs:
-    region: topology.Region
+    region: Region
     project: str
 
 
@@ -57,7 +58,7 @@ class RegionKey(pulumi.ComponentResource):
             enable_key_rotation=True,
             # A deleted key makes every object and secret encrypted with it unreadable: keep the longest window.
             deletion_window_in_days=30,
-            tags={"speech.io/region": args.region.key, "speech.io/jurisdiction": args.region.jurisdiction},
+            tags=region_tags(args.region),
             opts=child,
         )
         alias = aws.kms.Alias(

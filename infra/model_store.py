@@ -1,8 +1,10 @@
 """Per-region S3 model store and its replication, both derived from the topology.
 
 Each regional stack owns its region's store. The store is also where that region publishes models: the stack
-owns the replication rules *from* its store to every store ``topology.replication_targets`` names, and nothing
+owns the replication rules *from* its store to every store ``Topology.replication_targets`` names, and nothing
 else. This module lists no regions: a new region in the topology gets rules and residency guards from here.
+The key layout inside the store (``models/<name>/<version>/``) is the serving container's, from
+:mod:`contract.service`.
 
 Names are deterministic so that a stack can address another region's store and key without reading its state:
 the bucket is ``<project>-models-<region key>-<account id>`` (the account id keeps the globally unique S3 name
@@ -12,7 +14,6 @@ The serving container is given the bucket name through the stack output ``modelB
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra import kms, topology
+from contract.service import MODELS_PREFIX
+from contract.topology import Region, Topology
+from infra import iam, kms
+from infra.tags import region_tags
 
-MODELS_PREFIX = "models/"  # serving reads s3://<bucket>/models/<name>/<version>/
 REPLICATION_TIME_MINUTES = 15  # S3 Replication Time Control: the only value S3 offers, with an SLA
 NONCURRENT_VERSION_DAYS = 30  # how long a replaced model version stays restorable
 NONCURRENT_VERSIONS_KEPT = 3  # ...and how many replaced versions are kept regardless of age, for rollbacks
@@ -35,13 +38,13 @@ _REPLICATION_WRITES = [
 ]
 
 
-def bucket_name(project: str, region: topology.Region, account_id: str) -> str:
+def bucket_name(project: str, region: Region, account_id: str) -> str:
     """The model store's bucket name for ``region``."""
     name = f"{project}-models-{region.key}-{account_id}"
     if not _BUCKET_NAME.match(name):
         raise pulumi.RunError(
-            f"model bucket name {name!r} (from project {project!r}) is not a valid S3 bucket name: use a project name of "
-            "lower-case letters, digits and hyphens that keeps the name within 63 characters (Pulumi.yaml)"
+            f"model bucket name {name!r} (from project {project!r}) is not a valid S3 bucket name: use a project name "
+            "of lower-case letters, digits and hyphens that keeps the name within 63 characters (Pulumi.yaml)"
         )
     return name
 
@@ -50,18 +53,18 @@ def bucket_arn(name: str) -> str:
     return f"arn:aws:s3:::{name}"
 
 
-def replication_role_name(project: str, region: topology.Region) -> str:
+def replication_role_name(project: str, region: Region) -> str:
     """The IAM role that replicates out of ``region``'s store; fixed so that other stores can refuse it by name."""
     return f"{project}-model-replication-{region.key}"
 
 
-def forbidden_sources(region: topology.Region) -> tuple[topology.Region, ...]:
+def forbidden_sources(topology: Topology, region: Region) -> tuple[Region, ...]:
     """Regions whose stores must never replicate into ``region``'s store (e.g. an EU store into a US one)."""
-    return tuple(r for r in topology.REGIONS if r != region and region not in topology.replication_targets(r))
+    return tuple(r for r in topology.regions if r != region and region not in topology.replication_targets(r))
 
 
 def replication_rules(
-    project: str, source: topology.Region, account_id: str
+    topology: Topology, project: str, source: Region, account_id: str
 ) -> list[aws.s3.BucketReplicationConfigRuleArgs]:
     """One rule per replication target: models/ to that store, re-encrypted with that region's key, within 15 min."""
     rules = []
@@ -104,47 +107,47 @@ def replication_rules(
     return rules
 
 
-def _replication_policy(project: str, source: topology.Region, account_id: str, source_key_arn: str) -> str:
+def _replication_policy(topology: Topology, project: str, source: Region, account_id: str, source_key_arn: str) -> str:
     """Least privilege for S3 replication: read versions here, write replicas only into the topology's targets.
 
     Destination keys are matched by alias (their ids live in other stacks) and only when S3 in that region uses them.
     """
     source_arn = bucket_arn(bucket_name(project, source, account_id))
     statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": source_arn},
-        {
-            "Effect": "Allow",
-            "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
-            "Resource": f"{source_arn}/*",
-        },
-        {
-            "Effect": "Allow",
-            "Action": "kms:Decrypt",
-            "Resource": source_key_arn,
-            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{source.aws_region}.amazonaws.com"}},
-        },
+        iam.statement("Allow", ["s3:GetReplicationConfiguration", "s3:ListBucket"], source_arn),
+        iam.statement(
+            "Allow",
+            ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
+            f"{source_arn}/*",
+        ),
+        iam.statement(
+            "Allow",
+            "kms:Decrypt",
+            source_key_arn,
+            condition={"StringEquals": {"kms:ViaService": f"s3.{source.aws_region}.amazonaws.com"}},
+        ),
     ]
     for target in topology.replication_targets(source):
         statements += [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
-                "Resource": f"{bucket_arn(bucket_name(project, target, account_id))}/*",
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
-                "Resource": f"arn:aws:kms:{target.aws_region}:{account_id}:key/*",
-                "Condition": {
+            iam.statement(
+                "Allow",
+                ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+                f"{bucket_arn(bucket_name(project, target, account_id))}/*",
+            ),
+            iam.statement(
+                "Allow",
+                ["kms:Encrypt", "kms:GenerateDataKey"],
+                f"arn:aws:kms:{target.aws_region}:{account_id}:key/*",
+                condition={
                     "StringEquals": {"kms:ViaService": f"s3.{target.aws_region}.amazonaws.com"},
                     "ForAnyValue:StringEquals": {"kms:ResourceAliases": kms.alias_name(project, target)},
                 },
-            },
+            ),
         ]
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+    return iam.policy_document(statements)
 
 
-def bucket_policy(project: str, region: topology.Region, account_id: str) -> str:
+def bucket_policy(topology: Topology, project: str, region: Region, account_id: str) -> str:
     """TLS-only access, and a residency guard: replication roles of forbidden source regions may not write here.
 
     The guard repeats, on the receiving side, what the source stack's rules already respect, so a hand-made
@@ -152,39 +155,35 @@ def bucket_policy(project: str, region: topology.Region, account_id: str) -> str
     """
     arn = bucket_arn(bucket_name(project, region, account_id))
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [arn, f"{arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }
-    ]
-    forbidden = forbidden_sources(region)
-    if forbidden:
-        statements.append(
-            {
-                "Sid": "DenyReplicationFromOtherJurisdictions",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": _REPLICATION_WRITES,
-                "Resource": f"{arn}/*",
-                "Condition": {
-                    "ArnLike": {
-                        "aws:PrincipalArn": [
-                            f"arn:aws:iam::{account_id}:role/{replication_role_name(project, r)}" for r in forbidden
-                        ]
-                    }
-                },
-            }
+        iam.statement(
+            "Deny",
+            "s3:*",
+            [arn, f"{arn}/*"],
+            sid="DenyInsecureTransport",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
         )
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+    ]
+    forbidden = forbidden_sources(topology, region)
+    if forbidden:
+        refused = [f"arn:aws:iam::{account_id}:role/{replication_role_name(project, r)}" for r in forbidden]
+        statements.append(
+            iam.statement(
+                "Deny",
+                _REPLICATION_WRITES,
+                f"{arn}/*",
+                sid="DenyReplicationFromOtherJurisdictions",
+                principal="*",
+                condition={"ArnLike": {"aws:PrincipalArn": refused}},
+            )
+        )
+    return iam.policy_document(statements)
 
 
 @dataclass(frozen=True)
 class ModelStoreArgs:
-    region: topology.Region
+    topology: Topology  # decides where this store's models replicate, and whose replicas it refuses
+    region: Region
     project: str
     account_id: str
     kms_key_arn: pulumi.Input[str]  # this region's key (infra.kms.RegionKey)
@@ -205,7 +204,7 @@ class ModelStore(pulumi.ComponentResource):
         super().__init__("speech:infra:ModelStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         region = args.region.aws_region
-        tags = {"speech.io/region": args.region.key, "speech.io/jurisdiction": args.region.jurisdiction}
+        tags = region_tags(args.region)
 
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
@@ -230,7 +229,7 @@ class ModelStore(pulumi.ComponentResource):
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                         sse_algorithm="aws:kms", kms_master_key_id=args.kms_key_arn
                     ),
-                    # One data key per bucket instead of one KMS call per object: model pulls stay cheap and unthrottled.
+                    # One data key per bucket instead of one KMS call per object: pulls stay cheap and unthrottled.
                     bucket_key_enabled=True,
                 )
             ],
@@ -250,7 +249,7 @@ class ModelStore(pulumi.ComponentResource):
             f"{name}-policy",
             region=region,
             bucket=bucket.bucket,
-            policy=bucket_policy(args.project, args.region, args.account_id),
+            policy=bucket_policy(args.topology, args.project, args.region, args.account_id),
             # S3 rejects concurrent bucket-policy and public-access-block writes on the same bucket.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
@@ -275,31 +274,22 @@ class ModelStore(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
-        targets = topology.replication_targets(args.region)
+        targets = args.topology.replication_targets(args.region)
         if targets:
-            role = aws.iam.Role(
+            role = iam.service_role(
                 f"{name}-replication-role",
-                name=replication_role_name(args.project, args.region),
-                assume_role_policy=json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"Service": "s3.amazonaws.com"},
-                                "Action": "sts:AssumeRole",
-                            }
-                        ],
-                    }
-                ),
+                "s3.amazonaws.com",
+                role_name=replication_role_name(args.project, args.region),
                 tags=tags,
                 opts=child,
-            )
+            ).role
             role_policy = aws.iam.RolePolicy(
                 f"{name}-replication-policy",
                 role=role.id,
                 policy=pulumi.Output.from_input(args.kms_key_arn).apply(
-                    lambda key_arn: _replication_policy(args.project, args.region, args.account_id, key_arn)
+                    lambda key_arn: _replication_policy(
+                        args.topology, args.project, args.region, args.account_id, key_arn
+                    )
                 ),
                 opts=child,
             )
@@ -309,7 +299,7 @@ class ModelStore(pulumi.ComponentResource):
                 region=region,
                 bucket=bucket.bucket,
                 role=role.arn,
-                rules=replication_rules(args.project, args.region, args.account_id),
+                rules=replication_rules(args.topology, args.project, args.region, args.account_id),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning, role_policy]),
             )
 

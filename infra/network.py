@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import topology
+from contract.topology import Region
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> tuple[list[str], list[str]]:
@@ -28,7 +28,7 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> tuple[list[str], list[str]]:
 
 @dataclass(frozen=True)
 class NetworkArgs:
-    region: topology.Region
+    region: Region
     vpc_cidr: str
     availability_zones: int
     cluster_name: str  # for the kubernetes.io/cluster/<name> subnet tag that load balancer controllers look for
@@ -99,7 +99,7 @@ class Network(pulumi.ComponentResource):
         private_subnets: list[aws.ec2.Subnet] = []
         private_tables: list[aws.ec2.RouteTable] = []
         # Children are named by zone, not by list position, so changing the zone count never renames a subnet.
-        for zone, private_cidr, public_cidr in zip(zones, private_cidrs, public_cidrs):
+        for zone, private_cidr, public_cidr in zip(zones, private_cidrs, public_cidrs, strict=True):
             public = aws.ec2.Subnet(
                 f"{name}-public-{zone}",
                 region=region,

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra import config, topology
+from contract.topology import Region
+from infra import config
+from infra.tags import POOL_TAG
 
 GPU_AMI_TYPE = (
     "AL2023_x86_64_NVIDIA"  # drivers and container toolkit; config.GPU_FAMILIES lists the x86 families it fits
@@ -103,7 +105,7 @@ def night_crons(peak_hours: tuple[int, int]) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class NodePoolArgs:
-    region: topology.Region
+    region: Region
     spec: PoolSpec
     cluster_name: pulumi.Input[str]
     kubernetes_version: pulumi.Input[str]
@@ -145,7 +147,7 @@ class NodePool(pulumi.ComponentResource):
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
             labels=dict(spec.labels),
             taints=[aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value, effect=t.effect) for t in spec.taints],
-            tags={**args.tags, "speech.io/pool": spec.role},
+            tags={**args.tags, POOL_TAG: spec.role},
             # A component's depends_on does not hold back its children, so the group takes it over: nodes must not
             # start before their IAM policies and the network add-ons exist, or they never turn Ready.
             opts=pulumi.ResourceOptions(

@@ -5,14 +5,16 @@ recorded with its type, logical name, inputs (camelCase, as the provider sees th
 answers with an id and ARN derived from the name. Nothing is replaced above that boundary, so components, config
 validation and topology derivations run exactly as they do under `pulumi up`.
 
+The program is `infra.program.build` for a topology the caller passes (`__main__.py` passes `DEFAULT_TOPOLOGY`),
+so a test that adds a region builds it with the same code as `pulumi up`, and nothing is patched.
+
 Used by the test harness (`tests/conftest.py`) and by the offline plan (`python -m infra.plan <stack>`).
 """
 
 from __future__ import annotations
 
 import json
-import runpy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
+
+from contract.topology import Topology
+from infra import program
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILE = ROOT / "Pulumi.yaml"
@@ -195,7 +200,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
-    def RegisterResource(self, request):  # noqa: N802 - the engine's gRPC method name
+    def RegisterResource(self, request):  # the engine's gRPC method name, hence the case
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -246,15 +251,26 @@ def _config_entries(config: Mapping[str, Any]) -> tuple[dict[str, str], list[str
 
 def run(
     stack: str,
+    topology: Topology,
     *,
     config: Mapping[str, Any] | None = None,
     stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
-    program: Path = PROGRAM,
 ) -> Graph:
-    """Run ``program`` for ``stack`` under mocks and return its resource graph and exports.
+    """Run this repository's program for ``stack`` and ``topology`` under mocks; return its graph and exports.
 
     ``config`` defaults to the stack file's config; tests pass a modified copy to exercise validation.
     """
+    return run_program(stack, lambda: program.build(topology), config=config, stack_outputs=stack_outputs)
+
+
+def run_program(
+    stack: str,
+    body: Callable[[], object],
+    *,
+    config: Mapping[str, Any] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Graph:
+    """Run any Pulumi program ``body`` for ``stack`` under mocks (a platform team's own, or ``__main__.py``)."""
     raw = stack_config(stack) if config is None else dict(config)
     region = str(raw.get("aws:region", "us-east-1"))
     values, secrets = _config_entries(raw)
@@ -269,7 +285,7 @@ def run(
     pulumi_settings.SETTINGS.outputs.clear()
 
     root = pulumi_settings.get_root_resource()
-    runpy.run_path(str(program), run_name="__main__")
+    body()
     _sync_await(wait_for_rpcs())
     exports = {name: _sync_await(pulumi.Output.from_input(value).future()) for name, value in root.outputs.items()}
     secret = frozenset(
@@ -281,6 +297,7 @@ def run(
 
 def run_stack(
     stack: str,
+    topology: Topology,
     *,
     config: Mapping[str, Any] | None = None,
     regional_configs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -293,10 +310,8 @@ def run_stack(
     raw = stack_config(stack) if config is None else dict(config)
     references: dict[str, dict[str, Any]] = {}
     if raw.get("speech:scope") == "global":
-        from infra import topology
-
         prefix = raw.get("speech:stackPrefix")
-        for region in topology.REGIONS:
+        for region in topology.regions:
             regional = (regional_configs or {}).get(region.key)
-            references[f"{prefix}/{region.key}"] = run(region.key, config=regional).exports
-    return run(stack, config=raw, stack_outputs=references)
+            references[f"{prefix}/{region.key}"] = run(region.key, topology, config=regional).exports
+    return run(stack, topology, config=raw, stack_outputs=references)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pulumi
 
+from contract.topology import DEFAULT_TOPOLOGY
 from infra import offline
 
 # Properties worth a reviewer's eye, by resource type; everything else is in --json.
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full resource graph as JSON")
     args = parser.parse_args(argv)
     try:
-        graph = offline.run_stack(args.stack)
+        graph = offline.run_stack(args.stack, DEFAULT_TOPOLOGY)
     except (FileNotFoundError, pulumi.RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

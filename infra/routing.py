@@ -1,9 +1,9 @@
 """Which user areas get their own route, and the region chain each one fails over along (plain Python).
 
 Route 53 (`infra/dns.py`), the Cloudflare load balancer (`infra/cloudflare.py`) and the README's routing table all
-read the areas from here, and this module reads everything from `infra/topology.py`: no area, region or
-jurisdiction is written out by hand, so a region added to the topology shows up in DNS, in Cloudflare and in the
-README table together.
+read the areas from here, and this module reads everything from the `Topology` it is given (`contract/topology.py`):
+no area, region or jurisdiction is written out by hand, so a region added to the topology shows up in DNS, in
+Cloudflare and in the README table together. The CLI renders this repository's `DEFAULT_TOPOLOGY`.
 
     python -m infra.routing                 # print the routing table (markdown)
     python -m infra.routing --write README.md   # replace the table between the routing-table markers
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import topology
+from contract.topology import CLOUDFLARE_REGIONS, CONTINENTS, DEFAULT_TOPOLOGY, Region, Topology
 
 TABLE_START = "<!-- routing-table:start -->"
 TABLE_END = "<!-- routing-table:end -->"
@@ -30,18 +30,18 @@ class Area:
     code: str  # Route 53 continent code, ISO country, Cloudflare region code, or "*" for the default
     name: str
     user_jurisdiction: str | None  # the strict jurisdiction protecting these users, None when unrestricted
-    chain: tuple[topology.Region, ...]  # primary first, then failover order
+    chain: tuple[Region, ...]  # primary first, then failover order
 
     @property
     def is_strict(self) -> bool:
         return self.user_jurisdiction is not None
 
     @property
-    def primary(self) -> topology.Region:
+    def primary(self) -> Region:
         return self.chain[0]
 
 
-def pinned_country_areas() -> list[Area]:
+def pinned_country_areas(topology: Topology) -> list[Area]:
     """Countries routed by their own record or pool instead of their continent, in topology order.
 
     These are the countries a region pins (``Region.countries``) and the outlying territories of every
@@ -49,9 +49,9 @@ def pinned_country_areas() -> list[Area]:
     their users to that continent's region.
     """
     candidates: dict[str, None] = {}
-    for r in topology.REGIONS:
+    for r in topology.regions:
         candidates.update(dict.fromkeys(r.countries))
-    for j in topology.JURISDICTIONS.values():
+    for j in topology.jurisdictions:
         candidates.update(dict.fromkeys(j.outlying_countries))
     areas = []
     for country in candidates:
@@ -61,18 +61,18 @@ def pinned_country_areas() -> list[Area]:
     return areas
 
 
-def route53_areas() -> list[Area]:
+def route53_areas(topology: Topology) -> list[Area]:
     """Every Route 53 geolocation area: each continent, each pinned country, then the default (``*``)."""
     areas = [
         Area("continent", c, name, topology.user_jurisdiction_of_continent(c), topology.continent_chain(c))
-        for c, name in topology.CONTINENTS.items()
+        for c, name in CONTINENTS.items()
     ]
-    areas += pinned_country_areas()
+    areas += pinned_country_areas(topology)
     areas.append(Area("default", "*", "everyone else", None, topology.default_chain()))
     return areas
 
 
-def cloudflare_region_areas() -> list[Area]:
+def cloudflare_region_areas(topology: Topology) -> list[Area]:
     """Every Cloudflare load-balancer region code, with its pool order."""
     return [
         Area(
@@ -82,16 +82,16 @@ def cloudflare_region_areas() -> list[Area]:
             topology.user_jurisdiction_of_cloudflare_region(c),
             topology.cloudflare_region_chain(c),
         )
-        for c, name in topology.CLOUDFLARE_REGIONS.items()
+        for c, name in CLOUDFLARE_REGIONS.items()
     ]
 
 
-def cloudflare_country_areas() -> list[Area]:
+def cloudflare_country_areas(topology: Topology) -> list[Area]:
     """Countries that override their Cloudflare region's pools (the same pinned countries as in Route 53)."""
-    return pinned_country_areas()
+    return pinned_country_areas(topology)
 
 
-def fallback_region() -> topology.Region:
+def fallback_region(topology: Topology) -> Region:
     """The region behind Cloudflare's fallback pool: the answer when every pool of a request's list is down.
 
     Cloudflare sends a request to the fallback pool without looking at which user it is, so the only residency-safe
@@ -100,10 +100,10 @@ def fallback_region() -> topology.Region:
     jurisdictions no single region qualifies; the default region is used and the per-region residency rules of the
     load balancer (``infra/cloudflare.py``) carry the guarantee alone.
     """
-    strict = [j for j in topology.JURISDICTIONS.values() if j.is_strict_residency and topology.regions_in(j.code)]
+    strict = [j for j in topology.jurisdictions if j.is_strict_residency and topology.regions_in(j.code)]
     if len(strict) == 1:
         return topology.regions_in(strict[0].code)[0]
-    return topology.region(topology.DEFAULT_REGION)
+    return topology.region(topology.default_region)
 
 
 def _residency(area: Area) -> str:
@@ -114,17 +114,20 @@ def _chain(area: Area) -> str:
     return " → ".join(r.key for r in area.chain)
 
 
-def render_markdown() -> str:
+def render_markdown(topology: Topology) -> str:
     """The README's routing table: every area, its primary region and its failover chain."""
     lines = [
-        "Generated from `infra/topology.py` by `python -m infra.routing`; a test fails when it drifts.",
+        (
+            "Generated from `DEFAULT_TOPOLOGY` (`contract/topology.py`) by `python -m infra.routing`; "
+            "a test fails when it drifts."
+        ),
         "",
         "Route 53 geolocation records (TTL 60 s at the leaves, every region health-checked):",
         "",
         "| Users | Residency | Primary | Failover chain |",
         "| --- | --- | --- | --- |",
     ]
-    for area in route53_areas():
+    for area in route53_areas(topology):
         label = {
             "continent": f"{area.code} ({area.name})",
             "country": f"country {area.code}",
@@ -138,11 +141,11 @@ def render_markdown() -> str:
         "| Cloudflare region / country | Residency | Primary pool | Pool order |",
         "| --- | --- | --- | --- |",
     ]
-    for area in cloudflare_region_areas() + cloudflare_country_areas():
+    for area in cloudflare_region_areas(topology) + cloudflare_country_areas(topology):
         label = f"{area.code} ({area.name})" if area.kind == "cloudflare-region" else f"country {area.code}"
         lines.append(f"| {label} | {_residency(area)} | {area.primary.key} | {_chain(area)} |")
     default = " → ".join(r.key for r in topology.default_chain())
-    lines += ["", f"Default pools: {default}; fallback pool: {fallback_region().key}."]
+    lines += ["", f"Default pools: {default}; fallback pool: {fallback_region(topology).key}."]
     return "\n".join(lines)
 
 
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.routing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", metavar="FILE", type=Path, help="replace the table between the markers in FILE")
     args = parser.parse_args(argv)
-    table = render_markdown()
+    table = render_markdown(DEFAULT_TOPOLOGY)
     if args.write is None:
         print(table)
         return 0

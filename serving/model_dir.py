@@ -13,7 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MANIFEST_FILE = "manifest.json"
+from contract.service import ENV_MODEL_CACHE, MANIFEST_FILE
+
 ENCODER_FILE = "encoder.int8.onnx"
 DECODER_FILE = "decoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -21,7 +22,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE)
 
 _HASH_BLOCK = 1 << 20
-CACHE_ENV = "SPEECH_MODEL_CACHE"
+CACHE_ENV = ENV_MODEL_CACHE
 DEFAULT_CACHE = Path("~/.cache/speech-serving/models")
 
 

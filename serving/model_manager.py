@@ -50,11 +50,15 @@ class ModelManager:
         self._metrics = metrics
         self.registry = EngineRegistry()
         self.store: ModelStore | None = None
-        if settings.model.bucket is not None and settings.region is not None:
+        bucket = settings.model.bucket
+        if bucket is not None and settings.region is not None:
             self.store = ModelStore(
-                settings.model.bucket, settings.region, cache_root(self._settings.cache_dir) / "s3" / settings.model.bucket,
+                bucket,
+                settings.region,
+                cache_root(self._settings.cache_dir) / "s3" / bucket,
+                topology=settings.topology,
                 endpoint_url=settings.model.endpoint_url,
-            )  # fmt: skip
+            )
         self.is_ready = False
         self.load_error: str | None = None
         self._reload_lock = asyncio.Lock()

@@ -3,8 +3,9 @@
 A version is only ever used after every file listed in its ``manifest.json`` has been downloaded and its SHA-256
 matched, and it appears in the cache only by an atomic rename of a fully verified directory, so a crash or a
 tampered object never leaves a half-written model that a later start would trust. The bucket must sit in the
-serving region's jurisdiction (asked of ``infra/topology.py``): a replica never pulls from, and so never depends on,
-a store across a residency boundary.
+serving region's jurisdiction (asked of the deployment's :class:`~contract.topology.Topology`): a replica never
+pulls from, and so never depends on, a store across a residency boundary. The store's layout is the one
+``contract.service`` defines for both sides.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra import topology
-from serving.model_dir import MANIFEST_FILE, ModelError, read_manifest, sha256_of, verify_model_dir
+from contract.service import MANIFEST_FILE, model_prefix
+from contract.topology import Region, Topology, TopologyError
+from serving.model_dir import ModelError, read_manifest, sha256_of, verify_model_dir
 
 log = logging.getLogger(__name__)
 
 
 class ModelStoreError(RuntimeError):
     """The store is unreachable, refused by residency rules, or holds a model that fails verification."""
-
-
-def model_prefix(name: str, version: str | None = None) -> str:
-    return f"models/{name}/" + (f"{version}/" if version else "")
 
 
 def version_order(version: str) -> tuple:
@@ -41,8 +39,11 @@ def version_order(version: str) -> tuple:
 class ModelStore:
     """One regional bucket, read-only, with a local cache of verified versions under ``cache_dir``."""
 
-    def __init__(self, bucket: str, region: str, cache_dir: Path, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, region: str, cache_dir: Path, *, topology: Topology, endpoint_url: str | None = None
+    ) -> None:
         self.bucket = bucket
+        self.topology = topology
         self.region = topology.region_for_aws(region)
         self.cache_dir = cache_dir
         self._s3 = boto3.client(
@@ -55,7 +56,7 @@ class ModelStore:
     def url(self, name: str, version: str | None = None) -> str:
         return f"s3://{self.bucket}/{model_prefix(name, version)}"
 
-    def check_jurisdiction(self) -> topology.Region:
+    def check_jurisdiction(self) -> Region:
         """The bucket's topology region, or raise when it lies outside the serving region's jurisdiction."""
         try:
             location = self._s3.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
@@ -66,10 +67,11 @@ class ModelStore:
             ) from exc
         # S3 reports us-east-1 as no constraint and eu-west-1 as the legacy "EU".
         bucket_region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+        topology = self.topology
         serving = topology.jurisdiction_of(self.region)
         try:
             home = topology.region_for_aws(bucket_region)
-        except topology.TopologyError:
+        except TopologyError:
             raise ModelStoreError(
                 f"model bucket {self.bucket!r} is in {bucket_region}, which is no region of the topology; "
                 f"{self.region.key} ({serving.code}) may only use buckets in "

@@ -8,15 +8,17 @@ whatever first touches the value.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from infra import topology
+from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX
+from contract.topology import DEFAULT_TOPOLOGY, Topology
+from contract.topology import load as load_topology
 
-ENV_PREFIX = "SPEECH_"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -126,8 +128,11 @@ def _checked_hash(value: str, where: str) -> str:
 class Settings(BaseSettings):
     """Everything the container reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER, extra="ignore")
 
+    # The topology the infrastructure was built from (JSON, `Topology.to_dict`); None: this repository's default.
+    # Declared before `region`, which is checked against it.
+    topology_file: Path | None = None
     # The AWS region this replica runs in (e.g. eu-west-1); None means a local run with no residency checks.
     region: str | None = None
     inference_threads: int = Field(default=2, gt=0, le=64)
@@ -137,14 +142,18 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
+    @field_validator("topology_file")
+    @classmethod
+    def _readable_topology(cls, path: Path | None) -> Path | None:
+        _topology_at(path)
+        return path
+
     @field_validator("region")
     @classmethod
-    def _known_region(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                topology.region_for_aws(value)
-            except topology.TopologyError as exc:
-                raise ValueError(str(exc)) from None
+    def _known_region(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A topology file that failed its own check is reported once, under its own variable.
+        if value is not None and "topology_file" in info.data:
+            _topology_at(info.data["topology_file"]).region_for_aws(value)
         return value
 
     @model_validator(mode="after")
@@ -165,10 +174,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @cached_property
+    def topology(self) -> Topology:
+        """The regions and residency rules this replica answers to."""
+        return _topology_at(self.topology_file)
+
     @property
     def region_label(self) -> str:
         """The ``region`` metric label: the topology key (e.g. ``eu-west``), or ``local``."""
-        return topology.region_for_aws(self.region).key if self.region else "local"
+        return self.topology.region_for_aws(self.region).key if self.region else "local"
+
+
+def _topology_at(path: Path | None) -> Topology:
+    return DEFAULT_TOPOLOGY if path is None else load_topology(path)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from infra import config, offline, topology
+from contract.topology import DEFAULT_TOPOLOGY
+from infra import config, offline
 from infra.cluster import CONTROL_PLANE_LOG_TYPES
 from infra.node_pools import night_crons
 from tests.conftest import REGIONAL_STACKS
@@ -16,7 +17,7 @@ SCHEDULE = "aws:autoscaling/schedule:Schedule"
 
 
 def _cfg(stack: str) -> config.RegionalConfig:
-    cfg = config.load(stack, offline.stack_config(stack))
+    cfg = config.load(stack, offline.stack_config(stack), DEFAULT_TOPOLOGY)
     assert isinstance(cfg, config.RegionalConfig)
     return cfg
 
@@ -171,7 +172,7 @@ def test_gpu_pool_scales_down_outside_peak_hours_in_the_regions_time_zone(progra
     size = cfg.gpu_pool.size
     for role, hour, desired in (("day", start, size.desired_size), ("night", end % 24, cfg.gpu_pool.night_size)):
         schedule = schedules[role]
-        assert schedule["timeZone"] == topology.region(stack).timezone
+        assert schedule["timeZone"] == DEFAULT_TOPOLOGY.region(stack).timezone
         minute, cron_hour, *rest = schedule["recurrence"].split()
         assert (minute, int(cron_hour), rest) == ("0", hour, ["*", "*", "*"])
         assert (schedule["minSize"], schedule["desiredCapacity"], schedule["maxSize"]) == (
@@ -198,7 +199,7 @@ def test_a_peak_that_covers_the_whole_day_needs_no_schedule():
 def test_disabled_spot_pool_creates_no_spot_node_group():
     raw = offline.stack_config("eu-west")
     raw["speech:spotPool"] = {"enabled": False}
-    graph = offline.run("eu-west", config=raw)
+    graph = offline.run("eu-west", DEFAULT_TOPOLOGY, config=raw)
     assert {g.inputs["capacityType"] for g in graph.of_type(NODE_GROUP)} == {"ON_DEMAND"}
     assert set(graph.exports["nodePools"]) == {"gpu", "cpu"}
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from infra import offline, routing, topology
+from contract.topology import CONTINENTS, DEFAULT_TOPOLOGY, EU_OUTLYING_COUNTRIES
+from infra import offline, routing
 from infra.dns import ChainLevel, chain_levels
 from tests.conftest import REGIONAL_STACKS
 
@@ -106,18 +107,18 @@ def _identifier(area: routing.Area) -> str:
 
 
 def _strict_areas() -> list[routing.Area]:
-    return [a for a in routing.route53_areas() if a.is_strict]
+    return [a for a in routing.route53_areas(DEFAULT_TOPOLOGY) if a.is_strict]
 
 
 def test_every_continent_pinned_country_and_the_default_has_a_geolocation_record(zone):
     policies = [r.inputs["geolocationRoutingPolicies"][0] for r in zone.records[zone.domain]]
-    assert sorted(p["continent"] for p in policies if "continent" in p) == sorted(topology.CONTINENTS)
+    assert sorted(p["continent"] for p in policies if "continent" in p) == sorted(CONTINENTS)
     countries = [p["country"] for p in policies if "country" in p]
-    assert sorted(countries) == sorted(["*", *(a.code for a in routing.pinned_country_areas())])
-    assert set(topology.EU_OUTLYING_COUNTRIES) <= set(countries)
+    assert sorted(countries) == sorted(["*", *(a.code for a in routing.pinned_country_areas(DEFAULT_TOPOLOGY))])
+    assert set(EU_OUTLYING_COUNTRIES) <= set(countries)
 
 
-@pytest.mark.parametrize("area", routing.route53_areas(), ids=_identifier)
+@pytest.mark.parametrize("area", routing.route53_areas(DEFAULT_TOPOLOGY), ids=_identifier)
 def test_each_area_resolves_through_its_topology_chain_in_failover_order(zone, area):
     record = zone.geolocation(_identifier(area))
     assert record.inputs["type"] == "A"
@@ -149,23 +150,23 @@ def test_effective_ttl_is_at_most_60_seconds(zone, program):
 def test_no_path_of_a_strict_area_reaches_a_region_outside_its_jurisdiction(zone, area):
     record = zone.geolocation(_identifier(area))
     reachable = zone.leaves(zone.alias(record)["name"])
-    assert {topology.region(k).jurisdiction for k in reachable} == {area.user_jurisdiction}, reachable
+    assert {DEFAULT_TOPOLOGY.region(k).jurisdiction for k in reachable} == {area.user_jurisdiction}, reachable
 
 
 def test_european_records_are_among_the_strict_ones():
-    assert {"continent-EU", *(f"country-{c}" for c in topology.EU_OUTLYING_COUNTRIES)} <= {
+    assert {"continent-EU", *(f"country-{c}" for c in EU_OUTLYING_COUNTRIES)} <= {
         _identifier(a) for a in _strict_areas()
     }
 
 
 def test_strict_geolocation_aliases_never_evaluate_target_health_and_the_others_do(zone):
-    for area in routing.route53_areas():
+    for area in routing.route53_areas(DEFAULT_TOPOLOGY):
         alias = zone.alias(zone.geolocation(_identifier(area)))
         assert alias["evaluateTargetHealth"] is (not area.is_strict), _identifier(area)
 
 
 def _outages() -> list[set[str]]:
-    keys = [r.key for r in topology.REGIONS]
+    keys = [r.key for r in DEFAULT_TOPOLOGY.regions]
     return [set(c) for n in range(len(keys) + 1) for c in itertools.combinations(keys, n)]
 
 
@@ -174,29 +175,29 @@ def test_european_users_get_an_eu_region_whatever_is_down(zone, down):
     """Germany matches only the EU record; Cyprus its country record, then Asia (where some databases put it)."""
     for candidates in (["continent-EU", "default"], ["country-CY", "continent-AS", "default"]):
         answer = zone.answer_user(candidates, down)
-        assert topology.region(answer).jurisdiction == "eu", (candidates, down, answer)
+        assert DEFAULT_TOPOLOGY.region(answer).jurisdiction == "eu", (candidates, down, answer)
 
 
 @pytest.mark.parametrize("down", _outages(), ids=lambda d: "+".join(sorted(d)) or "none")
 def test_unrestricted_users_get_a_healthy_region_whenever_one_is_up(zone, down):
-    for area in routing.route53_areas():
+    for area in routing.route53_areas(DEFAULT_TOPOLOGY):
         if area.is_strict:
             continue
         candidates = [_identifier(area), "default"] if area.kind != "default" else ["default"]
         answer = zone.answer_user(candidates, down)
-        if len(down) < len(topology.REGIONS):
+        if len(down) < len(DEFAULT_TOPOLOGY.regions):
             assert answer not in down, (area.code, down, answer)
 
 
 def test_evaluating_target_health_on_the_eu_record_would_leak_eu_users_to_the_default_region(zone):
     """The trap the strict records avoid: with target health on, a down EU chain hands EU users to ``*``."""
     leaky = Zone(zone.domain, zone.records, zone.lb_region, zone.health_check_region, {"continent-EU": True})
-    answer = leaky.answer_user(["continent-EU", "default"], {r.key for r in topology.regions_in("eu")})
-    assert topology.region(answer).jurisdiction != "eu"
+    answer = leaky.answer_user(["continent-EU", "default"], {r.key for r in DEFAULT_TOPOLOGY.regions_in("eu")})
+    assert DEFAULT_TOPOLOGY.region(answer).jurisdiction != "eu"
 
 
 def test_chains_sharing_a_tail_share_its_records():
-    us, ap, eu = (topology.region(k) for k in ("us-west", "ap-northeast", "eu-west"))
+    us, ap, eu = (DEFAULT_TOPOLOGY.region(k) for k in ("us-west", "ap-northeast", "eu-west"))
     levels = chain_levels([(us, ap, eu), (ap, eu), (eu,)])
     assert set(levels) == {"us-west.ap-northeast.eu-west", "ap-northeast.eu-west", "eu-west"}
     assert levels["us-west.ap-northeast.eu-west"] == ChainLevel((us, ap, eu), us, None, (ap, eu))
@@ -210,7 +211,7 @@ def test_no_two_records_share_a_name_and_set_identifier(zone):
 
 
 def test_a_single_region_chain_is_one_health_checked_primary(zone):
-    singles = {a.chain for a in routing.route53_areas() if len(a.chain) == 1}
+    singles = {a.chain for a in routing.route53_areas(DEFAULT_TOPOLOGY) if len(a.chain) == 1}
     if not singles:
         pytest.skip("every chain of this topology has two regions or more")
     for (region,) in singles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from contract.topology import DEFAULT_TOPOLOGY
 from infra import config, ingress, offline
 from tests.conftest import REGIONAL_STACKS
 
@@ -11,7 +12,7 @@ RECORD = "aws:route53/record:Record"
 
 
 def _cfg(stack: str) -> config.RegionalConfig:
-    cfg = config.load(stack, offline.stack_config(stack))
+    cfg = config.load(stack, offline.stack_config(stack), DEFAULT_TOPOLOGY)
     assert isinstance(cfg, config.RegionalConfig)
     return cfg
 
@@ -153,7 +154,7 @@ def test_regional_stack_exports_what_the_global_stack_and_the_serving_deployment
 
 def test_without_cloudflare_a_region_creates_no_cloudflare_resources_and_exports_no_pool():
     raw = {k: v for k, v in offline.stack_config("eu-west").items() if k != "speech:cloudflare"}
-    graph = offline.run("eu-west", config=raw)
+    graph = offline.run("eu-west", DEFAULT_TOPOLOGY, config=raw)
     assert not [r for r in graph.resources if r.type.startswith("cloudflare:")]
     assert ingress.OUTPUT_CLOUDFLARE_POOL_ID not in graph.exports
     assert graph.exports[ingress.OUTPUT_HEALTH_CHECK_ID]

@@ -9,7 +9,8 @@ import re
 import pulumi
 import pytest
 
-from infra import model_store, offline, topology
+from contract.topology import DEFAULT_TOPOLOGY, Region, Topology
+from infra import model_store, offline
 from tests.conftest import REGIONAL_STACKS
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -19,7 +20,7 @@ ACCOUNT = offline.MOCK_ACCOUNT_ID
 _STORE_ARN = re.compile(rf"^arn:aws:s3:::{re.escape(PROJECT)}-models-(?P<key>[a-z0-9-]+)-(?P<account>\d{{12}})$")
 
 
-def _region_of_bucket_arn(arn: str) -> topology.Region:
+def _region_of_bucket_arn(arn: str, topology: Topology = DEFAULT_TOPOLOGY) -> Region:
     """Read a destination back to the region it lies in, by the store naming scheme alone."""
     match = _STORE_ARN.match(arn)
     assert match, f"{arn} is not a model store ARN"
@@ -40,7 +41,7 @@ def test_bucket_is_named_from_project_region_and_account_in_the_stacks_region(pr
     graph = program(stack)
     bucket = _only(graph, BUCKET)
     assert bucket.inputs["bucket"] == f"{PROJECT}-models-{stack}-{ACCOUNT}" == graph.exports["modelBucketName"]
-    assert bucket.inputs["region"] == topology.region(stack).aws_region
+    assert bucket.inputs["region"] == DEFAULT_TOPOLOGY.region(stack).aws_region
     assert graph.exports["modelBucketArn"] == f"arn:aws:s3:::{bucket.inputs['bucket']}"
 
 
@@ -93,7 +94,7 @@ def test_replaced_model_versions_expire_after_a_grace_period(program, stack):
 def test_models_replicate_to_exactly_the_topologys_targets(program, stack):
     graph = program(stack)
     destinations = [_region_of_bucket_arn(rule["destination"]["bucket"]) for rule in _rules(graph)]
-    assert destinations == list(topology.replication_targets(topology.region(stack)))
+    assert destinations == list(DEFAULT_TOPOLOGY.replication_targets(DEFAULT_TOPOLOGY.region(stack)))
     if not destinations:
         assert graph.of_type(REPLICATION) == []
         assert not [r for r in graph.of_type("aws:iam/role:Role") if "replication" in r.name]
@@ -101,16 +102,16 @@ def test_models_replicate_to_exactly_the_topologys_targets(program, stack):
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_no_rule_copies_models_out_of_a_strict_residency_jurisdiction(program, stack):
-    source = topology.region(stack)
+    source = DEFAULT_TOPOLOGY.region(stack)
     for rule in _rules(program(stack)):
         target = _region_of_bucket_arn(rule["destination"]["bucket"])
-        assert topology.may_hold_data_of(source.jurisdiction, target), f"{stack} -> {target.key}"
+        assert DEFAULT_TOPOLOGY.may_hold_data_of(source.jurisdiction, target), f"{stack} -> {target.key}"
         if source.jurisdiction == "eu":
             assert target.jurisdiction == "eu", f"EU store {stack} replicates to {target.key} ({target.jurisdiction})"
 
 
 def test_the_eu_store_replicates_nowhere_while_eu_west_is_the_only_eu_region(program):
-    assert [r.key for r in topology.regions_in("eu")] == ["eu-west"]
+    assert [r.key for r in DEFAULT_TOPOLOGY.regions_in("eu")] == ["eu-west"]
     assert program("eu-west").of_type(REPLICATION) == []
 
 
@@ -145,7 +146,9 @@ def test_replication_starts_only_after_the_source_bucket_is_versioned(program, s
         assert config.inputs["bucket"] == graph.exports["modelBucketName"]
 
 
-@pytest.mark.parametrize("stack", [s for s in REGIONAL_STACKS if topology.replication_targets(topology.region(s))])
+@pytest.mark.parametrize(
+    "stack", [s for s in REGIONAL_STACKS if DEFAULT_TOPOLOGY.replication_targets(DEFAULT_TOPOLOGY.region(s))]
+)
 def test_replication_role_reads_here_and_writes_only_into_target_stores(program, stack):
     graph = program(stack)
     role = graph.named(f"speech-{stack}-store-replication-role")
@@ -157,7 +160,7 @@ def test_replication_role_reads_here_and_writes_only_into_target_stores(program,
 
     statements = json.loads(graph.named(f"speech-{stack}-store-replication-policy").inputs["policy"])["Statement"]
     writes = {s["Resource"] for s in statements if "s3:ReplicateObject" in s["Action"]}
-    targets = topology.replication_targets(topology.region(stack))
+    targets = DEFAULT_TOPOLOGY.replication_targets(DEFAULT_TOPOLOGY.region(stack))
     assert writes == {f"arn:aws:s3:::{PROJECT}-models-{t.key}-{ACCOUNT}/*" for t in targets}
     (decrypt,) = [s for s in statements if s["Action"] == "kms:Decrypt"]
     assert decrypt["Resource"] == graph.exports["kmsKeyArn"]
@@ -170,42 +173,42 @@ def test_replication_role_reads_here_and_writes_only_into_target_stores(program,
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_store_refuses_replication_writes_from_regions_that_may_not_send_it_data(program, stack):
-    here = topology.region(stack)
+    here = DEFAULT_TOPOLOGY.region(stack)
     policy = json.loads(_only(program(stack), "aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
     guards = [s for s in policy["Statement"] if s.get("Sid") == "DenyReplicationFromOtherJurisdictions"]
     refused = {arn.rsplit("/", 1)[1] for g in guards for arn in g["Condition"]["ArnLike"]["aws:PrincipalArn"]}
     expected = {
         f"{PROJECT}-model-replication-{r.key}"
-        for r in topology.REGIONS
-        if r != here and here not in topology.replication_targets(r)
+        for r in DEFAULT_TOPOLOGY.regions
+        if r != here and here not in DEFAULT_TOPOLOGY.replication_targets(r)
     }
     assert refused == expected
     if here.jurisdiction != "eu":
-        assert {f"{PROJECT}-model-replication-{r.key}" for r in topology.regions_in("eu")} <= refused
+        assert {f"{PROJECT}-model-replication-{r.key}" for r in DEFAULT_TOPOLOGY.regions_in("eu")} <= refused
     assert all(g["Effect"] == "Deny" and "s3:ReplicateObject" in g["Action"] for g in guards)
 
 
-def _with_region(stack: str, region: topology.Region, cidr: str) -> dict:
+def _with_region(stack: str, region: Region, cidr: str) -> dict:
     raw = offline.stack_config(stack)
     raw.update({"aws:region": region.aws_region, "speech:region": region.key, "speech:vpcCidr": cidr})
     return raw
 
 
-def test_a_second_eu_region_receives_eu_models_and_no_eu_model_reaches_a_non_eu_store(monkeypatch):
-    eu_west = topology.region("eu-west")
+def test_a_second_eu_region_receives_eu_models_and_no_eu_model_reaches_a_non_eu_store():
+    eu_west = DEFAULT_TOPOLOGY.region("eu-west")
     eu_central = dataclasses.replace(
-        eu_west, key="eu-central", aws_region="eu-central-1", timezone="Europe/Berlin", continents=(), cloudflare_regions=(),
-        countries=(), failover=("eu-west",),
+        eu_west, key="eu-central", aws_region="eu-central-1", timezone="Europe/Berlin",
+        continents=(), cloudflare_regions=(), countries=(), failover=("eu-west",),
     )  # fmt: skip
-    monkeypatch.setattr(topology, "REGIONS", (*topology.REGIONS, eu_central))
+    four = dataclasses.replace(DEFAULT_TOPOLOGY, regions=(*DEFAULT_TOPOLOGY.regions, eu_central))
 
     for key, cidr in (("eu-west", "10.20.0.0/16"), ("eu-central", "10.21.0.0/16")):
-        graph = offline.run(key, config=_with_region("eu-west", topology.region(key), cidr))
-        destinations = {_region_of_bucket_arn(rule["destination"]["bucket"]).key for rule in _rules(graph)}
+        graph = offline.run(key, four, config=_with_region("eu-west", four.region(key), cidr))
+        destinations = {_region_of_bucket_arn(rule["destination"]["bucket"], four).key for rule in _rules(graph)}
         assert destinations == {"eu-central", "eu-west"} - {key}
 
-    us_west = offline.run("us-west")
-    assert "eu-central" in {_region_of_bucket_arn(rule["destination"]["bucket"]).key for rule in _rules(us_west)}
+    us_west = offline.run("us-west", four)
+    assert "eu-central" in {_region_of_bucket_arn(rule["destination"]["bucket"], four).key for rule in _rules(us_west)}
     policy = json.loads(_only(us_west, "aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
     (guard,) = [s for s in policy["Statement"] if s.get("Sid") == "DenyReplicationFromOtherJurisdictions"]
     refused = {arn.rsplit("/", 1)[1] for arn in guard["Condition"]["ArnLike"]["aws:PrincipalArn"]}
@@ -214,4 +217,4 @@ def test_a_second_eu_region_receives_eu_models_and_no_eu_model_reaches_a_non_eu_
 
 def test_a_project_name_s3_cannot_use_stops_the_program_with_the_fix():
     with pytest.raises(pulumi.RunError, match=r"'Speech_Platform'.*lower-case letters, digits and hyphens"):
-        model_store.bucket_name("Speech_Platform", topology.region("eu-west"), ACCOUNT)
+        model_store.bucket_name("Speech_Platform", DEFAULT_TOPOLOGY.region("eu-west"), ACCOUNT)

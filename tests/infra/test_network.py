@@ -6,13 +6,14 @@ import ipaddress
 
 import pytest
 
+from contract.topology import DEFAULT_TOPOLOGY
 from infra import config, offline
 from infra.network import subnet_cidrs
 from tests.conftest import REGIONAL_STACKS
 
 
 def _cfg(stack: str) -> config.RegionalConfig:
-    cfg = config.load(stack, offline.stack_config(stack))
+    cfg = config.load(stack, offline.stack_config(stack), DEFAULT_TOPOLOGY)
     assert isinstance(cfg, config.RegionalConfig)
     return cfg
 

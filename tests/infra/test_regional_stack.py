@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import topology
+from contract.topology import DEFAULT_TOPOLOGY
 from tests.conftest import REGIONAL_STACKS
 
 # IAM (roles, policies, OIDC providers) and Route 53 are global services: their resources take no region.
@@ -23,7 +23,7 @@ EXPORTS = {
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_every_regional_resource_is_pinned_to_the_stacks_aws_region(program, stack):
-    expected = topology.region(stack).aws_region
+    expected = DEFAULT_TOPOLOGY.region(stack).aws_region
     regional = [
         r for r in program(stack).resources if r.type.startswith("aws:") and not r.type.startswith(GLOBAL_AWS_SERVICES)
     ]
@@ -38,7 +38,7 @@ def test_every_regional_resource_is_pinned_to_the_stacks_aws_region(program, sta
 def test_every_cloud_resource_belongs_to_a_component_that_it_is_named_after(program, stack):
     graph = program(stack)
     top_level = {r.type for r in graph.resources if r.parent is None}
-    assert REGIONAL_COMPONENTS <= top_level
+    assert top_level >= REGIONAL_COMPONENTS
     for resource in (r for r in graph.resources if r.is_custom and not r.type.startswith("pulumi:")):
         ancestors = list(graph.ancestors(resource))
         assert ancestors, f"{resource.name} is not parented to a component"
@@ -51,8 +51,8 @@ def test_every_cloud_resource_belongs_to_a_component_that_it_is_named_after(prog
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_stack_exports_what_operators_and_the_global_stack_need(program, stack):
     graph = program(stack)
-    assert EXPORTS <= set(graph.exports)
-    assert graph.exports["region"] == topology.region(stack).aws_region
-    assert graph.exports["jurisdiction"] == topology.region(stack).jurisdiction
-    assert graph.exports["kmsKeyArn"].startswith(f"arn:aws:kms:{topology.region(stack).aws_region}:")
+    assert set(graph.exports) >= EXPORTS
+    assert graph.exports["region"] == DEFAULT_TOPOLOGY.region(stack).aws_region
+    assert graph.exports["jurisdiction"] == DEFAULT_TOPOLOGY.region(stack).jurisdiction
+    assert graph.exports["kmsKeyArn"].startswith(f"arn:aws:kms:{DEFAULT_TOPOLOGY.region(stack).aws_region}:")
     assert "kubeconfig" in graph.secret_exports

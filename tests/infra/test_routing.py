@@ -6,28 +6,33 @@ import dataclasses
 
 import pytest
 
-from infra import offline, routing, topology
+from contract.topology import CLOUDFLARE_REGIONS, CONTINENTS, DEFAULT_TOPOLOGY, EU_OUTLYING_COUNTRIES, Region, Topology
+from infra import offline, routing
 
 README = offline.ROOT / "README.md"
 
 
 def test_readme_shows_exactly_the_routing_table_the_topology_generates():
-    assert routing.table_in(README.read_text()) == routing.render_markdown(), (
+    assert routing.table_in(README.read_text()) == routing.render_markdown(DEFAULT_TOPOLOGY), (
         "README routing table is stale: run python -m infra.routing --write README.md"
     )
 
 
 def test_routing_table_names_every_continent_cloudflare_region_and_pinned_country():
-    table = routing.render_markdown()
-    for code, name in [*topology.CONTINENTS.items(), *topology.CLOUDFLARE_REGIONS.items()]:
+    table = routing.render_markdown(DEFAULT_TOPOLOGY)
+    for code, name in [*CONTINENTS.items(), *CLOUDFLARE_REGIONS.items()]:
         assert f"| {code} ({name}) |" in table
-    for area in routing.pinned_country_areas():
+    for area in routing.pinned_country_areas(DEFAULT_TOPOLOGY):
         assert f"| country {area.code} |" in table
     assert "| `*` (everyone else) |" in table
 
 
 def test_strict_areas_are_marked_and_list_only_their_jurisdiction():
-    for area in routing.route53_areas() + routing.cloudflare_region_areas() + routing.cloudflare_country_areas():
+    for area in (
+        routing.route53_areas(DEFAULT_TOPOLOGY)
+        + routing.cloudflare_region_areas(DEFAULT_TOPOLOGY)
+        + routing.cloudflare_country_areas(DEFAULT_TOPOLOGY)
+    ):
         if area.is_strict:
             assert {r.jurisdiction for r in area.chain} == {area.user_jurisdiction}, area.code
 
@@ -51,23 +56,27 @@ def test_cli_writes_the_table_between_the_markers(tmp_path):
     target = tmp_path / "README.md"
     target.write_text(f"{routing.TABLE_START}\n{routing.TABLE_END}\n")
     assert routing.main(["--write", str(target)]) == 0
-    assert routing.table_in(target.read_text()) == routing.render_markdown()
+    assert routing.table_in(target.read_text()) == routing.render_markdown(DEFAULT_TOPOLOGY)
 
 
 def test_global_stack_reads_every_regional_stack_of_the_topology_by_its_qualified_name():
     prefix = offline.stack_config("global")["speech:stackPrefix"]
-    missing = topology.REGIONS[-1]
-    outputs = {f"{prefix}/{r.key}": offline.run(r.key).exports for r in topology.REGIONS if r != missing}
+    missing = DEFAULT_TOPOLOGY.regions[-1]
+    outputs = {
+        f"{prefix}/{r.key}": offline.run(r.key, DEFAULT_TOPOLOGY).exports
+        for r in DEFAULT_TOPOLOGY.regions
+        if r != missing
+    }
     with pytest.raises(KeyError, match=f"{prefix}/{missing.key}"):
-        offline.run("global", stack_outputs=outputs)
+        offline.run("global", DEFAULT_TOPOLOGY, stack_outputs=outputs)
 
 
 # A fourth region: a second EU region in Frankfurt that takes over Eastern Europe. Only the topology and a stack
 # config change; no module of infra/ is touched.
 
 
-def _with_eu_central() -> tuple[topology.Region, ...]:
-    eu_central = topology.Region(
+def _with_eu_central() -> Topology:
+    eu_central = Region(
         key="eu-central",
         aws_region="eu-central-1",
         jurisdiction="eu",
@@ -77,7 +86,7 @@ def _with_eu_central() -> tuple[topology.Region, ...]:
         failover=("eu-west", "us-west", "ap-northeast"),
     )
     regions = []
-    for r in topology.REGIONS:
+    for r in DEFAULT_TOPOLOGY.regions:
         if r.key == "eu-west":
             r = dataclasses.replace(
                 r,
@@ -85,7 +94,7 @@ def _with_eu_central() -> tuple[topology.Region, ...]:
                 failover=("eu-central", *r.failover),
             )
         regions.append(r)
-    return (*regions, eu_central)
+    return dataclasses.replace(DEFAULT_TOPOLOGY, regions=(*regions, eu_central))
 
 
 def _eu_central_stack_config() -> dict:
@@ -95,16 +104,11 @@ def _eu_central_stack_config() -> dict:
 
 @pytest.fixture(scope="module")
 def four_regions() -> tuple[offline.Graph, offline.Graph, str]:
-    """The global stack, the new regional stack and the routing table, built with the fourth region.
-
-    The topology is patched only while they are built, so no other test sees four regions.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(topology, "REGIONS", _with_eu_central())
-        topology.validate()
-        graph = offline.run_stack("global", regional_configs={"eu-central": _eu_central_stack_config()})
-        regional = offline.run("eu-central", config=_eu_central_stack_config())
-        return graph, regional, routing.render_markdown()
+    """The global stack, the new regional stack and the routing table, built for a four-region topology."""
+    topology = _with_eu_central()
+    graph = offline.run_stack("global", topology, regional_configs={"eu-central": _eu_central_stack_config()})
+    regional = offline.run("eu-central", topology, config=_eu_central_stack_config())
+    return graph, regional, routing.render_markdown(topology)
 
 
 def test_a_fourth_region_gets_its_own_endpoint_from_its_stack_config(four_regions):
@@ -119,7 +123,7 @@ def test_a_second_eu_region_joins_every_eu_route53_chain_and_no_other_jurisdicti
     graph, _, _ = four_regions
     chains = graph.exports["routing"]
     assert chains["continent-EU"] == ["eu-west", "eu-central"]
-    for country in topology.EU_OUTLYING_COUNTRIES:
+    for country in EU_OUTLYING_COUNTRIES:
         assert chains[f"country-{country}"] == ["eu-west", "eu-central"]
     assert chains["continent-AF"] == ["eu-west", "eu-central", "us-west", "ap-northeast"]
     names = {r.inputs["name"] for r in graph.of_type("aws:route53/record:Record")}

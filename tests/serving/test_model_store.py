@@ -22,6 +22,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from contract.topology import DEFAULT_TOPOLOGY
 from serving.model_dir import MANIFEST_FILE, verify_model_dir
 from serving.model_store import ModelStore, ModelStoreError, version_order
 from serving.settings import ModelSettings, Settings
@@ -94,13 +95,15 @@ def test_versions_sort_by_their_numbers_not_as_text():
 
 
 def test_a_version_is_pulled_verified_served_from_the_cache_and_pulled_again_when_damaged(store, tmp_path):
-    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
     assert client.versions(NAME) == ["1.0.0", "1.1.0"] and client.latest_version(NAME) == "1.1.0"
     pulled = client.pull(NAME, "1.1.0")
     assert pulled == tmp_path / NAME / "1.1.0"
     assert verify_model_dir(pulled).version == "1.1.0"
     assert [p.name for p in (tmp_path / NAME).iterdir()] == ["1.1.0"], "no staging directory is left behind"
-    unreachable = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    unreachable = ModelStore(
+        EU_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
     assert unreachable.pull(NAME, "1.1.0") == pulled, "a verified cached version needs no store"
     (pulled / "tokenizer.json").write_text("{}")
     assert client.pull(NAME, "1.1.0") == pulled
@@ -108,20 +111,20 @@ def test_a_version_is_pulled_verified_served_from_the_cache_and_pulled_again_whe
 
 
 def test_a_tampered_object_is_refused_and_nothing_is_cached(store, tmp_path):
-    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
     with pytest.raises(ModelStoreError, match=r"2\.0\.0/config\.json: sha256 [0-9a-f]{64} does not match [0-9a-f]{64}"):
         client.pull(NAME, "2.0.0")
     assert list((tmp_path / NAME).iterdir()) == [], "neither the version nor a staging directory may remain"
 
 
 def test_a_manifest_published_under_the_wrong_version_is_refused(store, tmp_path):
-    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
     with pytest.raises(ModelStoreError, match="3.0.0/manifest.json describes 'whisper-base' version '1.0.0'"):
         client.pull(NAME, "3.0.0")
 
 
 def test_a_missing_version_names_what_was_asked_for(store, tmp_path):
-    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, endpoint_url=store.endpoint)
+    client = ModelStore(EU_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
     with pytest.raises(ModelStoreError, match=f"cannot download s3://{EU_BUCKET}/models/{NAME}/9.9.9/manifest.json"):
         client.pull(NAME, "9.9.9")
 
@@ -138,7 +141,7 @@ def test_a_missing_version_names_what_was_asked_for(store, tmp_path):
     ],
 )  # fmt: skip
 def test_a_bucket_outside_the_serving_jurisdiction_is_refused(store, tmp_path, serving_region, bucket, refusal):
-    client = ModelStore(bucket, serving_region, tmp_path, endpoint_url=store.endpoint)
+    client = ModelStore(bucket, serving_region, tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
     if refusal is None:
         assert client.check_jurisdiction().aws_region == serving_region
     else:

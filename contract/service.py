@@ -1,0 +1,63 @@
+"""The serving workload's interface as the infrastructure sees it: port, probes, store layout, variables, metrics.
+
+The serving container implements these (``serving/``); the infrastructure points load balancers, health checks,
+the Kubernetes workload, autoscaling and alerts at them (``infra/``). Each fact is written here once, so a renamed
+path or metric fails a test instead of silently breaking a probe or an alert.
+"""
+
+from __future__ import annotations
+
+# The HTTP (and WebSocket) port the container listens on; load balancers and the Kubernetes Service target it.
+SERVING_PORT = 8000
+
+# Liveness: the process serves HTTP. Answers 200 while the model is still loading.
+HEALTH_PATH = "/healthz"
+# Readiness: a model is loaded and has decoded its warm-up clip. What load balancers and DNS health checks probe.
+READINESS_PATH = "/readyz"
+# Prometheus exposition.
+METRICS_PATH = "/metrics"
+
+# Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
+# every file with its SHA-256 and is written last, so its presence means the version is complete.
+MODELS_PREFIX = "models/"
+MANIFEST_FILE = "manifest.json"
+
+
+def model_prefix(name: str, version: str | None = None) -> str:
+    """The key prefix of model ``name`` (all its versions), or of one ``version`` of it."""
+    return f"{MODELS_PREFIX}{name}/" + (f"{version}/" if version else "")
+
+
+# Environment variables the serving container reads. Nested settings use ENV_NESTED_DELIMITER
+# (SPEECH_MODEL__BUCKET is Settings.model.bucket); the infrastructure sets these on the workload.
+ENV_PREFIX = "SPEECH_"
+ENV_NESTED_DELIMITER = "__"
+ENV_REGION = "SPEECH_REGION"  # AWS region of the replica, e.g. eu-west-1
+ENV_TOPOLOGY_FILE = "SPEECH_TOPOLOGY_FILE"  # JSON of the Topology the infrastructure was built from
+ENV_MODEL_BUCKET = "SPEECH_MODEL__BUCKET"
+ENV_MODEL_NAME = "SPEECH_MODEL__NAME"
+ENV_MODEL_VERSION = "SPEECH_MODEL__VERSION"  # unset: the newest version in the store
+ENV_MODEL_POLL_INTERVAL_S = "SPEECH_MODEL__POLL_INTERVAL_S"
+ENV_MODEL_CACHE_DIR = "SPEECH_MODEL__CACHE_DIR"  # this server's model cache
+ENV_MODEL_CACHE = "SPEECH_MODEL_CACHE"  # the cache root shared by the server and `python -m serving.export`
+ENV_AUTH_API_KEY_HASHES = "SPEECH_AUTH__API_KEY_HASHES"
+ENV_AUTH_API_KEY_HASHES_FILE = "SPEECH_AUTH__API_KEY_HASHES_FILE"  # a mounted secret, one SHA-256 hex a line
+ENV_INFERENCE_THREADS = "SPEECH_INFERENCE_THREADS"
+ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
+
+# Prometheus metrics (exposed names: counters end in _total). Every series has these labels, fixed per replica.
+METRIC_LABELS = ("region", "model_version")
+METRIC_REQUESTS = "speech_requests_total"
+METRIC_REQUEST_DURATION = "speech_request_duration_seconds"
+METRIC_INFERENCE_DURATION = "speech_inference_duration_seconds"
+METRIC_REAL_TIME_FACTOR = "speech_real_time_factor_ratio"
+METRIC_AUDIO_PROCESSED = "speech_audio_processed_seconds_total"
+METRIC_ACTIVE_STREAMS = "speech_active_streams"  # what stream autoscaling scales on
+METRIC_ERRORS = "speech_errors_total"
+METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"
+METRIC_MODEL_INFO = "speech_model_info"
+METRIC_MODEL_SWAPS = "speech_model_swaps_total"
+
+# The serving workload's Kubernetes identity: the IAM role for service accounts trusts exactly this subject.
+KUBERNETES_NAMESPACE = "speech"
+SERVICE_ACCOUNT = "speech-serving"

@@ -1,0 +1,475 @@
+"""Regions, jurisdictions, the areas each region serves, and failover order: one validated value.
+
+A :class:`Topology` is the single source of truth for where speech traffic and data may go. DNS, the Cloudflare
+load balancer, model-store replication, IAM and the serving container's bucket check all ask it; none of them lists
+regions or jurisdictions itself. It is a plain frozen value, imports nothing but the standard library, and is
+passed to every component through its Args, so a platform team builds the components for regions of its own by
+constructing another ``Topology``. :data:`DEFAULT_TOPOLOGY` is this repository's three regions.
+
+Data-residency model:
+
+* A *jurisdiction* is a legal area (``eu``, ``us``, ``jp``). A *strict-residency* jurisdiction's user audio and
+  data may only be processed and stored by regions of that same jurisdiction.
+* A jurisdiction claims *user areas*: Route 53 continent codes, Cloudflare region codes and ISO countries whose
+  users it protects. Users of an unclaimed area are unrestricted (they may be served by any region).
+* Every region names the areas it serves first and a preference-ordered failover list. The failover chain for an
+  area is the primary region followed by that list, filtered so that it never leaves a strict jurisdiction.
+
+The serving container is handed the topology the infrastructure used as JSON (:meth:`Topology.to_dict`,
+:func:`load`), so both sides answer residency questions from the same value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+# Route 53 geolocation continent codes (the `continent` of a geolocation routing policy).
+CONTINENTS: dict[str, str] = {
+    "AF": "Africa",
+    "AN": "Antarctica",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "OC": "Oceania",
+    "SA": "South America",
+}
+
+# Cloudflare load-balancer region codes (keys of `region_pools`).
+CLOUDFLARE_REGIONS: dict[str, str] = {
+    "WNAM": "Western North America",
+    "ENAM": "Eastern North America",
+    "WEU": "Western Europe",
+    "EEU": "Eastern Europe",
+    "NSAM": "Northern South America",
+    "SSAM": "Southern South America",
+    "OC": "Oceania",
+    "ME": "Middle East",
+    "NAF": "Northern Africa",
+    "SAF": "Southern Africa",
+    "SAS": "Southern Asia",
+    "SEAS": "South East Asia",
+    "NEAS": "North East Asia",
+}
+
+# EU member states plus the EEA states that apply the GDPR (ISO 3166-1 alpha-2).
+EU_EEA_COUNTRIES: tuple[str, ...] = (
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU",
+    "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", "IS", "LI", "NO",
+)  # fmt: skip
+
+# GDPR territories that geolocation databases place outside the European continent (Cyprus is listed under Asia
+# by some databases; the French outermost regions sit in the Americas, Africa and the Indian Ocean). Their users
+# get country-level records and pools so that continent routing never sends them outside the EU.
+EU_OUTLYING_COUNTRIES: tuple[str, ...] = ("CY", "GF", "GP", "MF", "MQ", "RE", "YT")
+
+
+class TopologyError(ValueError):
+    """The topology itself is inconsistent, or a lookup names something it does not contain."""
+
+
+@dataclass(frozen=True)
+class Jurisdiction:
+    """A legal area for user data, and the user areas whose residents it protects."""
+
+    code: str
+    name: str
+    is_strict_residency: bool
+    continents: tuple[str, ...] = ()
+    cloudflare_regions: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    outlying_countries: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Region:
+    """One regional deployment: a stack, an AWS region, and the users it serves first."""
+
+    key: str  # the stack name, e.g. "eu-west"
+    aws_region: str
+    jurisdiction: str
+    timezone: str  # IANA zone of the region's users, for night scale-down
+    continents: tuple[str, ...]  # Route 53 continents whose primary this region is
+    cloudflare_regions: tuple[str, ...]  # Cloudflare region codes whose primary pool this region is
+    failover: tuple[str, ...] = ()  # other region keys, most preferred first
+    peak_hours: tuple[int, int] = (7, 23)  # local [start, end) hours at full GPU capacity
+    countries: tuple[str, ...] = field(default=())  # countries routed here regardless of continent
+
+
+# The GDPR jurisdiction, with every area whose users it protects; a platform team reuses it as it is.
+EUROPEAN_UNION = Jurisdiction(
+    code="eu",
+    name="European Union / EEA (GDPR)",
+    is_strict_residency=True,
+    continents=("EU",),
+    cloudflare_regions=("WEU", "EEU"),
+    countries=EU_EEA_COUNTRIES + tuple(c for c in EU_OUTLYING_COUNTRIES if c not in EU_EEA_COUNTRIES),
+    outlying_countries=EU_OUTLYING_COUNTRIES,
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Regions and jurisdictions, checked for consistency when constructed.
+
+    Construction fails with a :class:`TopologyError` when a region names an unknown jurisdiction or failover
+    target, two regions claim the same area, the default region is strict, or an area a strict jurisdiction claims
+    would be served first from outside it; so every consumer may trust the chains it is given.
+    """
+
+    regions: tuple[Region, ...]
+    jurisdictions: tuple[Jurisdiction, ...]
+    # Users matched by no continent, country or Cloudflare region are sent here (Route 53 `*`, Cloudflare default).
+    default_region: str
+
+    def __post_init__(self) -> None:
+        # Lists from callers (or JSON) become tuples, so the value stays hashable and immutable.
+        object.__setattr__(self, "regions", tuple(self.regions))
+        object.__setattr__(self, "jurisdictions", tuple(self.jurisdictions))
+        self._validate()
+
+    # Lookups
+
+    def region(self, key: str) -> Region:
+        """The region whose stack is named ``key``."""
+        for r in self.regions:
+            if r.key == key:
+                return r
+        raise TopologyError(f"unknown region {key!r}; known regions: {', '.join(self.keys)}")
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every region key, in topology order."""
+        return tuple(r.key for r in self.regions)
+
+    def region_for_aws(self, aws_region: str) -> Region:
+        """The region deployed to the AWS region ``aws_region`` (e.g. ``eu-west-1``)."""
+        for r in self.regions:
+            if r.aws_region == aws_region:
+                return r
+        known = ", ".join(r.aws_region for r in self.regions)
+        raise TopologyError(f"no region is deployed to AWS region {aws_region!r}; known: {known}")
+
+    def jurisdiction(self, code: str) -> Jurisdiction:
+        for j in self.jurisdictions:
+            if j.code == code:
+                return j
+        raise TopologyError(f"unknown jurisdiction {code!r}; known: {', '.join(j.code for j in self.jurisdictions)}")
+
+    def jurisdiction_of(self, r: Region | str) -> Jurisdiction:
+        """The jurisdiction a region (or a region key) belongs to."""
+        return self.jurisdiction((self.region(r) if isinstance(r, str) else r).jurisdiction)
+
+    def regions_in(self, code: str) -> tuple[Region, ...]:
+        """Every region of jurisdiction ``code``, in topology order."""
+        self.jurisdiction(code)
+        return tuple(r for r in self.regions if r.jurisdiction == code)
+
+    # The residency rule
+
+    def may_hold_data_of(self, data_jurisdiction: str | None, r: Region) -> bool:
+        """Whether region ``r`` may process or store data governed by ``data_jurisdiction``.
+
+        The one residency rule: data of a strict-residency jurisdiction stays in regions of that jurisdiction.
+        ``None`` means data of no strict jurisdiction (unrestricted users), which any region may hold.
+        """
+        if data_jurisdiction is None:
+            return True
+        return not self.jurisdiction(data_jurisdiction).is_strict_residency or r.jurisdiction == data_jurisdiction
+
+    # User areas
+
+    def _strict_claimant(self, attribute: str, code: str) -> str | None:
+        for j in self.jurisdictions:
+            if j.is_strict_residency and code in getattr(j, attribute):
+                return j.code
+        return None
+
+    def user_jurisdiction_of_continent(self, continent: str) -> str | None:
+        """The strict jurisdiction protecting users on ``continent``, or None when they are unrestricted."""
+        if continent not in CONTINENTS:
+            raise TopologyError(f"unknown continent code {continent!r}; known: {', '.join(CONTINENTS)}")
+        return self._strict_claimant("continents", continent)
+
+    def user_jurisdiction_of_cloudflare_region(self, code: str) -> str | None:
+        """The strict jurisdiction protecting users in Cloudflare region ``code``, or None."""
+        if code not in CLOUDFLARE_REGIONS:
+            raise TopologyError(f"unknown Cloudflare region {code!r}; known: {', '.join(CLOUDFLARE_REGIONS)}")
+        return self._strict_claimant("cloudflare_regions", code)
+
+    def user_jurisdiction_of_country(self, country: str) -> str | None:
+        """The strict jurisdiction protecting users in ISO country ``country``, or None."""
+        return self._strict_claimant("countries", country.upper())
+
+    def _primary(self, attribute: str, code: str) -> Region:
+        for r in self.regions:
+            if code in getattr(r, attribute):
+                return r
+        return self.region(self.default_region)
+
+    def primary_for_continent(self, continent: str) -> Region:
+        """The region that serves users on ``continent`` first (the default region when none claims it)."""
+        self.user_jurisdiction_of_continent(continent)
+        return self._primary("continents", continent)
+
+    def primary_for_cloudflare_region(self, code: str) -> Region:
+        """The region whose pool serves Cloudflare region ``code`` first."""
+        self.user_jurisdiction_of_cloudflare_region(code)
+        return self._primary("cloudflare_regions", code)
+
+    def primary_for_country(self, country: str) -> Region | None:
+        """The region a country is pinned to regardless of its continent, or None when continent routing applies."""
+        for r in self.regions:
+            if country.upper() in r.countries:
+                return r
+        return None
+
+    # Failover and replication
+
+    def failover_chain(self, primary: Region, user_jurisdiction: str | None) -> tuple[Region, ...]:
+        """Regions to try, in order, for users of ``user_jurisdiction`` whose primary is ``primary``.
+
+        The chain never contains a region that may not hold those users' data, so EU users fail over only to EU
+        regions even when the EU region's own failover list names others (those serve its unrestricted users).
+        """
+        if not self.may_hold_data_of(user_jurisdiction, primary):
+            raise TopologyError(
+                f"region {primary.key!r} ({primary.jurisdiction}) may not serve users of jurisdiction "
+                f"{user_jurisdiction!r}"
+            )
+        candidates = (primary, *(self.region(k) for k in primary.failover))
+        return tuple(r for r in candidates if self.may_hold_data_of(user_jurisdiction, r))
+
+    def continent_chain(self, continent: str) -> tuple[Region, ...]:
+        """The failover chain for Route 53 continent ``continent``."""
+        return self.failover_chain(
+            self.primary_for_continent(continent), self.user_jurisdiction_of_continent(continent)
+        )
+
+    def cloudflare_region_chain(self, code: str) -> tuple[Region, ...]:
+        """The failover chain (pool order) for Cloudflare region ``code``."""
+        return self.failover_chain(
+            self.primary_for_cloudflare_region(code), self.user_jurisdiction_of_cloudflare_region(code)
+        )
+
+    def country_chain(self, country: str) -> tuple[Region, ...] | None:
+        """The failover chain for a country that needs its own record, or None when continent routing suffices."""
+        primary = self.primary_for_country(country)
+        if primary is None:
+            return None
+        return self.failover_chain(primary, self.user_jurisdiction_of_country(country))
+
+    def default_chain(self) -> tuple[Region, ...]:
+        """The chain for users matched by nothing else (Route 53 ``*``): unrestricted users."""
+        return self.failover_chain(self.region(self.default_region), None)
+
+    def replication_targets(self, source: Region) -> tuple[Region, ...]:
+        """Regions whose model stores receive models published in ``source``'s jurisdiction.
+
+        Models published in a strict jurisdiction replicate only inside it; nothing replicates from a strict
+        jurisdiction's store to a region outside it.
+        """
+        return tuple(r for r in self.regions if r != source and self.may_hold_data_of(source.jurisdiction, r))
+
+    # Validation
+
+    def _validate(self) -> None:
+        keys = list(self.keys)
+        if not keys:
+            raise TopologyError("a topology needs at least one region")
+        if len(set(keys)) != len(keys):
+            raise TopologyError(f"duplicate region keys in {keys}")
+        codes = [j.code for j in self.jurisdictions]
+        if len(set(codes)) != len(codes):
+            raise TopologyError(f"duplicate jurisdiction codes in {codes}")
+        aws_regions = [r.aws_region for r in self.regions]
+        if len(set(aws_regions)) != len(aws_regions):
+            raise TopologyError(f"two regions deploy to the same AWS region: {aws_regions}")
+        if self.default_region not in keys:
+            raise TopologyError(f"default region {self.default_region!r} is not a region; use one of {keys}")
+        for r in self.regions:
+            self.jurisdiction(r.jurisdiction)
+            for k in r.failover:
+                if k == r.key or k not in keys:
+                    raise TopologyError(f"region {r.key!r} fails over to {k!r}; use other known regions: {keys}")
+            for c in r.continents:
+                if c not in CONTINENTS:
+                    raise TopologyError(f"region {r.key!r} serves unknown continent {c!r}")
+            for c in r.cloudflare_regions:
+                if c not in CLOUDFLARE_REGIONS:
+                    raise TopologyError(f"region {r.key!r} serves unknown Cloudflare region {c!r}")
+            start, end = r.peak_hours
+            if not 0 <= start < end <= 24:
+                raise TopologyError(f"region {r.key!r} peak_hours {r.peak_hours} must satisfy 0 <= start < end <= 24")
+        if self.jurisdiction_of(self.default_region).is_strict_residency:
+            raise TopologyError(f"default region {self.default_region!r} serves unmatched users and must not be strict")
+        for attribute, area_codes in (("continents", CONTINENTS), ("cloudflare_regions", CLOUDFLARE_REGIONS)):
+            for code in area_codes:
+                owners = [r.key for r in self.regions if code in getattr(r, attribute)]
+                if len(owners) > 1:
+                    raise TopologyError(f"{attribute} code {code!r} has several primaries: {owners}")
+        for j in self.jurisdictions:
+            if j.is_strict_residency and not self.regions_in(j.code):
+                raise TopologyError(f"strict jurisdiction {j.code!r} has users but no region to serve them")
+        # Every area a strict jurisdiction claims must have a primary inside that jurisdiction.
+        for c in CONTINENTS:
+            self.continent_chain(c)
+        for c in CLOUDFLARE_REGIONS:
+            self.cloudflare_region_chain(c)
+        for j in self.jurisdictions:
+            for country in j.outlying_countries:
+                if self.country_chain(country) is None:
+                    raise TopologyError(f"outlying country {country!r} of {j.code!r} is pinned to no region")
+
+    # JSON form, for the serving container
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form that :meth:`from_dict` turns back into an equal topology."""
+        return {
+            "regions": [_as_dict(r) for r in self.regions],
+            "jurisdictions": [_as_dict(j) for j in self.jurisdictions],
+            "default_region": self.default_region,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Topology:
+        """The topology ``data`` describes (as :meth:`to_dict` writes it), checked field by field."""
+        if not isinstance(data, Mapping):
+            raise TopologyError(f"a topology must be an object with {', '.join(_TOPOLOGY_KEYS)}; got {_kind(data)}")
+        _check_keys("topology", data, _TOPOLOGY_KEYS, _TOPOLOGY_KEYS)
+        default_region = data["default_region"]
+        if not isinstance(default_region, str):
+            raise TopologyError(f"topology.default_region must be a region key (string); got {_kind(default_region)}")
+        return cls(
+            regions=tuple(_entry(Region, f"regions[{i}]", item) for i, item in enumerate(_list("regions", data))),
+            jurisdictions=tuple(
+                _entry(Jurisdiction, f"jurisdictions[{i}]", item) for i, item in enumerate(_list("jurisdictions", data))
+            ),
+            default_region=default_region,
+        )
+
+
+_TOPOLOGY_KEYS = ("regions", "jurisdictions", "default_region")
+
+
+def _as_dict(entry: Region | Jurisdiction) -> dict[str, Any]:
+    return {f.name: list(v) if isinstance(v := getattr(entry, f.name), tuple) else v for f in fields(entry)}
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__} {json.dumps(value, default=str)[:60]}"
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise TopologyError(f"{where} has unknown keys {unknown}; known: {', '.join(allowed)}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise TopologyError(f"{where} is missing {', '.join(missing)}")
+
+
+def _list(key: str, data: Mapping[str, Any]) -> list[Any]:
+    value = data[key]
+    if not isinstance(value, list):
+        raise TopologyError(f"topology.{key} must be a list of objects; got {_kind(value)}")
+    return value
+
+
+_Entry = TypeVar("_Entry", Region, Jurisdiction)
+
+
+def _entry(cls: type[_Entry], where: str, item: object) -> _Entry:
+    """One region or jurisdiction from JSON: strings stay strings, lists become tuples, nothing else is accepted."""
+    if not isinstance(item, Mapping):
+        raise TopologyError(f"topology.{where} must be an object; got {_kind(item)}")
+    specs = fields(cls)
+    _check_keys(
+        f"topology.{where}",
+        item,
+        tuple(f.name for f in specs),
+        tuple(f.name for f in specs if f.default is MISSING and f.default_factory is MISSING),
+    )
+    values: dict[str, Any] = {}
+    for name, value in item.items():
+        expected = _FIELD_KINDS[name]
+        if expected == "bool":
+            ok = isinstance(value, bool)
+        elif expected == "str":
+            ok = isinstance(value, str)
+        elif expected == "hours":
+            ok = isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+        else:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise TopologyError(f"topology.{where}.{name} must be {_KIND_NAMES[expected]}; got {_kind(value)}")
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+_FIELD_KINDS = {
+    "key": "str", "aws_region": "str", "jurisdiction": "str", "timezone": "str", "code": "str", "name": "str",
+    "is_strict_residency": "bool", "peak_hours": "hours", "continents": "strs", "cloudflare_regions": "strs",
+    "failover": "strs", "countries": "strs", "outlying_countries": "strs",
+}  # fmt: skip
+_KIND_NAMES = {
+    "str": "a string",
+    "bool": "true or false",
+    "hours": "two whole hours [start, end]",
+    "strs": "a list of strings",
+}
+
+
+def load(path: Path) -> Topology:
+    """The topology in the JSON file ``path`` (as :meth:`Topology.to_dict` writes it)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TopologyError(f"cannot read a topology from {str(path)!r}: {exc}") from exc
+    try:
+        return Topology.from_dict(data)
+    except TopologyError as exc:
+        raise TopologyError(f"{path}: {exc}") from None
+
+
+DEFAULT_TOPOLOGY = Topology(
+    regions=(
+        Region(
+            key="us-west",
+            aws_region="us-west-2",
+            jurisdiction="us",
+            timezone="America/Los_Angeles",
+            continents=("NA", "SA", "AN"),
+            cloudflare_regions=("WNAM", "ENAM", "NSAM", "SSAM"),
+            failover=("ap-northeast", "eu-west"),
+        ),
+        Region(
+            key="eu-west",
+            aws_region="eu-west-1",
+            jurisdiction="eu",
+            timezone="Europe/Dublin",
+            continents=("EU", "AF"),
+            cloudflare_regions=("WEU", "EEU", "NAF", "SAF", "ME"),
+            failover=("us-west", "ap-northeast"),
+            countries=EU_OUTLYING_COUNTRIES,
+        ),
+        Region(
+            key="ap-northeast",
+            aws_region="ap-northeast-1",
+            jurisdiction="jp",
+            timezone="Asia/Tokyo",
+            continents=("AS", "OC"),
+            cloudflare_regions=("NEAS", "SEAS", "SAS", "OC"),
+            failover=("us-west", "eu-west"),
+        ),
+    ),
+    jurisdictions=(
+        EUROPEAN_UNION,
+        Jurisdiction(code="us", name="United States", is_strict_residency=False),
+        Jurisdiction(code="jp", name="Japan (APPI)", is_strict_residency=False),
+    ),
+    default_region="us-west",
+)

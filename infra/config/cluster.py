@@ -1,0 +1,137 @@
+"""`speech:kubernetesVersion` and the node pools: `gpuPool`, `cpuPool`, `spotPool` and their instance types."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from infra.config.reader import NAMESPACE, Reader
+from infra.versions import SUPPORTED_KUBERNETES_VERSIONS
+
+# x86_64 NVIDIA instance families with the drivers of EKS's AL2023_x86_64_NVIDIA AMI. Graviton GPU (g5g) needs
+# the ARM AMI and a different image, so it is refused rather than silently given the wrong AMI.
+GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p4d", "p4de", "p5", "p5e", "p5en")
+_INSTANCE_TYPE = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    min_size: int
+    desired_size: int
+    max_size: int
+
+
+@dataclass(frozen=True)
+class NodePoolConfig:
+    instance_types: tuple[str, ...]
+    size: PoolSize
+
+
+@dataclass(frozen=True)
+class GpuPoolConfig(NodePoolConfig):
+    night_size: int  # desired size outside the region's peak hours
+
+
+@dataclass(frozen=True)
+class SpotPoolConfig(NodePoolConfig):
+    enabled: bool
+
+
+def read_kubernetes_version(reader: Reader) -> str:
+    version = str(reader.require("kubernetesVersion", f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}"))
+    if version not in SUPPORTED_KUBERNETES_VERSIONS:
+        raise reader.fail(
+            f"{NAMESPACE}:kubernetesVersion",
+            version,
+            f"is not supported; use one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}",
+        )
+    return version
+
+
+def _instance_types(reader: Reader, name: str, gpu: bool) -> tuple[str, ...]:
+    key = f"{NAMESPACE}:{name}"
+    value = reader.require(name, "a non-empty list of EC2 instance types")
+    if not isinstance(value, list) or not value:
+        raise reader.fail(key, value, "must be a non-empty list of EC2 instance types")
+    for i, item in enumerate(value):
+        match = _INSTANCE_TYPE.match(item) if isinstance(item, str) else None
+        if match is None:
+            raise reader.fail(f"{key}[{i}]", item, "is not an EC2 instance type like g6.xlarge")
+        if gpu and match.group(1) not in GPU_FAMILIES:
+            raise reader.fail(
+                f"{key}[{i}]", item, f"is not an x86 NVIDIA GPU instance type; use a {', '.join(GPU_FAMILIES)} size"
+            )
+        if not gpu and match.group(1) in GPU_FAMILIES:
+            raise reader.fail(f"{key}[{i}]", item, "is a GPU instance type; the CPU pool takes CPU instance types")
+    if len(set(value)) != len(value):
+        raise reader.fail(key, value, "lists an instance type twice")
+    return tuple(value)
+
+
+def _pool_size(reader: Reader, name: str, value: Any, maximum: int, min_floor: int = 0) -> PoolSize:
+    key = f"{NAMESPACE}:{name}"
+    if not isinstance(value, dict):
+        raise reader.fail(key, value, "must be an object with minSize, desiredSize and maxSize")
+    for field in ("minSize", "desiredSize", "maxSize"):
+        if field not in value:
+            raise reader.fail(f"{key}.{field}", None, "is required: a whole number of nodes")
+    size = PoolSize(
+        min_size=reader.integer(f"{key}.minSize", value["minSize"], min_floor, maximum),
+        desired_size=reader.integer(f"{key}.desiredSize", value["desiredSize"], 0, maximum),
+        max_size=reader.integer(f"{key}.maxSize", value["maxSize"], 1, maximum),
+    )
+    if size.min_size > size.max_size:
+        raise reader.fail(f"{key}.minSize", size.min_size, f"must not exceed maxSize ({size.max_size})")
+    if not size.min_size <= size.desired_size <= size.max_size:
+        raise reader.fail(
+            f"{key}.desiredSize",
+            size.desired_size,
+            f"must lie between minSize ({size.min_size}) and maxSize ({size.max_size})",
+        )
+    return size
+
+
+def read_gpu_pool(reader: Reader) -> GpuPoolConfig:
+    raw = reader.require("gpuPool", "an object with minSize, desiredSize, maxSize and nightSize")
+    size = _pool_size(reader, "gpuPool", raw, maximum=200)
+    night = reader.integer(f"{NAMESPACE}:gpuPool.nightSize", raw.get("nightSize", size.min_size), 0, 200)
+    if not size.min_size <= night <= size.max_size:
+        raise reader.fail(
+            f"{NAMESPACE}:gpuPool.nightSize",
+            night,
+            f"must lie between minSize ({size.min_size}) and maxSize ({size.max_size})",
+        )
+    return GpuPoolConfig(
+        instance_types=_instance_types(reader, "gpuInstanceTypes", gpu=True), size=size, night_size=night
+    )
+
+
+def read_cpu_pool(reader: Reader) -> NodePoolConfig:
+    # System add-ons (CoreDNS, metrics, ingress controllers) live on the CPU pool, so it never scales to zero.
+    return NodePoolConfig(
+        instance_types=_instance_types(reader, "cpuInstanceTypes", gpu=False),
+        size=_pool_size(
+            reader, "cpuPool", reader.require("cpuPool", "an object with minSize, desiredSize and maxSize"), 100, 1
+        ),
+    )
+
+
+def read_spot_pool(reader: Reader) -> SpotPoolConfig:
+    raw = reader.get("spotPool")
+    key = f"{NAMESPACE}:spotPool"
+    if raw is None:
+        return SpotPoolConfig(instance_types=(), size=PoolSize(0, 0, 1), enabled=False)
+    if not isinstance(raw, dict):
+        raise reader.fail(key, raw, "must be an object with enabled, instanceTypes, minSize, desiredSize and maxSize")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise reader.fail(f"{key}.enabled", enabled, "must be true or false")
+    if not enabled:
+        return SpotPoolConfig(instance_types=(), size=PoolSize(0, 0, 1), enabled=False)
+    nested = Reader(reader.stack, {f"{NAMESPACE}:spotPool.instanceTypes": raw.get("instanceTypes")})
+    # Batch transcription wants GPUs; spot capacity is spread over several types to survive reclaims.
+    instance_types = _instance_types(nested, "spotPool.instanceTypes", gpu=True)
+    return SpotPoolConfig(
+        instance_types=instance_types, size=_pool_size(reader, "spotPool", raw, maximum=200), enabled=True
+    )

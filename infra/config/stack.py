@@ -1,0 +1,123 @@
+"""A whole stack's config: which sections a regional or the global stack reads, assembled into one object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from contract.topology import Jurisdiction, Region, Topology
+from infra.config.cluster import (
+    GpuPoolConfig,
+    NodePoolConfig,
+    SpotPoolConfig,
+    read_cpu_pool,
+    read_gpu_pool,
+    read_kubernetes_version,
+    read_spot_pool,
+)
+from infra.config.domain import CloudflareConfig, read_cloudflare, read_domain, read_stack_prefix
+from infra.config.network import read_availability_zones, read_vpc_cidr
+from infra.config.reader import NAMESPACE, Reader
+from infra.config.region import read_region
+from infra.config.workload import ModelConfig, read_image, read_model
+
+
+@dataclass(frozen=True)
+class RegionalConfig:
+    """A regional stack: one cluster, one model store, one regional endpoint."""
+
+    stack: str
+    region: Region
+    jurisdiction: Jurisdiction
+    domain: str
+    hosted_zone_id: str
+    kubernetes_version: str
+    vpc_cidr: str
+    availability_zones: int
+    gpu_pool: GpuPoolConfig
+    cpu_pool: NodePoolConfig
+    spot_pool: SpotPoolConfig
+    model: ModelConfig
+    image: str
+    cloudflare: CloudflareConfig | None
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    """The global stack: routing that spans regions, reading each regional stack's outputs."""
+
+    stack: str
+    domain: str
+    hosted_zone_id: str
+    stack_prefix: str  # "<org>/<project>": regional stacks are referenced as f"{stack_prefix}/{region.key}"
+    cloudflare: CloudflareConfig | None
+
+    def regional_stack_name(self, region: Region) -> str:
+        return f"{self.stack_prefix}/{region.key}"
+
+
+StackConfig = RegionalConfig | GlobalConfig
+
+_COMMON_KEYS = {"scope", "domain", "hostedZoneId", "cloudflare"}
+_REGIONAL_KEYS = _COMMON_KEYS | {
+    "region", "jurisdiction", "kubernetesVersion", "vpcCidr", "availabilityZones", "gpuInstanceTypes", "gpuPool",
+    "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image",
+}  # fmt: skip
+_GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix"}
+
+
+def load(stack: str, raw: Mapping[str, Any], topology: Topology) -> StackConfig:
+    """Validate one stack's raw config (fully qualified keys, YAML or wire values) against ``topology``."""
+    reader = Reader(stack, raw)
+    scope = reader.get("scope", "regional")
+    if scope not in ("regional", "global"):
+        raise reader.fail(f"{NAMESPACE}:scope", scope, 'must be "regional" or "global"')
+    if scope == "global":
+        return _load_global(reader)
+    return _load_regional(reader, topology)
+
+
+def _load_global(reader: Reader) -> GlobalConfig:
+    reader.unknown_keys(_GLOBAL_KEYS)
+    domain, zone = read_domain(reader)
+    return GlobalConfig(
+        stack=reader.stack,
+        domain=domain,
+        hosted_zone_id=zone,
+        stack_prefix=read_stack_prefix(reader),
+        cloudflare=read_cloudflare(reader, domain, needs_hostname=True),
+    )
+
+
+def _load_regional(reader: Reader, topology: Topology) -> RegionalConfig:
+    reader.unknown_keys(_REGIONAL_KEYS)
+    region = read_region(reader, topology)
+    domain, zone = read_domain(reader)
+    # Keyword arguments are evaluated in order, so the first bad key in this order is the one reported.
+    return RegionalConfig(
+        stack=reader.stack,
+        region=region,
+        jurisdiction=topology.jurisdiction_of(region),
+        domain=domain,
+        hosted_zone_id=zone,
+        kubernetes_version=read_kubernetes_version(reader),
+        vpc_cidr=read_vpc_cidr(reader),
+        availability_zones=read_availability_zones(reader),
+        gpu_pool=read_gpu_pool(reader),
+        cpu_pool=read_cpu_pool(reader),
+        spot_pool=read_spot_pool(reader),
+        model=read_model(reader),
+        image=read_image(reader),
+        cloudflare=read_cloudflare(reader, domain, needs_hostname=False),
+    )
+
+
+def from_pulumi(topology: Topology) -> StackConfig:
+    """Load and validate the running stack's config; raise ConfigError with one clear message."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    raw: dict[str, Any] = dict(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    return load(pulumi.get_stack(), raw, topology)

@@ -1,0 +1,129 @@
+"""The Pulumi program of this repository, for any topology: load the stack's config, build, export.
+
+`__main__.py` calls :func:`build` with `DEFAULT_TOPOLOGY`; the offline harness (`infra/offline.py`) calls it with
+whichever topology a test constructs, so a region added in a test runs exactly the code `pulumi up` runs. A regional
+stack (`us-west`, `eu-west`, `ap-northeast`, ...) owns its cluster, model store and regional endpoint; the `global`
+stack owns the routing that spans regions and reads the regional stacks' outputs.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from contract.topology import Topology
+from infra import config
+from infra.cloudflare import GeoLoadBalancer, GeoLoadBalancerArgs
+from infra.cluster import Cluster, ClusterArgs, cluster_name
+from infra.dns import GeoDns, GeoDnsArgs
+from infra.endpoints import RegionalEndpoint
+from infra.ingress import RegionalIngress, RegionalIngressArgs
+from infra.kms import RegionKey, RegionKeyArgs
+from infra.model_store import ModelStore, ModelStoreArgs
+from infra.network import Network, NetworkArgs
+from infra.node_pools import pool_specs
+
+
+def build(topology: Topology) -> None:
+    """Build the running stack's resources for ``topology``; a bad config stops here with its one-line message."""
+    try:
+        stack_config = config.from_pulumi(topology)
+    except config.ConfigError as exc:
+        # One line naming the key and the fix, instead of a traceback from deep inside a provider.
+        raise pulumi.RunError(str(exc)) from None
+    if isinstance(stack_config, config.RegionalConfig):
+        build_regional(topology, stack_config)
+    else:
+        build_global(topology, stack_config)
+
+
+def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
+    project, base = pulumi.get_project(), f"speech-{cfg.region.key}"
+    # Other regions' buckets and key aliases are addressed by name, and those names include the account.
+    account_id = aws.get_caller_identity().account_id
+    name = cluster_name(project, cfg.region)
+
+    key = RegionKey(f"{base}-key", RegionKeyArgs(region=cfg.region, project=project))
+    network = Network(
+        f"{base}-network",
+        NetworkArgs(
+            region=cfg.region, vpc_cidr=cfg.vpc_cidr, availability_zones=cfg.availability_zones, cluster_name=name
+        ),
+    )
+    cluster = Cluster(
+        f"{base}-cluster",
+        ClusterArgs(
+            region=cfg.region,
+            cluster_name=name,
+            kubernetes_version=cfg.kubernetes_version,
+            pools=pool_specs(cfg),
+            subnet_ids=network.private_subnet_ids,
+            kms_key_arn=key.key_arn,
+        ),
+    )
+    store = ModelStore(
+        f"{base}-store",
+        ModelStoreArgs(
+            topology=topology, region=cfg.region, project=project, account_id=account_id, kms_key_arn=key.key_arn
+        ),
+    )
+
+    pulumi.export("region", cfg.region.aws_region)
+    pulumi.export("jurisdiction", cfg.region.jurisdiction)
+    pulumi.export("clusterName", cluster.name)
+    pulumi.export("clusterEndpoint", cluster.endpoint)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("nodePools", cluster.node_pools)
+    pulumi.export("modelBucketName", store.bucket_name)
+    pulumi.export("modelBucketArn", store.bucket_arn)
+    pulumi.export("kmsKeyArn", key.key_arn)
+    pulumi.export("vpcId", network.vpc_id)
+    pulumi.export("publicSubnetIds", network.public_subnet_ids)
+    pulumi.export("privateSubnetIds", network.private_subnet_ids)
+    build_regional_traffic(cfg, network)
+
+
+def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> None:
+    """The region's public endpoint, health check and Cloudflare pool; the global stack reads their ids."""
+    ingress = RegionalIngress(
+        f"speech-{cfg.region.key}-ingress",
+        RegionalIngressArgs(
+            region=cfg.region,
+            domain=cfg.domain,
+            hosted_zone_id=cfg.hosted_zone_id,
+            vpc_id=network.vpc_id,
+            vpc_cidr=cfg.vpc_cidr,
+            public_subnet_ids=network.public_subnet_ids,
+            cloudflare_account_id=cfg.cloudflare.account_id if cfg.cloudflare else None,
+        ),
+    )
+    for output_name, value in ingress.stack_exports().items():
+        pulumi.export(output_name, value)
+
+
+def build_global(topology: Topology, cfg: config.GlobalConfig) -> None:
+    """Routing across regions, from every regional stack's outputs: deploy the regional stacks first."""
+    endpoints = {
+        r.key: RegionalEndpoint.from_stack(
+            pulumi.StackReference(cfg.regional_stack_name(r)), r, with_cloudflare=cfg.cloudflare is not None
+        )
+        for r in topology.regions
+    }
+    dns = GeoDns(
+        "speech-dns",
+        GeoDnsArgs(topology=topology, domain=cfg.domain, hosted_zone_id=cfg.hosted_zone_id, endpoints=endpoints),
+    )
+    pulumi.export("domain", dns.domain)
+    pulumi.export("routing", dns.routing)
+    if cfg.cloudflare is not None:
+        pool_ids = {key: e.cloudflare_pool_id for key, e in endpoints.items() if e.cloudflare_pool_id is not None}
+        balancer = GeoLoadBalancer(
+            "speech-cloudflare",
+            GeoLoadBalancerArgs(
+                topology=topology, zone_id=cfg.cloudflare.zone_id, hostname=cfg.cloudflare.hostname, pool_ids=pool_ids
+            ),
+        )
+        pulumi.export("cloudflareLoadBalancerId", balancer.load_balancer_id)
+        pulumi.export("cloudflareHostname", balancer.hostname)
+        pulumi.export("cloudflareRegionPools", balancer.region_pools)
+        pulumi.export("cloudflareCountryPools", balancer.country_pools)
