@@ -12,6 +12,7 @@ import sys
 
 import uvicorn
 
+from contract.service import SERVING_PORT
 from serving.app import create_app
 from serving.settings import ConfigError, load_settings
 
@@ -25,7 +26,7 @@ def ws_max_size(max_frame_bytes: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description="Speech recognition server (ASR).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--port", type=int, default=SERVING_PORT, help=f"TCP port (default {SERVING_PORT})")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from contract.service import HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import audio
 from serving.auth import UNAUTHORIZED_DETAIL
 from serving.engine import SAMPLE_RATE
@@ -35,7 +36,7 @@ probes = APIRouter(tags=["operations"])
 v1 = APIRouter(prefix="/v1", dependencies=[Authorized], tags=["asr"])
 
 
-@probes.get("/healthz")
+@probes.get(HEALTH_PATH)
 def healthz(state: State) -> JSONResponse:
     """Liveness: the process serves HTTP; fails only when the model can never load (restart the pod)."""
     if state.models.load_error is not None:
@@ -43,7 +44,7 @@ def healthz(state: State) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@probes.get("/readyz")
+@probes.get(READINESS_PATH)
 def readyz(state: State) -> JSONResponse:
     """Readiness: a model is loaded and has decoded its warm-up clip."""
     current = state.models.registry.current
@@ -53,7 +54,7 @@ def readyz(state: State) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": current.name, "model_version": current.version})
 
 
-@probes.get("/metrics")
+@probes.get(METRICS_PATH)
 def metrics(state: State) -> Response:
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 

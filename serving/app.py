@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
 
+from contract.service import HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
 from serving.metrics import ServingMetrics
@@ -26,7 +27,7 @@ from serving.vad import SileroVad
 
 log = logging.getLogger(__name__)
 # Probes and scrapes are frequent and uninteresting; counting them would drown the traffic that matters.
-_UNMEASURED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_UNMEASURED_PATHS = frozenset({HEALTH_PATH, READINESS_PATH, METRICS_PATH})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

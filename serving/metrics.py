@@ -1,5 +1,6 @@
 """Every Prometheus metric the container exports, and the small functions handlers call to record them.
 
+Metric names come from :mod:`contract.service`, where the autoscaling and alerting side reads them too.
 Each app owns its own ``CollectorRegistry`` (no process-global default registry), so tests and several apps in
 one process never collide. Every series carries ``region`` (fixed when the app is built) and ``model_version``
 (the version that served the work: after a hot swap, draining streams still report their old version).
@@ -10,10 +11,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from contract import service
+
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-_LABELS = ("region", "model_version")
+_LABELS = service.METRIC_LABELS
 
 
 class ServingMetrics:
@@ -24,35 +27,37 @@ class ServingMetrics:
         self._region = region
         r = self.registry
         self._requests = Counter(
-            "speech_requests_total", "HTTP requests and WebSocket streams by route and status code",
+            service.METRIC_REQUESTS, "HTTP requests and WebSocket streams by route and status code",
             (*_LABELS, "route", "status"), registry=r,
         )  # fmt: skip
         self._latency = Histogram(
-            "speech_request_duration_seconds", "Wall-clock time from request to response (whole stream for WS)",
+            service.METRIC_REQUEST_DURATION, "Wall-clock time from request to response (whole stream for WS)",
             (*_LABELS, "route"), buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self._inference = Histogram(
-            "speech_inference_duration_seconds", "Engine time per decode: batch clip, stream partial or final",
+            service.METRIC_INFERENCE_DURATION, "Engine time per decode: batch clip, stream partial or final",
             (*_LABELS, "kind"), buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self._rtf = Histogram(
-            "speech_real_time_factor_ratio", "Engine seconds per second of audio decoded (below 1 keeps up)",
+            service.METRIC_REAL_TIME_FACTOR, "Engine seconds per second of audio decoded (below 1 keeps up)",
             (*_LABELS, "kind"), buckets=RTF_BUCKETS, registry=r,
         )  # fmt: skip
         self._audio = Counter(
-            "speech_audio_processed_seconds_total", "Seconds of audio decoded", (*_LABELS, "kind"), registry=r
+            service.METRIC_AUDIO_PROCESSED, "Seconds of audio decoded", (*_LABELS, "kind"), registry=r
         )
-        self._streams = Gauge("speech_active_streams", "Open WebSocket streams", _LABELS, registry=r)
+        self._streams = Gauge(service.METRIC_ACTIVE_STREAMS, "Open WebSocket streams", _LABELS, registry=r)
         self._errors = Counter(
-            "speech_errors_total", "Failed requests and streams, by cause", (*_LABELS, "kind"), registry=r
+            service.METRIC_ERRORS, "Failed requests and streams, by cause", (*_LABELS, "kind"), registry=r
         )
         self._dropped = Counter(
-            "speech_partials_dropped_total", "Stream partials skipped because decoding lagged behind the audio",
+            service.METRIC_PARTIALS_DROPPED, "Stream partials skipped because decoding lagged behind the audio",
             _LABELS, registry=r,
         )  # fmt: skip
-        self._model = Gauge("speech_model_info", "1 for each loaded model version", (*_LABELS, "name"), registry=r)
+        self._model = Gauge(
+            service.METRIC_MODEL_INFO, "1 for each loaded model version", (*_LABELS, "name"), registry=r
+        )
         self._swaps = Counter(
-            "speech_model_swaps_total", "Model reloads by outcome (swapped, unchanged, failed)",
+            service.METRIC_MODEL_SWAPS, "Model reloads by outcome (swapped, unchanged, failed)",
             (*_LABELS, "outcome"), registry=r,
         )  # fmt: skip
 

@@ -1,0 +1,116 @@
+"""Both sides of the contract agree: the container serves what the infrastructure probes, scrapes and sets.
+
+The import tests run in a fresh interpreter, because this test process has long imported Pulumi for other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from contract import service
+from contract.topology import DEFAULT_TOPOLOGY
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _modules_after(imports: str) -> set[str]:
+    """Top-level modules that running ``imports`` adds to a fresh interpreter started in the repository root."""
+    code = (
+        "import sys, json\n"
+        "before = {m.split('.')[0] for m in sys.modules}\n"
+        f"{imports}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} - before)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_importing_serving_never_imports_pulumi_or_the_component_library():
+    loaded = _modules_after("import serving, serving.app, serving.api, serving.settings, serving.model_store")
+    assert "fastapi" in loaded, "the probe must see what serving imports"
+    assert not {m for m in loaded if m.startswith("pulumi") or m == "infra"}, sorted(loaded)
+
+
+def test_the_contract_imports_only_the_standard_library():
+    loaded = _modules_after("import contract, contract.topology, contract.service")
+    outside = {m for m in loaded - set(sys.stdlib_module_names) if not m.startswith("_")} - {"contract"}
+    assert not outside, f"contract/ pulled in {sorted(outside)}"
+
+
+def test_the_container_answers_the_paths_the_infrastructure_probes_and_scrapes():
+    from serving import api
+
+    assert {route.path for route in api.probes.routes} == {
+        service.HEALTH_PATH,
+        service.READINESS_PATH,
+        service.METRICS_PATH,
+    }
+
+
+def test_load_balancer_and_health_checks_target_the_serving_port_and_readiness(program):
+    graph = program("eu-west")
+    (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
+    assert target_group.inputs["port"] == service.SERVING_PORT
+    assert target_group.inputs["healthCheck"]["path"] == service.READINESS_PATH
+    (check,) = graph.of_type("aws:route53/healthCheck:HealthCheck")
+    assert check.inputs["resourcePath"] == service.READINESS_PATH
+
+
+def test_every_metric_the_contract_names_is_exported_with_its_labels():
+    from serving.metrics import ServingMetrics
+
+    metrics = ServingMetrics("eu-west")
+    metrics.request("1.0.0", "/v1/asr", 200, 0.1)
+    metrics.inference("1.0.0", "batch", 2.0, 0.1)
+    metrics.stream_opened("1.0.0")
+    metrics.error("1.0.0", "bad_audio")
+    metrics.partial_dropped("1.0.0")
+    metrics.model_loaded("whisper-base", "1.0.0")
+    metrics.model_reload("1.0.0", "swapped")
+    samples = {s.name: s.labels for family in metrics.registry.collect() for s in family.samples}
+    named = {value for key, value in vars(service).items() if key.startswith("METRIC_") and key != "METRIC_LABELS"}
+    for name in named:
+        # Histograms are exported as <name>_bucket/_sum/_count, counters and gauges under their own name.
+        found = [labels for sample, labels in samples.items() if sample in (name, f"{name}_count")]
+        assert found, f"{name} is not exported; exported: {sorted(samples)}"
+        assert set(service.METRIC_LABELS) <= set(found[0]), f"{name} lacks {service.METRIC_LABELS}"
+
+
+def test_every_variable_the_infrastructure_may_set_is_a_setting_the_container_reads():
+    from serving.model_dir import CACHE_ENV
+    from serving.settings import Settings
+
+    names = [value for key, value in vars(service).items() if key.startswith("ENV_") and key not in ("ENV_PREFIX",)]
+    for name in names:
+        if name in (service.ENV_NESTED_DELIMITER, service.ENV_MODEL_CACHE):
+            continue
+        assert name.startswith(service.ENV_PREFIX), name
+        model: type = Settings
+        for part in name.removeprefix(service.ENV_PREFIX).lower().split(service.ENV_NESTED_DELIMITER):
+            assert part in model.model_fields, f"{name}: {model.__name__} has no field {part!r}"
+            model = model.model_fields[part].annotation
+    assert Settings.model_config["env_prefix"] == service.ENV_PREFIX
+    assert Settings.model_config["env_nested_delimiter"] == service.ENV_NESTED_DELIMITER
+    assert CACHE_ENV == service.ENV_MODEL_CACHE
+
+
+def test_both_sides_use_one_model_store_layout(program, tmp_path):
+    from serving.model_store import ModelStore
+
+    assert service.model_prefix("whisper-base", "1.1.0") == "models/whisper-base/1.1.0/"
+    assert service.model_prefix("whisper-base").startswith(service.MODELS_PREFIX)
+    client = ModelStore(
+        "speech-models", "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url="http://127.0.0.1:9"
+    )
+    assert client.url("whisper-base", "1.1.0") == "s3://speech-models/models/whisper-base/1.1.0/"
+    graph = program("us-west")
+    (rules,) = [r.inputs["rules"] for r in graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig")]
+    assert {rule["filter"]["prefix"] for rule in rules} == {service.MODELS_PREFIX}
+    (lifecycle,) = graph.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert lifecycle.inputs["rules"][0]["filter"]["prefix"] == service.MODELS_PREFIX
