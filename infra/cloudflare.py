@@ -85,17 +85,17 @@ class GeoLoadBalancer(pulumi.ComponentResource):
             return [args.pool_ids[r.key] for r in chain]
 
         rules = [
-            {
-                "name": f"residency-{area.code}",
-                "condition": residency_rule_condition(area.code),
-                "priority": priority,
-                "terminates": True,
-                "overrides": {
-                    "default_pools": pools(area.chain),
-                    "fallback_pool": args.pool_ids[area.primary.key],
-                    "session_affinity": "none",
-                },
-            }
+            cloudflare.LoadBalancerRuleArgs(
+                name=f"residency-{area.code}",
+                condition=residency_rule_condition(area.code),
+                priority=priority,
+                terminates=True,
+                overrides=cloudflare.LoadBalancerRuleOverridesArgs(
+                    default_pools=pools(area.chain),
+                    fallback_pool=args.pool_ids[area.primary.key],
+                    session_affinity="none",
+                ),
+            )
             for priority, area in enumerate(a for a in region_areas if a.is_strict)
         ]
 
@@ -113,14 +113,14 @@ class GeoLoadBalancer(pulumi.ComponentResource):
             rules=rules,
             session_affinity="cookie",
             session_affinity_ttl=SESSION_AFFINITY_TTL_S,
-            session_affinity_attributes={
-                "secure": "Always",
-                "samesite": "Lax",
-                "drain_duration": DRAIN_DURATION_S,
+            session_affinity_attributes=cloudflare.LoadBalancerSessionAffinityAttributesArgs(
+                secure="Always",
+                samesite="Lax",
+                drain_duration=DRAIN_DURATION_S,
                 # Pools hold one origin each, so there is no other origin in the pool to fail over to mid-request;
                 # failover between regions is the monitors' job, on the next connection.
-                "zero_downtime_failover": "none",
-            },
+                zero_downtime_failover="none",
+            ),
             opts=child,
         )
 

@@ -157,7 +157,7 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_use, *cluster_role.attachments]),
         )
 
-        issuer = cluster.identities.apply(lambda identities: identities[0].oidcs[0].issuer)
+        issuer = cluster.identities.apply(_oidc_issuer)
         oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc",
             url=issuer,
@@ -235,3 +235,12 @@ class Cluster(pulumi.ComponentResource):
                 "node_pools": self.node_pools,
             }
         )
+
+
+def _oidc_issuer(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
+    """The cluster's OIDC issuer URL; EKS gives every cluster one."""
+    oidcs = identities[0].oidcs if identities else None
+    issuer = oidcs[0].issuer if oidcs else None
+    if not issuer:
+        raise pulumi.RunError(f"EKS reported no OIDC issuer for the cluster: {identities}")
+    return issuer

@@ -102,7 +102,11 @@ class GeoDns(pulumi.ComponentResource):
 
         for area in areas:
             identifier = _identifier(area)
-            policy = {"continent": area.code} if area.kind == "continent" else {"country": area.code}
+            policy = (
+                aws.route53.RecordGeolocationRoutingPolicyArgs(continent=area.code)
+                if area.kind == "continent"
+                else aws.route53.RecordGeolocationRoutingPolicyArgs(country=area.code)
+            )
             aws.route53.Record(
                 f"{name}-geo-{identifier}",
                 zone_id=args.hosted_zone_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -310,10 +311,10 @@ class RegionalIngress(pulumi.ComponentResource):
 def _validation_field(certificate: aws.acm.Certificate, domain: str, field: str) -> pulumi.Output[str]:
     """One field of the certificate's DNS validation record for ``domain`` (known only once ACM answers)."""
 
-    def pick(options: list) -> str:
+    def pick(options: Sequence[Any]) -> str:
         for option in options:
             if option.domain_name == domain:
-                return getattr(option, field)
+                return str(getattr(option, field))
         raise pulumi.RunError(f"ACM returned no DNS validation record for {domain}")
 
     return certificate.domain_validation_options.apply(pick)

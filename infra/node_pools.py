@@ -6,7 +6,7 @@ so a test can compare every stack's node groups against it and against the stack
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -154,7 +154,7 @@ class NodePool(pulumi.ComponentResource):
                 parent=self, depends_on=opts.depends_on if opts else None, ignore_changes=["scalingConfig.desiredSize"]
             ),
         )
-        asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
+        asg_name = group.resources.apply(_autoscaling_group_name)
 
         crons = night_crons(spec.night.peak_hours) if spec.night else None
         if spec.night and crons:
@@ -182,3 +182,12 @@ class NodePool(pulumi.ComponentResource):
         self.register_outputs(
             {"node_group_name": self.node_group_name, "autoscaling_group_name": self.autoscaling_group_name}
         )
+
+
+def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResource]) -> str:
+    """The Auto Scaling group EKS made for a node group; it exists as soon as the group does."""
+    groups = resources[0].autoscaling_groups if resources else None
+    name = groups[0].name if groups else None
+    if not name:
+        raise pulumi.RunError(f"EKS reported no Auto Scaling group for the node group: {resources}")
+    return name

@@ -23,7 +23,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.stack import Stack, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from contract.topology import Topology
@@ -285,6 +285,8 @@ def run_program(
     pulumi_settings.SETTINGS.outputs.clear()
 
     root = pulumi_settings.get_root_resource()
+    if not isinstance(root, Stack):
+        raise RuntimeError(f"the mocks created no root stack to run {stack!r} in (got {root!r})")
     body()
     _sync_await(wait_for_rpcs())
     exports = {name: _sync_await(pulumi.Output.from_input(value).future()) for name, value in root.outputs.items()}

@@ -11,13 +11,14 @@ error alike and `stack` assembles a regional or global stack's sections.
 """
 
 from infra.config.cluster import GPU_FAMILIES, GpuPoolConfig, NodePoolConfig, PoolSize, SpotPoolConfig
-from infra.config.domain import CloudflareConfig
+from infra.config.domain import CloudflareBalancerConfig, CloudflareConfig
 from infra.config.reader import ConfigError
 from infra.config.stack import GlobalConfig, RegionalConfig, StackConfig, from_pulumi, load
 from infra.config.workload import ModelConfig
 
 __all__ = [
     "GPU_FAMILIES",
+    "CloudflareBalancerConfig",
     "CloudflareConfig",
     "ConfigError",
     "GlobalConfig",

@@ -16,7 +16,14 @@ from infra.config.cluster import (
     read_kubernetes_version,
     read_spot_pool,
 )
-from infra.config.domain import CloudflareConfig, read_cloudflare, read_domain, read_stack_prefix
+from infra.config.domain import (
+    CloudflareBalancerConfig,
+    CloudflareConfig,
+    read_cloudflare,
+    read_cloudflare_balancer,
+    read_domain,
+    read_stack_prefix,
+)
 from infra.config.network import read_availability_zones, read_vpc_cidr
 from infra.config.reader import NAMESPACE, Reader
 from infra.config.region import read_region
@@ -51,7 +58,7 @@ class GlobalConfig:
     domain: str
     hosted_zone_id: str
     stack_prefix: str  # "<org>/<project>": regional stacks are referenced as f"{stack_prefix}/{region.key}"
-    cloudflare: CloudflareConfig | None
+    cloudflare: CloudflareBalancerConfig | None
 
     def regional_stack_name(self, region: Region) -> str:
         return f"{self.stack_prefix}/{region.key}"
@@ -86,7 +93,7 @@ def _load_global(reader: Reader) -> GlobalConfig:
         domain=domain,
         hosted_zone_id=zone,
         stack_prefix=read_stack_prefix(reader),
-        cloudflare=read_cloudflare(reader, domain, needs_hostname=True),
+        cloudflare=read_cloudflare_balancer(reader, domain),
     )
 
 
@@ -109,7 +116,7 @@ def _load_regional(reader: Reader, topology: Topology) -> RegionalConfig:
         spot_pool=read_spot_pool(reader),
         model=read_model(reader),
         image=read_image(reader),
-        cloudflare=read_cloudflare(reader, domain, needs_hostname=False),
+        cloudflare=read_cloudflare(reader),
     )
 
 

@@ -9,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from contract import service
 from contract.topology import DEFAULT_TOPOLOGY
@@ -44,9 +47,11 @@ def test_the_contract_imports_only_the_standard_library():
 
 
 def test_the_container_answers_the_paths_the_infrastructure_probes_and_scrapes():
+    from fastapi.routing import APIRoute
+
     from serving import api
 
-    assert {route.path for route in api.probes.routes} == {
+    assert {route.path for route in api.probes.routes if isinstance(route, APIRoute)} == {
         service.HEALTH_PATH,
         service.READINESS_PATH,
         service.METRICS_PATH,
@@ -86,13 +91,14 @@ def test_every_variable_the_infrastructure_may_set_is_a_setting_the_container_re
     from serving.model_dir import CACHE_ENV
     from serving.settings import Settings
 
-    names = [value for key, value in vars(service).items() if key.startswith("ENV_") and key not in ("ENV_PREFIX",)]
+    not_settings = ("ENV_PREFIX", "ENV_NESTED_DELIMITER", "ENV_MODEL_CACHE")
+    names = [value for key, value in vars(service).items() if key.startswith("ENV_") and key not in not_settings]
+    assert service.ENV_TOPOLOGY_FILE in names
     for name in names:
-        if name in (service.ENV_NESTED_DELIMITER, service.ENV_MODEL_CACHE):
-            continue
         assert name.startswith(service.ENV_PREFIX), name
-        model: type = Settings
+        model: Any = Settings
         for part in name.removeprefix(service.ENV_PREFIX).lower().split(service.ENV_NESTED_DELIMITER):
+            assert isinstance(model, type) and issubclass(model, BaseModel), f"{name}: {part!r} is inside a value"
             assert part in model.model_fields, f"{name}: {model.__name__} has no field {part!r}"
             model = model.model_fields[part].annotation
     assert Settings.model_config["env_prefix"] == service.ENV_PREFIX

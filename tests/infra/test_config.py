@@ -127,15 +127,15 @@ def test_the_real_program_stops_at_start_with_the_config_message_and_creates_not
 
 def test_spot_pool_left_out_means_disabled():
     cfg = config.load("eu-west", with_key("eu-west", "speech:spotPool", None), DEFAULT_TOPOLOGY)
+    assert isinstance(cfg, config.RegionalConfig)
     assert not cfg.spot_pool.enabled
 
 
 def test_cloudflare_hostname_is_required_in_global_and_must_not_be_the_route53_domain():
     cloudflare = dict(offline.stack_config("global")["speech:cloudflare"])
-    assert (
-        config.load("global", offline.stack_config("global"), DEFAULT_TOPOLOGY).cloudflare.hostname
-        == cloudflare["hostname"]
-    )
+    cfg = config.load("global", offline.stack_config("global"), DEFAULT_TOPOLOGY)
+    assert isinstance(cfg, config.GlobalConfig) and cfg.cloudflare is not None
+    assert cfg.cloudflare.hostname == cloudflare["hostname"]
     with pytest.raises(
         config.ConfigError, match=r"speech:cloudflare.hostname = <missing> must be the load balancer's DNS name"
     ):

@@ -109,8 +109,8 @@ def test_model_pulls_reach_s3_through_a_gateway_endpoint_on_every_private_route_
 def test_stack_exports_the_subnets_an_ingress_load_balancer_needs(program, stack):
     graph = program(stack)
     assert graph.exports["vpcId"] == graph.named(f"speech-{stack}-network-vpc").id
-    assert sorted(graph.exports["publicSubnetIds"]) == sorted(s.id for s in _subnets(graph, "public"))
-    assert sorted(graph.exports["privateSubnetIds"]) == sorted(s.id for s in _subnets(graph, "private"))
+    assert sorted(graph.exports["publicSubnetIds"]) == sorted(str(s.id) for s in _subnets(graph, "public"))
+    assert sorted(graph.exports["privateSubnetIds"]) == sorted(str(s.id) for s in _subnets(graph, "private"))
 
 
 def test_two_zones_of_a_small_vpc_still_get_disjoint_subnets():
