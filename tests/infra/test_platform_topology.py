@@ -174,3 +174,13 @@ def test_a_dns_only_program_never_imports_cloudflare():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_readmes_import_example_builds_a_replicated_eu_store_under_mocks():
+    text = (REPO / "README.md").read_text()
+    example = text.split("## Importing the components", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    graph = offline.run_program("readme", lambda: exec(example, {}), config={})
+    (bucket,) = graph.of_type("aws:s3/bucket:Bucket")
+    assert bucket.inputs["region"] == "eu-central-1"
+    assert bucket.inputs["tags"]["speech.io/jurisdiction"] == "eu"
+    assert not graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"), "EU models stay in the EU"
