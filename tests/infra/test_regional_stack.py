@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import runpy
+
 import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
+from infra import offline
 from tests.conftest import REGIONAL_STACKS
 
 # IAM (roles, policies, OIDC providers) and Route 53 are global services: their resources take no region.
@@ -56,3 +59,11 @@ def test_stack_exports_what_operators_and_the_global_stack_need(program, stack):
     assert graph.exports["jurisdiction"] == DEFAULT_TOPOLOGY.region(stack).jurisdiction
     assert graph.exports["kmsKeyArn"].startswith(f"arn:aws:kms:{DEFAULT_TOPOLOGY.region(stack).aws_region}:")
     assert "kubeconfig" in graph.secret_exports
+
+
+def test_the_program_file_pulumi_runs_builds_exactly_the_default_topologys_stack(program):
+    """`__main__.py` (what `pulumi up` executes) and the harness's `infra.program.build(DEFAULT_TOPOLOGY)` agree."""
+    graph = offline.run_program("eu-west", lambda: runpy.run_path(str(offline.PROGRAM), run_name="__main__"))
+    expected = program("eu-west")
+    assert sorted((r.type, r.name) for r in graph.resources) == sorted((r.type, r.name) for r in expected.resources)
+    assert graph.exports == expected.exports
