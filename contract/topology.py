@@ -23,92 +23,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-# Route 53 geolocation continent codes (the `continent` of a geolocation routing policy).
-CONTINENTS: dict[str, str] = {
-    "AF": "Africa",
-    "AN": "Antarctica",
-    "AS": "Asia",
-    "EU": "Europe",
-    "NA": "North America",
-    "OC": "Oceania",
-    "SA": "South America",
-}
-
-# Cloudflare load-balancer region codes (keys of `region_pools`).
-CLOUDFLARE_REGIONS: dict[str, str] = {
-    "WNAM": "Western North America",
-    "ENAM": "Eastern North America",
-    "WEU": "Western Europe",
-    "EEU": "Eastern Europe",
-    "NSAM": "Northern South America",
-    "SSAM": "Southern South America",
-    "OC": "Oceania",
-    "ME": "Middle East",
-    "NAF": "Northern Africa",
-    "SAF": "Southern Africa",
-    "SAS": "Southern Asia",
-    "SEAS": "South East Asia",
-    "NEAS": "North East Asia",
-}
-
-# EU member states plus the EEA states that apply the GDPR (ISO 3166-1 alpha-2).
-EU_EEA_COUNTRIES: tuple[str, ...] = (
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU",
-    "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", "IS", "LI", "NO",
-)  # fmt: skip
-
-# GDPR territories that geolocation databases place outside the European continent (Cyprus is listed under Asia
-# by some databases; the French outermost regions sit in the Americas, Africa and the Indian Ocean). Their users
-# get country-level records and pools so that continent routing never sends them outside the EU.
-EU_OUTLYING_COUNTRIES: tuple[str, ...] = ("CY", "GF", "GP", "MF", "MQ", "RE", "YT")
-
-
-class TopologyError(ValueError):
-    """The topology itself is inconsistent, or a lookup names something it does not contain."""
-
-
-@dataclass(frozen=True)
-class Jurisdiction:
-    """A legal area for user data, and the user areas whose residents it protects."""
-
-    code: str
-    name: str
-    is_strict_residency: bool
-    continents: tuple[str, ...] = ()
-    cloudflare_regions: tuple[str, ...] = ()
-    countries: tuple[str, ...] = ()
-    outlying_countries: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Region:
-    """One regional deployment: a stack, an AWS region, and the users it serves first."""
-
-    key: str  # the stack name, e.g. "eu-west"
-    aws_region: str
-    jurisdiction: str
-    timezone: str  # IANA zone of the region's users, for night scale-down
-    continents: tuple[str, ...]  # Route 53 continents whose primary this region is
-    cloudflare_regions: tuple[str, ...]  # Cloudflare region codes whose primary pool this region is
-    failover: tuple[str, ...] = ()  # other region keys, most preferred first
-    peak_hours: tuple[int, int] = (7, 23)  # local [start, end) hours at full GPU capacity
-    countries: tuple[str, ...] = field(default=())  # countries routed here regardless of continent
-
-
-# The GDPR jurisdiction, with every area whose users it protects; a platform team reuses it as it is.
-EUROPEAN_UNION = Jurisdiction(
-    code="eu",
-    name="European Union / EEA (GDPR)",
-    is_strict_residency=True,
-    continents=("EU",),
-    cloudflare_regions=("WEU", "EEU"),
-    countries=EU_EEA_COUNTRIES + tuple(c for c in EU_OUTLYING_COUNTRIES if c not in EU_EEA_COUNTRIES),
-    outlying_countries=EU_OUTLYING_COUNTRIES,
+from contract import topology_json
+from contract.regions import (
+    CLOUDFLARE_REGIONS,
+    CONTINENTS,
+    EU_EEA_COUNTRIES,
+    EU_OUTLYING_COUNTRIES,
+    EUROPEAN_UNION,
+    Jurisdiction,
+    Region,
+    TopologyError,
 )
+
+__all__ = [
+    "CLOUDFLARE_REGIONS",
+    "CONTINENTS",
+    "DEFAULT_TOPOLOGY",
+    "EUROPEAN_UNION",
+    "EU_EEA_COUNTRIES",
+    "EU_OUTLYING_COUNTRIES",
+    "Jurisdiction",
+    "Region",
+    "Topology",
+    "TopologyError",
+    "load",
+]
 
 
 @dataclass(frozen=True)
@@ -329,98 +272,16 @@ class Topology:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form that :meth:`from_dict` turns back into an equal topology."""
         return {
-            "regions": [_as_dict(r) for r in self.regions],
-            "jurisdictions": [_as_dict(j) for j in self.jurisdictions],
+            "regions": topology_json.entries_as_dicts(self.regions),
+            "jurisdictions": topology_json.entries_as_dicts(self.jurisdictions),
             "default_region": self.default_region,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Topology:
         """The topology ``data`` describes (as :meth:`to_dict` writes it), checked field by field."""
-        if not isinstance(data, Mapping):
-            raise TopologyError(f"a topology must be an object with {', '.join(_TOPOLOGY_KEYS)}; got {_kind(data)}")
-        _check_keys("topology", data, _TOPOLOGY_KEYS, _TOPOLOGY_KEYS)
-        default_region = data["default_region"]
-        if not isinstance(default_region, str):
-            raise TopologyError(f"topology.default_region must be a region key (string); got {_kind(default_region)}")
-        return cls(
-            regions=tuple(_entry(Region, f"regions[{i}]", item) for i, item in enumerate(_list("regions", data))),
-            jurisdictions=tuple(
-                _entry(Jurisdiction, f"jurisdictions[{i}]", item) for i, item in enumerate(_list("jurisdictions", data))
-            ),
-            default_region=default_region,
-        )
-
-
-_TOPOLOGY_KEYS = ("regions", "jurisdictions", "default_region")
-
-
-def _as_dict(entry: Region | Jurisdiction) -> dict[str, Any]:
-    return {f.name: list(v) if isinstance(v := getattr(entry, f.name), tuple) else v for f in fields(entry)}
-
-
-def _kind(value: object) -> str:
-    return f"{type(value).__name__} {json.dumps(value, default=str)[:60]}"
-
-
-def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise TopologyError(f"{where} has unknown keys {unknown}; known: {', '.join(allowed)}")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise TopologyError(f"{where} is missing {', '.join(missing)}")
-
-
-def _list(key: str, data: Mapping[str, Any]) -> list[Any]:
-    value = data[key]
-    if not isinstance(value, list):
-        raise TopologyError(f"topology.{key} must be a list of objects; got {_kind(value)}")
-    return value
-
-
-_Entry = TypeVar("_Entry", Region, Jurisdiction)
-
-
-def _entry(cls: type[_Entry], where: str, item: object) -> _Entry:
-    """One region or jurisdiction from JSON: strings stay strings, lists become tuples, nothing else is accepted."""
-    if not isinstance(item, Mapping):
-        raise TopologyError(f"topology.{where} must be an object; got {_kind(item)}")
-    specs = fields(cls)
-    _check_keys(
-        f"topology.{where}",
-        item,
-        tuple(f.name for f in specs),
-        tuple(f.name for f in specs if f.default is MISSING and f.default_factory is MISSING),
-    )
-    values: dict[str, Any] = {}
-    for name, value in item.items():
-        expected = _FIELD_KINDS[name]
-        if expected == "bool":
-            ok = isinstance(value, bool)
-        elif expected == "str":
-            ok = isinstance(value, str)
-        elif expected == "hours":
-            ok = isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
-        else:
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if not ok:
-            raise TopologyError(f"topology.{where}.{name} must be {_KIND_NAMES[expected]}; got {_kind(value)}")
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return cls(**values)
-
-
-_FIELD_KINDS = {
-    "key": "str", "aws_region": "str", "jurisdiction": "str", "timezone": "str", "code": "str", "name": "str",
-    "is_strict_residency": "bool", "peak_hours": "hours", "continents": "strs", "cloudflare_regions": "strs",
-    "failover": "strs", "countries": "strs", "outlying_countries": "strs",
-}  # fmt: skip
-_KIND_NAMES = {
-    "str": "a string",
-    "bool": "true or false",
-    "hours": "two whole hours [start, end]",
-    "strs": "a list of strings",
-}
+        regions, jurisdictions, default_region = topology_json.parse(data)
+        return cls(regions=regions, jurisdictions=jurisdictions, default_region=default_region)
 
 
 def load(path: Path) -> Topology:
