@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.vad import SileroVad, bundled_model_path
+from serving.vad import _CONTEXT, SEQUENCE_MODEL, WINDOW, SileroSequence, SileroVad, bundled_model_path
 from tests.serving.server_fixtures import silence
 
 RATE = 16_000
@@ -36,3 +36,18 @@ def test_silence_and_low_noise_never_start_speech():
     noise = np.random.default_rng(1).normal(0, 0.003, RATE * 3).astype(np.float32)
     vad = SileroVad().stream(threshold=0.5, end_silence_ms=600)
     assert vad.feed(np.concatenate([silence(2.0), noise])) == []
+
+
+def test_a_whole_recording_scores_as_the_stream_scores_it_window_by_window(synthesize):
+    speech = synthesize("The juice of lemons makes fine punch.", engine="flite")
+    # Long enough for several sequence-model blocks, ending in a partial window.
+    audio = np.concatenate([silence(0.7), speech, silence(1.3), speech] * 4 + [np.zeros(100, np.float32)])
+    assert bundled_model_path(SEQUENCE_MODEL).name == "silero_vad_16k_sequence.onnx"
+    stream = SileroVad()
+    state = np.zeros((2, 1, 128), np.float32)
+    padded = np.concatenate([np.zeros(_CONTEXT, np.float32), audio])
+    expected = []
+    for start in range(0, len(audio) // WINDOW * WINDOW, WINDOW):
+        probability, state = stream.speech_probability(padded[start : start + _CONTEXT + WINDOW], state)
+        expected.append(probability)
+    np.testing.assert_allclose(SileroSequence().probabilities(audio), expected, atol=1e-5)
