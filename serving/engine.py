@@ -24,13 +24,33 @@ SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
+class Segment:
+    """What was said between ``start`` and ``end`` (seconds from the start of the audio).
+
+    The scores are Whisper's, for the window the segment was decoded in: mean token log-probability, the zlib
+    compression ratio of the window's text, the probability that the window holds no speech, and the sampling
+    temperature that produced it (above 0 when a guard made the engine decode again).
+    """
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
 class Transcription:
     text: str
     language: str
     model_version: str
     audio_seconds: float
-    # Wall-clock seconds per stage, e.g. {"encode": 0.12, "decode": 0.30}.
+    # Wall-clock seconds per stage that ran, e.g. {"vad": 0.01, "encode": 0.12, "decode": 0.30}.
     timings: dict[str, float] = field(default_factory=dict)
+    # Ordered, non-overlapping, inside the audio; their texts joined with spaces are ``text``.
+    segments: tuple[Segment, ...] = ()
 
 
 @runtime_checkable
@@ -46,7 +66,8 @@ class AsrEngine(Protocol):
         ...
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
-        """Transcribe 16 kHz mono float32 audio; ``language`` None means detect it.
+        """Transcribe 16 kHz mono float32 audio of any length; ``language`` None means detect it once, on the
+        first speech, and use it throughout.
 
         ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it.
         """

@@ -15,11 +15,10 @@ import onnxruntime as ort
 import soundfile as sf
 import torch
 
-from serving.mel import chunked_features
-from serving.model_dir import DECODER_FILE, ENCODER_FILE, ModelError, WhisperConfig, decoder_inputs
+from serving.mel import CHUNK_SAMPLES, window_features
+from serving.model_dir import DECODER_FILE, ENCODER_FILE, SPEECH_CLIP, ModelError, WhisperConfig, decoder_inputs
 from serving.whisper_torch import WhisperDecoderStep, WhisperEncoder
 
-CHECK_CLIP = Path(__file__).with_name("assets") / "export_check.flac"
 MAX_CHECK_TOKENS = 48
 # fp32 graphs differ from torch by float rounding only (measured: 3e-4 on cross K/V, 1e-4 on logits).
 FP32_ENCODER_TOLERANCE = 1e-3
@@ -135,7 +134,7 @@ def compare_to_torch(
 
     The decoder is teacher-forced with torch's greedy tokens, so one early flip cannot cascade into the figures.
     """
-    mel = chunked_features(audio, config.n_mels)[0][None]
+    mel = window_features(audio[:CHUNK_SAMPLES], config.n_mels)[None]
     with torch.no_grad():
         reference = [t.numpy() for t in encoder(torch.from_numpy(mel))]
     int8 = _session(model_dir / ENCODER_FILE).run(None, {"mel": mel})
@@ -161,11 +160,11 @@ def compare_to_torch(
 def check_export(
     encoder: WhisperEncoder, decoder: WhisperDecoderStep, config: WhisperConfig, model_dir: Path, encoder_fp32: Path
 ) -> ExportReport:
-    """``compare_to_torch`` on ``CHECK_CLIP``; raises ``ExportCheckError`` with every figure if any is off."""
-    audio, _ = sf.read(CHECK_CLIP, dtype="float32")
+    """``compare_to_torch`` on ``SPEECH_CLIP``; raises ``ExportCheckError`` with every figure if any is off."""
+    audio, _ = sf.read(SPEECH_CLIP, dtype="float32")
     report = compare_to_torch(encoder, decoder, config, model_dir, audio, encoder_fp32)
     if problems := report.problems():
         raise ExportCheckError(
-            f"exported graphs diverge from torch on {CHECK_CLIP.name}: {'; '.join(problems)} ({report})"
+            f"exported graphs diverge from torch on {SPEECH_CLIP.name}: {'; '.join(problems)} ({report})"
         )
     return report

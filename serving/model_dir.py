@@ -21,6 +21,10 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE)
 
+# A few seconds of English speech shipped with the package: the export checks its graphs on it and every loaded
+# model decodes it before serving (silence would skip the decoder now that the engine runs a VAD first).
+SPEECH_CLIP = Path(__file__).with_name("assets") / "export_check.flac"
+
 _HASH_BLOCK = 1 << 20
 CACHE_ENV = ENV_MODEL_CACHE
 DEFAULT_CACHE = Path("~/.cache/speech-serving/models")

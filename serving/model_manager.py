@@ -13,19 +13,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import soundfile as sf
 
-from serving.engine import SAMPLE_RATE, AsrEngine
+from serving.engine import AsrEngine
 from serving.metrics import ServingMetrics
-from serving.model_dir import cache_root
+from serving.model_dir import SPEECH_CLIP, cache_root
 from serving.model_store import ModelStore
 from serving.registry import EngineRegistry, ModelInfo
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Low-level noise rather than silence: exercises the same paths as speech without favouring an early stop.
-_WARM_UP_SECONDS = 1.0
 
 
 class ReloadInProgressError(RuntimeError):
@@ -137,9 +134,9 @@ class ModelManager:
             model_dir, source = self._bundled_dir(), "bundled"
         engine = load_engine(model_dir)
         try:
-            noise = np.random.default_rng(0).normal(0, 1e-3, int(_WARM_UP_SECONDS * SAMPLE_RATE)).astype(np.float32)
-            engine.transcribe(noise, "en")
-            engine.transcribe(noise, "en", draft=True)  # streaming partials take the short-window path
+            speech, _ = sf.read(SPEECH_CLIP, dtype="float32")
+            engine.transcribe(speech, "en")
+            engine.transcribe(speech, "en", draft=True)  # streaming partials take the short-window path
         except Exception:
             engine.close()
             raise

@@ -9,7 +9,7 @@ with the package to install instead of silently skipping the accuracy tests.
 from __future__ import annotations
 
 import functools
-import re
+import itertools
 import shutil
 import subprocess
 import tempfile
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from whisper_normalizer.english import EnglishTextNormalizer
 
 from serving.engine import SAMPLE_RATE
 from serving.export import ensure_bundled_model
@@ -38,6 +40,7 @@ ESPEAK_ARGS = ("-s", "140", "-g", "2")
 EDGE_SILENCE_S = 0.3
 
 TtsEngine = Literal["espeak-ng", "flite"]
+_NORMALIZER = EnglishTextNormalizer()
 
 
 @dataclass(frozen=True)
@@ -84,74 +87,115 @@ def synthesize(text: str, voice: str = "en-us", engine: TtsEngine = "espeak-ng")
     return _synthesize_cached(text, voice, engine).copy()
 
 
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def number_words(n: int) -> str:
-    """English words for 0 <= n < 10**9 ("one hundred five"), the one spelling both sides of a WER are mapped to."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    for size, name in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
-        if n >= size:
-            head, rest = divmod(n, size)
-            tail = "" if rest == 0 else " " + number_words(rest)
-            return f"{number_words(head)} {name}{tail}"
-    raise ValueError(f"number {n} is out of range; expected 0 <= n < 10**9")
-
-
-def normalize_words(text: str) -> list[str]:
-    """Lower-case words without punctuation, digits spelled out, so '25 boxes.' and 'Twenty-five boxes' agree."""
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower())
-    text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
-    return re.sub(r"[^\w\s]|_", " ", text.replace("'", "")).split()
-
-
-def _edit_distance(reference: list[str], hypothesis: list[str]) -> int:
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        current = [i]
-        for j, hyp_word in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1]
+def normalize_text(text: str) -> str:
+    """Whisper's English normaliser: lower case, no punctuation, numbers as digits, British spellings American."""
+    return _NORMALIZER(text)
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER: total word edits over total reference words, after ``normalize_words``."""
+    """Corpus WER (jiwer) after ``normalize_text`` on both sides, as Whisper's own evaluations score English."""
+    return word_errors(references, hypotheses).wer
+
+
+def word_errors(references: list[str], hypotheses: list[str]) -> jiwer.WordOutput:
+    """jiwer's alignment of normalised texts: WER plus substitutions, deletions (lost words), insertions."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses; they must pair up")
-    refs = [normalize_words(r) for r in references]
-    edits = sum(_edit_distance(r, normalize_words(h)) for r, h in zip(refs, hypotheses))
-    return edits / max(1, sum(len(r) for r in refs))
+    return jiwer.process_words([normalize_text(r) for r in references], [normalize_text(h) for h in hypotheses])
+
+
+@dataclass(frozen=True)
+class PlacedSentence:
+    """A sentence read into a recording; its clip (speech plus ``EDGE_SILENCE_S`` each side) spans start..end s."""
+
+    text: str
+    start: float
+    end: float
+
+    @property
+    def speech(self) -> tuple[float, float]:
+        return self.start + EDGE_SILENCE_S, self.end - EDGE_SILENCE_S
+
+
+@dataclass(frozen=True)
+class Recording:
+    audio: np.ndarray
+    sentences: tuple[PlacedSentence, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+
+# Voices that take turns in a long recording: two espeak-ng accents and two flite speakers.
+LONG_VOICES: tuple[tuple[str, TtsEngine], ...] = (
+    ("en-us", "espeak-ng"),
+    ("en-us", "flite"),
+    ("en-gb", "espeak-ng"),
+    ("rms", "flite"),
+)
+
+
+_MAX_HALF_CLIP_S = 4.0
+
+
+def long_recording(texts: list[str], seconds: float, *, seed: int = 15, across_every_s: float = 30.0) -> Recording:
+    """At least ``seconds`` of ``texts`` read in turn by ``LONG_VOICES``, like a talk: mostly short pauses, longer
+    ones between paragraphs, now and then 5-10 s of silence, over a faint noise floor (-60 dBFS).
+
+    Every multiple of ``across_every_s`` falls inside a sentence's speech: where a pause would jump over one, the
+    next sentence is moved back to straddle it, so cutting at fixed 30 s windows would split a sentence each time.
+    Deterministic for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    sentences: list[PlacedSentence] = []
+    cursor = 0  # samples placed so far
+    boundary = across_every_s
+    for index in itertools.count():
+        if cursor >= seconds * SAMPLE_RATE:
+            break
+        text = texts[index % len(texts)]
+        voice, engine = LONG_VOICES[(index + index // len(texts)) % len(LONG_VOICES)]
+        clip = synthesize(text, voice, engine)
+        half = len(clip) / SAMPLE_RATE / 2
+        if half > _MAX_HALF_CLIP_S:
+            raise ValueError(f"{text!r} by {engine} lasts {2 * half:.1f} s; long recordings take clips up to 8 s")
+        roll = rng.random()
+        pause = rng.uniform(0.1, 0.8) if roll < 0.7 else rng.uniform(1.0, 3.0) if roll < 0.95 else rng.uniform(5, 10)
+        start = cursor / SAMPLE_RATE + pause if index else 0.0
+        # Nothing ends within _MAX_HALF_CLIP_S of a boundary unless it is centred on it, so there is always room
+        # to centre the sentence that crosses it.
+        if start + 2 * half > boundary - _MAX_HALF_CLIP_S:
+            start = boundary - half
+            boundary += across_every_s
+        first = round(start * SAMPLE_RATE)
+        parts += [np.zeros(first - cursor, np.float32), clip]
+        cursor = first + len(clip)
+        sentences.append(PlacedSentence(text, first / SAMPLE_RATE, cursor / SAMPLE_RATE))
+    audio = np.concatenate(parts)
+    audio += rng.normal(0, 1e-3, len(audio)).astype(np.float32)
+    return Recording(audio, tuple(sentences))
 
 
 @pytest.fixture(name="synthesize", scope="session")
 def synthesize_fixture() -> Callable[..., np.ndarray]:
     return synthesize
+
+
+@pytest.fixture(name="normalize_text", scope="session")
+def normalize_text_fixture() -> Callable[[str], str]:
+    return normalize_text
+
+
+@pytest.fixture(name="long_recording", scope="session")
+def long_recording_fixture() -> Callable[..., Recording]:
+    return long_recording
+
+
+@pytest.fixture(name="word_errors", scope="session")
+def word_errors_fixture() -> Callable[[list[str], list[str]], jiwer.WordOutput]:
+    return word_errors
 
 
 @pytest.fixture(name="word_error_rate", scope="session")

@@ -10,12 +10,13 @@ import torch
 
 from serving.mel import (
     CHUNK_FRAMES,
+    CHUNK_SAMPLES,
     HOP_LENGTH,
     N_FFT,
-    chunked_features,
     draft_features,
     log_mel_spectrogram,
     mel_filters,
+    window_features,
 )
 
 
@@ -62,23 +63,22 @@ def test_log_mel_of_speech_matches_whispers_torch_front_end(synthesize):
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
-@pytest.mark.parametrize("seconds", [3.2, 30.0, 41.7])
-def test_windows_equal_whispers_features_of_the_clip_padded_with_30_seconds_of_silence(seconds):
+@pytest.mark.parametrize("seconds", [0.0, 0.005, 3.2, 30.0])
+def test_a_window_is_whispers_features_of_the_clip_then_zeros_up_to_30_seconds(seconds):
     audio = np.random.default_rng(1).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32)
     whisper = log_mel_spectrogram(np.concatenate([audio, np.zeros(16_000 * 30, np.float32)]), 80)
-    for i, window in enumerate(chunked_features(audio, 80)):
-        np.testing.assert_allclose(window, whisper[:, i * CHUNK_FRAMES : (i + 1) * CHUNK_FRAMES], atol=1e-5)
+    window = window_features(audio, 80)
+    frames = len(audio) // HOP_LENGTH
+    assert window.shape == (80, CHUNK_FRAMES)
+    # The last two frames' FFTs reach past the clip: reflected audio here, Whisper's appended silence there.
+    content = max(0, frames - 2)
+    np.testing.assert_allclose(window[:, :content], whisper[:, :content], atol=1e-5)
+    assert not window[:, frames:].any()
 
 
-def test_long_audio_becomes_one_full_window_per_30_seconds():
-    audio = np.random.default_rng(0).normal(0, 0.1, 16_000 * 65).astype(np.float32)
-    windows = chunked_features(audio, 80)
-    assert [w.shape for w in windows] == [(80, CHUNK_FRAMES)] * 3
-
-
-def test_empty_audio_still_yields_one_silent_window():
-    windows = chunked_features(np.zeros(0, np.float32), 80)
-    assert len(windows) == 1 and windows[0].shape == (80, CHUNK_FRAMES)
+def test_a_window_refuses_more_than_30_seconds_so_features_never_cover_a_whole_recording():
+    with pytest.raises(ValueError, match=r"at most 480000 samples \(30 s\); got 480001"):
+        window_features(np.zeros(CHUNK_SAMPLES + 1, np.float32), 80)
 
 
 @pytest.mark.parametrize(("seconds", "frames"), [(0.0, 100), (2.37, 400), (3.0, 400), (29.5, CHUNK_FRAMES)])
@@ -86,9 +86,9 @@ def test_a_draft_window_is_the_clip_plus_a_second_of_silence_in_whole_seconds(se
     audio = np.random.default_rng(2).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32)
     draft = draft_features(audio, 80, pad_seconds=1.0, quantum_seconds=1.0)
     assert draft.shape == (80, frames)
-    # The same frames as the full window, but the last: its reflection at the cut sees zeros, not silence frames.
-    full = chunked_features(audio, 80)[0]
-    np.testing.assert_allclose(draft[:, : frames - 1], full[:, : frames - 1], atol=1e-5)
+    # Whisper's features of the clip padded with silence, but the last: its reflection at the cut sees zeros.
+    whisper = log_mel_spectrogram(np.concatenate([audio, np.zeros(16_000 * 30, np.float32)]), 80)
+    np.testing.assert_allclose(draft[:, : frames - 1], whisper[:, : frames - 1], atol=1e-5)
 
 
 def test_a_draft_of_more_than_30_seconds_keeps_the_last_30():
