@@ -59,12 +59,19 @@ def metrics(state: State) -> Response:
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
+class SegmentResponse(BaseModel):
+    start: float = Field(description="seconds from the start of the audio")
+    end: float
+    text: str
+
+
 class TranscriptionResponse(BaseModel):
     text: str
     language: str
     model: str
     model_version: str
     audio_seconds: float
+    segments: list[SegmentResponse] = Field(description="the text in order, with start and end times")
     timings: dict[str, float] = Field(description="seconds per stage: audio decode, queue, engine stages, total")
 
 
@@ -120,6 +127,7 @@ async def transcribe(
         model=lease.info.name,
         model_version=result.model_version,
         audio_seconds=round(len(clip) / SAMPLE_RATE, 3),
+        segments=[SegmentResponse(start=s.start, end=s.end, text=s.text) for s in result.segments],
         timings={stage: round(seconds, 4) for stage, seconds in timings.items()},
     )
 

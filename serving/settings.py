@@ -66,8 +66,11 @@ class LimitsSettings(BaseModel):
     """Bounds on batch requests."""
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # The engine decodes long clips window by window; the cap bounds one request's hold on an inference thread.
-    max_audio_s: float = Field(default=60.0, gt=0, le=600)
+    # Checked after decoding, so the upload limit binds first for lossless audio: 10 MiB holds about 5 min of 16 kHz
+    # PCM16 WAV, 10 of FLAC, an hour of Opus. The engine's memory grows only with the decoded audio (230 MB per hour
+    # of 16 kHz float32; features exist for one batch of windows at a time); the cap bounds that and one request's
+    # hold on an inference thread (minutes for an hour on 2 cores).
+    max_audio_s: float = Field(default=3600.0, gt=0, le=4 * 3600)
     # Batch requests allowed to wait for an inference thread before new ones get 503.
     max_queued_requests: int = Field(default=8, gt=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 
 import pytest
 import soxr
@@ -15,7 +16,8 @@ UPLOAD_LIMIT = 2_000_000
 
 @pytest.fixture(scope="module")
 def server(bundled_model_dir):
-    settings = local_settings(bundled_model_dir.parents[1], limits={"max_upload_bytes": UPLOAD_LIMIT})
+    limits = {"max_upload_bytes": UPLOAD_LIMIT, "max_audio_s": 60}
+    settings = local_settings(bundled_model_dir.parents[1], limits=limits)
     with live_server(settings) as live:
         yield live
 
@@ -87,6 +89,22 @@ def test_telephone_band_pcm_at_8_khz_is_resampled_and_transcribed(
     wer = word_error_rate(english, heard)
     print(f"batch WER through the server, flite as 8 kHz PCM16: {wer:.1%}")
     assert wer <= 0.15, list(zip(english, heard, strict=True))
+
+
+def test_a_recording_longer_than_a_window_comes_back_whole_in_timed_segments(
+    http, reference_sentences, long_recording, word_error_rate
+):
+    recording = long_recording([s.text for s in reference_sentences if s.language == "en"], 50)
+    body, params = upload(recording.audio, "ogg-opus-48k")
+    response = http.post("/v1/asr", content=body, params=params)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    segments = result["segments"]
+    assert " ".join(s["text"] for s in segments) == result["text"]
+    assert all(0 <= s["start"] <= s["end"] <= result["audio_seconds"] for s in segments), segments
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(segments)), segments
+    assert segments[-1]["end"] > 45, "the speech after the first 30 s window is there"
+    assert word_error_rate([recording.text], [result["text"]]) <= 0.15, result["text"]
 
 
 def test_health_answers_while_a_transcription_runs(http, server, synthesize):
