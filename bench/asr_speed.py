@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 SENTENCE_FILES = (REPO / "tests" / "data" / "asr_sentences.txt", REPO / "bench" / "harvard_sentences.txt")
 
 
-def _test_helpers():
+def load_test_helpers():
     """The test suite's synthesis and WER, loaded by path so bench and tests score clips identically."""
     path = REPO / "tests" / "serving" / "conftest.py"
     spec = importlib.util.spec_from_file_location("serving_test_helpers", path)
@@ -58,7 +58,7 @@ class Result:
     hypotheses: list[str] = field(default_factory=list)
 
 
-def _faster_whisper_dir(profile: str, into: Path) -> Path:
+def faster_whisper_dir(profile: str, into: Path) -> Path:
     """A faster-whisper model directory: the concatenated model.bin next to the CT2 config and tokenizer."""
     source = PROFILES[profile]
     (into / "model.bin").write_bytes(bundled_weights(profile))
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick check)")
     args = parser.parse_args(argv)
 
-    helpers = _test_helpers()
+    helpers = load_test_helpers()
     clips = _clips(helpers, args.profile)[: args.limit]
     audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
     ours = load_engine(args.model_dir or ensure_bundled_model(args.profile), threads=args.threads)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         f"onnxruntime ({ours.name} {ours.version})": lambda a: ours.transcribe(a).text
     }
     with tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
-        fw_dir = _faster_whisper_dir(args.profile, Path(tmp))
+        fw_dir = faster_whisper_dir(args.profile, Path(tmp))
         for compute_type in filter(None, args.compute_types.split(",")):
             engines[f"faster-whisper ({compute_type})"] = _faster_whisper(fw_dir, compute_type, args.threads)
         results = {name: Result() for name in engines}

@@ -1,12 +1,17 @@
-"""The speed benchmark still runs end to end: both engines load the same weights and each reports WER and RTF.
+"""The benchmarks still run end to end: the engines load the same weights and each reports WER and RTF.
 
-Speed itself is measured by running ``python -m bench.asr_speed``, never asserted here.
+Speed itself is measured by running ``python -m bench.asr_speed`` and ``python -m bench.longform``, never asserted
+here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
+
+from bench import longform
 from bench.asr_speed import main
 from serving.export import MODEL_VERSION
 
@@ -21,3 +26,19 @@ def test_the_benchmark_compares_both_engines_on_the_same_clips(bundled_model_dir
         *wers, rtf, _p50, _mean = line[len(name) :].split()
         assert len(wers) == 3 and all(w.endswith("%") for w in wers), line
         assert 0 < float(rtf) < 10, line
+
+
+@pytest.mark.slow
+def test_the_long_form_benchmark_compares_ours_and_faster_whisper_on_one_recording(bundled_model_dir, tmp_path, capsys):
+    out = tmp_path / "longform.json"
+    rows = longform.main(["--quick", "--threads", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.startswith("1.0 min recording, "), printed
+    names = [row.engine for row in rows]
+    assert names[0].startswith("ours (") and names[1:] == [f"faster-whisper int8 {run}" for run in longform.QUICK_RUNS]
+    report = json.loads(out.read_text())
+    assert report["recording"]["seconds"] >= 60 and report["recording"]["words"] > 80, report
+    assert {"platform", "cpus", "load_average"} <= set(report["machine"])
+    for row in report["rows"]:
+        assert row["engine"] in printed
+        assert 0 <= row["wer"] < 0.5 and row["rtf"] > 0 and row["segments"] > 0, row
