@@ -14,8 +14,13 @@ SERVING_PORT = 8000
 HEALTH_PATH = "/healthz"
 # Readiness: a model is loaded and has decoded its warm-up clip. What load balancers and DNS health checks probe.
 READINESS_PATH = "/readyz"
-# Prometheus exposition.
+# Prometheus exposition: scraped inside the cluster only, never routed from the internet.
 METRICS_PATH = "/metrics"
+# The public API: everything under API_PREFIX. Streaming is a WebSocket on STREAM_PATH; BATCH_PATH takes a whole
+# clip per request, which the infrastructure routes to replicas that may run on spot capacity.
+API_PREFIX = "/v1/"
+STREAM_PATH = "/v1/asr/stream"
+BATCH_PATH = "/v1/asr"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.
@@ -53,6 +58,9 @@ METRIC_INFERENCE_DURATION = "speech_inference_duration_seconds"
 METRIC_REAL_TIME_FACTOR = "speech_real_time_factor_ratio"
 METRIC_AUDIO_PROCESSED = "speech_audio_processed_seconds_total"
 METRIC_ACTIVE_STREAMS = "speech_active_streams"  # what stream autoscaling scales on
+# Batch requests admitted and not finished (uploading, queued or transcribing): what batch autoscaling scales on.
+# Labelled by region only: an admitted request has no model version until an engine is chosen for it.
+METRIC_BATCH_IN_FLIGHT = "speech_batch_requests_in_flight"
 METRIC_ERRORS = "speech_errors_total"
 METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"
 METRIC_MODEL_INFO = "speech_model_info"

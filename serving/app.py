@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=ModelManager(settings, metrics),
         vad=SileroVad(),
         streams=StreamLimiter(settings.stream.max_sessions),
-        batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests),
+        batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
         inference_pool=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference"),
     )
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)

@@ -46,6 +46,11 @@ class ServingMetrics:
             service.METRIC_AUDIO_PROCESSED, "Seconds of audio decoded", (*_LABELS, "kind"), registry=r
         )
         self._streams = Gauge(service.METRIC_ACTIVE_STREAMS, "Open WebSocket streams", _LABELS, registry=r)
+        self._batch = Gauge(
+            service.METRIC_BATCH_IN_FLIGHT, "Batch requests admitted: uploading, queued or transcribing",
+            ("region",), registry=r,
+        )  # fmt: skip
+        self._batch.labels(region).set(0)
         self._errors = Counter(
             service.METRIC_ERRORS, "Failed requests and streams, by cause", (*_LABELS, "kind"), registry=r
         )
@@ -76,6 +81,9 @@ class ServingMetrics:
 
     def stream_closed(self, model_version: str) -> None:
         self._streams.labels(self._region, model_version).dec()
+
+    def batch_in_flight(self, count: int) -> None:
+        self._batch.labels(self._region).set(count)
 
     def error(self, model_version: str, kind: str) -> None:
         self._errors.labels(self._region, model_version, kind).inc()

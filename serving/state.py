@@ -20,16 +20,19 @@ class BatchSlots:
     """Batch requests admitted: running on an inference thread or waiting for one; beyond ``limit`` they get 503."""
 
     limit: int
+    metrics: ServingMetrics
     active: int = 0
 
     def try_enter(self) -> bool:
         if self.active >= self.limit:
             return False
         self.active += 1
+        self.metrics.batch_in_flight(self.active)
         return True
 
     def leave(self) -> None:
         self.active -= 1
+        self.metrics.batch_in_flight(self.active)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import time
 from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from contract.service import STREAM_PATH
 from serving.api import LANGUAGE_PATTERN
 from serving.auth import UNAUTHORIZED_DETAIL
 from serving.engine import SAMPLE_RATE
@@ -37,7 +38,7 @@ from serving.streaming import (
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["asr"])
-ROUTE = "/v1/asr/stream"
+ROUTE = STREAM_PATH
 _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 125 bytes with the code
 
 

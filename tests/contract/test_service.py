@@ -58,6 +58,29 @@ def test_the_container_answers_the_paths_the_infrastructure_probes_and_scrapes()
     }
 
 
+def test_the_container_serves_the_api_paths_the_gateway_routes():
+    from fastapi.routing import APIRoute, APIWebSocketRoute
+
+    from serving import api, stream_api
+
+    assert service.BATCH_PATH in {r.path for r in api.v1.routes if isinstance(r, APIRoute) and "POST" in r.methods}
+    assert service.STREAM_PATH in {r.path for r in stream_api.router.routes if isinstance(r, APIWebSocketRoute)}
+    assert all(p.startswith(service.API_PREFIX) for p in (service.BATCH_PATH, service.STREAM_PATH))
+
+
+def test_batch_admission_is_exported_as_the_gauge_batch_autoscaling_reads():
+    from serving.metrics import ServingMetrics
+    from serving.state import BatchSlots
+
+    metrics = ServingMetrics("eu-west")
+    slots = BatchSlots(limit=2, metrics=metrics)
+    assert slots.try_enter() and slots.try_enter() and not slots.try_enter()
+    value = metrics.registry.get_sample_value(service.METRIC_BATCH_IN_FLIGHT, {"region": "eu-west"})
+    assert value == 2
+    slots.leave()
+    assert metrics.registry.get_sample_value(service.METRIC_BATCH_IN_FLIGHT, {"region": "eu-west"}) == 1
+
+
 def test_load_balancer_and_health_checks_target_the_serving_port_and_readiness(program):
     graph = program("eu-west")
     (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
@@ -74,6 +97,7 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.request("1.0.0", "/v1/asr", 200, 0.1)
     metrics.inference("1.0.0", "batch", 2.0, 0.1)
     metrics.stream_opened("1.0.0")
+    metrics.batch_in_flight(3)
     metrics.error("1.0.0", "bad_audio")
     metrics.partial_dropped("1.0.0")
     metrics.model_loaded("whisper-base", "1.0.0")
@@ -84,7 +108,9 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
         # Histograms are exported as <name>_bucket/_sum/_count, counters and gauges under their own name.
         found = [labels for sample, labels in samples.items() if sample in (name, f"{name}_count")]
         assert found, f"{name} is not exported; exported: {sorted(samples)}"
-        assert set(service.METRIC_LABELS) <= set(found[0]), f"{name} lacks {service.METRIC_LABELS}"
+        # The contract documents the one exception: admitted batch requests have no model version yet.
+        expected = {"region"} if name == service.METRIC_BATCH_IN_FLIGHT else set(service.METRIC_LABELS)
+        assert expected <= set(found[0]), f"{name} lacks {expected}"
 
 
 def test_every_variable_the_infrastructure_may_set_is_a_setting_the_container_reads():
