@@ -50,6 +50,9 @@ class RegionalIngressArgs:
     vpc_cidr: str  # the load balancer may reach the serving port only inside the VPC
     public_subnet_ids: pulumi.Input[Sequence[str]]
     cloudflare_account_id: str | None = None  # None: Route 53 only, no Cloudflare monitor or pool
+    # The port the load balancer's targets listen on: the serving pods themselves, or (this repository's program)
+    # the ingress gateway's pods in front of them (infra.k8s.mesh.GATEWAY_TARGET_PORT).
+    target_port: int = SERVING_PORT
 
 
 class RegionalIngress(pulumi.ComponentResource):
@@ -59,11 +62,12 @@ class RegionalIngress(pulumi.ComponentResource):
 
     * an internet-facing network load balancer in the public subnets terminates TLS on 443 with an ACM certificate
       for `<region>.<domain>` and `<domain>` (so both the regional name and the global name validate) and forwards
-      TCP to an IP target group on the serving port; pods join it through a TargetGroupBinding
+      TCP to an IP target group on ``target_port``; pods join it through a TargetGroupBinding
       (`target_group_arn`), and only pods that pass the readiness check receive connections;
     * `<region>.<domain>` is an alias of the load balancer and has a Route 53 health check (HTTPS, readiness path,
       failure threshold 2, every 10 s from checkers on three continents) that the global failover records use;
-    * with Cloudflare, a monitor and a single-origin pool for the region whose id the global load balancer uses.
+    * with Cloudflare, a monitor and a single-origin pool for the region whose id the global load balancer uses;
+      the origin sends `Host: <region>.<domain>`, the name on the load balancer's certificate.
 
     WebSocket streams are long-lived TCP connections through the load balancer, whose TLS idle timeout is 350 s:
     the serving side's WebSocket pings (uvicorn sends one every 20 s) keep a quiet stream open.
@@ -91,7 +95,7 @@ class RegionalIngress(pulumi.ComponentResource):
             vpc_id=args.vpc_id,
             # A network load balancer only takes security groups at creation; creating it with one lets the pods'
             # security group admit exactly this load balancer later, without replacing it.
-            description=f"speech {args.region.key} ingress load balancer: HTTPS in, serving port to the VPC",
+            description=f"speech {args.region.key} ingress load balancer: HTTPS in, target port to the VPC",
             tags={"Name": f"{name}-lb"},
             opts=child,
         )
@@ -112,9 +116,9 @@ class RegionalIngress(pulumi.ComponentResource):
             security_group_id=security_group.id,
             cidr_ipv4=args.vpc_cidr,
             ip_protocol="tcp",
-            from_port=SERVING_PORT,
-            to_port=SERVING_PORT,
-            description="connections and target health checks to the serving pods",
+            from_port=args.target_port,
+            to_port=args.target_port,
+            description="connections and target health checks to the target pods",
             opts=child,
         )
 
@@ -137,7 +141,7 @@ class RegionalIngress(pulumi.ComponentResource):
             vpc_id=args.vpc_id,
             target_type="ip",
             protocol="TCP",
-            port=SERVING_PORT,
+            port=args.target_port,
             # A draining pod keeps its open streams this long before the load balancer resets them.
             deregistration_delay=300,
             health_check={
@@ -284,7 +288,18 @@ class RegionalIngress(pulumi.ComponentResource):
             description=f"speech {args.region.key} ({args.region.aws_region}, jurisdiction {args.region.jurisdiction})",
             # The origin is the regional hostname, which resolves straight to this region's load balancer (never
             # through Cloudflare), so a pool is exactly one region and the pool's jurisdiction is the region's.
-            origins=[{"name": args.region.key, "address": hostname, "enabled": True, "weight": 1}],
+            # Without the Host header Cloudflare would send the balancer's own hostname (SNI and Host), which the
+            # load balancer's certificate does not name: a Full (strict) zone answers 526 to users while the
+            # monitor, which sends its own Host header, still reports the pool healthy.
+            origins=[
+                cloudflare.LoadBalancerPoolOriginArgs(
+                    name=args.region.key,
+                    address=hostname,
+                    enabled=True,
+                    weight=1,
+                    header=cloudflare.LoadBalancerPoolOriginHeaderArgs(hosts=[hostname]),
+                )
+            ],
             minimum_origins=1,
             monitor=monitor.id,
             # Probe from where the region's own users are; no region code means Cloudflare's default probes.

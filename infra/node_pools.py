@@ -1,4 +1,5 @@
-"""EKS managed node groups (GPU, CPU, spot) and the GPU pool's night scale-down.
+"""EKS managed node groups (GPU, CPU, spot), what cluster-autoscaler needs to scale them from zero, and the GPU
+pool's night floor.
 
 Which pools exist, their AMI, capacity type, labels and taints are decided here in one table (:func:`pool_specs`),
 so a test can compare every stack's node groups against it and against the stack's config.
@@ -29,15 +30,32 @@ class Taint:
     effect: str  # EKS API spelling: NO_SCHEDULE, NO_EXECUTE, PREFER_NO_SCHEDULE
 
 
+# What the NVIDIA device plugin's DaemonSet selects GPU nodes by.
+GPU_NODE_LABELS = {"nvidia.com/gpu.present": "true"}
+POOL_LABEL = "speech.io/pool"
 # Only pods that ask for a GPU (and tolerate this) land on GPU nodes; system pods stay on the CPU pool.
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NO_SCHEDULE")
 # Spot nodes can be reclaimed with two minutes' notice: only batch transcription, which retries, tolerates that.
 SPOT_TAINT = Taint("speech.io/spot", "true", "NO_SCHEDULE")
 
 
+# cluster-autoscaler's Auto Scaling group tags that describe a node it has not started yet: with no node of a group
+# running, these are all it knows of the labels, taints and GPUs a new node would bring.
+AUTOSCALER_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
+GPU_RESOURCE = "nvidia.com/gpu"
+# EKS's taint effects as Kubernetes (and cluster-autoscaler's taint tags) spell them.
+KUBERNETES_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+# NVIDIA GPUs per instance for the sizes of config.GPU_FAMILIES that carry more than one; every other size has one.
+_MULTI_GPU_SIZES = {
+    "g4dn.12xlarge": 4, "g4dn.metal": 8, "g5.12xlarge": 4, "g5.24xlarge": 4, "g5.48xlarge": 8,
+    "g6.12xlarge": 4, "g6.24xlarge": 4, "g6.48xlarge": 8, "g6e.12xlarge": 4, "g6e.24xlarge": 4, "g6e.48xlarge": 8,
+    "p4d.24xlarge": 8, "p4de.24xlarge": 8, "p5.48xlarge": 8, "p5e.48xlarge": 8, "p5en.48xlarge": 8,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class NightScaleDown:
-    """Desired GPU nodes outside ``peak_hours`` (local [start, end) hours in ``timezone``)."""
+    """The GPU pool's floor (min size) outside ``peak_hours`` (local [start, end) hours in ``timezone``)."""
 
     timezone: str
     peak_hours: tuple[int, int]
@@ -58,7 +76,7 @@ class PoolSpec:
 
 def pool_specs(cfg: config.RegionalConfig) -> tuple[PoolSpec, ...]:
     """The node pools a regional cluster runs, from its config and its region's peak hours."""
-    gpu_labels = {"nvidia.com/gpu.present": "true"}
+    gpu_labels = dict(GPU_NODE_LABELS)
     specs = [
         PoolSpec(
             role="gpu",
@@ -67,7 +85,7 @@ def pool_specs(cfg: config.RegionalConfig) -> tuple[PoolSpec, ...]:
             pool=cfg.gpu_pool,
             # CUDA serving images are several GiB; the default 20 GiB root volume fills after two image versions.
             disk_size_gib=100,
-            labels={"speech.io/pool": "gpu", **gpu_labels},
+            labels={POOL_LABEL: "gpu", **gpu_labels},
             taints=(GPU_TAINT,),
             night=NightScaleDown(cfg.region.timezone, cfg.region.peak_hours, cfg.gpu_pool.night_size),
         ),
@@ -77,7 +95,7 @@ def pool_specs(cfg: config.RegionalConfig) -> tuple[PoolSpec, ...]:
             capacity_type="ON_DEMAND",
             pool=cfg.cpu_pool,
             disk_size_gib=50,
-            labels={"speech.io/pool": "cpu"},
+            labels={POOL_LABEL: "cpu"},
         ),
     ]
     if cfg.spot_pool.enabled:
@@ -88,11 +106,35 @@ def pool_specs(cfg: config.RegionalConfig) -> tuple[PoolSpec, ...]:
                 capacity_type="SPOT",
                 pool=cfg.spot_pool,
                 disk_size_gib=100,
-                labels={"speech.io/pool": "spot", "speech.io/capacity": "spot", **gpu_labels},
+                labels={POOL_LABEL: "spot", "speech.io/capacity": "spot", **gpu_labels},
                 taints=(GPU_TAINT, SPOT_TAINT),
             )
         )
     return tuple(specs)
+
+
+def toleration(taint: Taint) -> dict[str, str]:
+    """The toleration a pod needs to run on a node with ``taint``."""
+    return {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": KUBERNETES_EFFECTS[taint.effect]}
+
+
+def gpus_per_node(instance_types: Sequence[str]) -> int:
+    """GPUs the smallest instance type of a pool brings: a template must not promise more than any node has."""
+    return min(_MULTI_GPU_SIZES.get(t, 1) for t in instance_types)
+
+
+def autoscaler_template_tags(spec: PoolSpec) -> dict[str, str]:
+    """The node-template tags that let cluster-autoscaler scale ``spec``'s pool up from zero nodes.
+
+    Without them a pending pod that needs the spot taint's toleration or a GPU matches no group that has no node
+    yet, and the pool never leaves zero.
+    """
+    tags = {f"{AUTOSCALER_TEMPLATE_TAG}/label/{key}": value for key, value in spec.labels.items()}
+    for taint in spec.taints:
+        tags[f"{AUTOSCALER_TEMPLATE_TAG}/taint/{taint.key}"] = f"{taint.value}:{KUBERNETES_EFFECTS[taint.effect]}"
+    if spec.ami_type == GPU_AMI_TYPE:
+        tags[f"{AUTOSCALER_TEMPLATE_TAG}/resources/{GPU_RESOURCE}"] = str(gpus_per_node(spec.pool.instance_types))
+    return tags
 
 
 def night_crons(peak_hours: tuple[int, int]) -> tuple[str, str] | None:
@@ -115,12 +157,14 @@ class NodePoolArgs:
 
 
 class NodePool(pulumi.ComponentResource):
-    """One managed node group in the private subnets, and for the GPU pool its day/night schedule.
+    """One managed node group in the private subnets, tagged for cluster-autoscaler, and for the GPU pool its
+    day/night floor.
 
-    The desired size belongs to the autoscaler and the schedules once the group exists, so Pulumi ignores drift in
-    it; min and max stay Pulumi's. The night schedule acts on the Auto Scaling group EKS created for the node
-    group (its name is only known after creation) and keeps min and max, so the autoscaler can still add nodes
-    when night traffic needs them.
+    The desired size belongs to cluster-autoscaler once the group exists, so Pulumi ignores drift in it; min and
+    max stay Pulumi's. The night schedule acts on the Auto Scaling group EKS created for the node group (its name is
+    only known after creation) and moves only the floor (min size): desired capacity is the autoscaler's, and a
+    schedule that set it would fight the autoscaler twice a day. EKS node auto-repair replaces nodes whose kubelet
+    or GPU reports unhealthy.
     """
 
     node_group_name: pulumi.Output[str]
@@ -145,6 +189,7 @@ class NodePool(pulumi.ComponentResource):
                 min_size=size.min_size, desired_size=size.desired_size, max_size=size.max_size
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True),
             labels=dict(spec.labels),
             taints=[aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value, effect=t.effect) for t in spec.taints],
             tags={**args.tags, POOL_TAG: spec.role},
@@ -155,15 +200,22 @@ class NodePool(pulumi.ComponentResource):
             ),
         )
         asg_name = group.resources.apply(_autoscaling_group_name)
+        child = pulumi.ResourceOptions(parent=self)
+
+        # Managed node groups do not copy their tags to the Auto Scaling group, where cluster-autoscaler reads them.
+        for key, value in autoscaler_template_tags(spec).items():
+            aws.autoscaling.Tag(
+                f"{name}-template-{key.removeprefix(AUTOSCALER_TEMPLATE_TAG + '/').replace('/', '-')}",
+                region=region,
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=child,
+            )
 
         crons = night_crons(spec.night.peak_hours) if spec.night else None
         if spec.night and crons:
             day_cron, night_cron = crons
-            child = pulumi.ResourceOptions(parent=self)
-            for role, cron, desired in (
-                ("day", day_cron, size.desired_size),
-                ("night", night_cron, spec.night.night_size),
-            ):
+            for role, cron, floor in (("day", day_cron, size.min_size), ("night", night_cron, spec.night.night_size)):
                 aws.autoscaling.Schedule(
                     f"{name}-{role}",
                     region=region,
@@ -171,9 +223,7 @@ class NodePool(pulumi.ComponentResource):
                     scheduled_action_name=f"speech-{spec.role}-{role}",
                     recurrence=cron,
                     time_zone=spec.night.timezone,
-                    min_size=size.min_size,
-                    max_size=size.max_size,
-                    desired_capacity=desired,
+                    min_size=floor,
                     opts=child,
                 )
 

@@ -65,6 +65,8 @@ class Registration:
     is_custom: bool
     dependencies: tuple[str, ...] = ()  # URNs this registration waits for (inputs and depends_on)
     ignore_changes: tuple[str, ...] = ()
+    provider: str | None = None  # "<provider URN>::<id>" when the resource names an explicit provider
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the mock answered (ids, ARNs, DNS names)
 
 
 @dataclass
@@ -188,6 +190,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in range(1, 4)], "id": region}, []
         if args.token == "aws:index/getRegion:getRegion":
             return {"name": region, "region": region, "id": region}, []
+        if args.token == "aws:index/getIpRanges:getIpRanges":
+            # Documentation ranges (RFC 5737) stand in for the service's published ones, two per region.
+            return {
+                "cidrBlocks": ["192.0.2.0/25", "198.51.100.0/25"],
+                "ipv6CidrBlocks": [],
+                "regions": args.args.get("regions", []),
+                "services": args.args.get("services", []),
+                "createDate": "2026-01-01-00-00-00",
+                "syncToken": 1,
+                "id": "ip-ranges",
+            }, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         return {}, []
@@ -216,6 +229,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 is_custom=bool(request.custom),
                 dependencies=tuple(request.dependencies),
                 ignore_changes=tuple(request.ignoreChanges),
+                provider=request.provider or None,
+                outputs=_plain(pulumi.runtime.rpc.deserialize_properties(response.object)),
             )
         )
         return response

@@ -18,6 +18,10 @@ from infra.cluster import Cluster, ClusterArgs, cluster_name
 from infra.dns import GeoDns, GeoDnsArgs
 from infra.endpoints import RegionalEndpoint
 from infra.ingress import RegionalIngress, RegionalIngressArgs
+from infra.k8s.addons import MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS, ClusterAddons, ClusterAddonsArgs
+from infra.k8s.entry import PublicEntry, PublicEntryArgs
+from infra.k8s.mesh import GATEWAY_LABELS, GATEWAY_NAMESPACE, GATEWAY_TARGET_PORT, Mesh, MeshArgs
+from infra.k8s.workload import BATCH, REALTIME, ServingWorkload, ServingWorkloadArgs
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
 from infra.network import Network, NetworkArgs
@@ -59,6 +63,9 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
             pools=pool_specs(cfg),
             subnet_ids=network.private_subnet_ids,
             kms_key_arn=key.key_arn,
+            public_access_cidrs=cfg.cluster_access.public_access_cidrs,
+            admin_arns=cfg.cluster_access.admin_arns,
+            deletion_protection=cfg.cluster_access.deletion_protection,
         ),
     )
     store = ModelStore(
@@ -80,10 +87,11 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
     pulumi.export("vpcId", network.vpc_id)
     pulumi.export("publicSubnetIds", network.public_subnet_ids)
     pulumi.export("privateSubnetIds", network.private_subnet_ids)
-    build_regional_traffic(cfg, network)
+    ingress = build_regional_traffic(cfg, network)
+    build_regional_workload(topology, cfg, network, cluster, store, ingress)
 
 
-def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> None:
+def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> RegionalIngress:
     """The region's public endpoint, health check and Cloudflare pool; the global stack reads their ids."""
     ingress = RegionalIngress(
         f"speech-{cfg.region.key}-ingress",
@@ -95,10 +103,70 @@ def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> None
             vpc_cidr=cfg.vpc_cidr,
             public_subnet_ids=network.public_subnet_ids,
             cloudflare_account_id=cfg.cloudflare.account_id if cfg.cloudflare else None,
+            target_port=GATEWAY_TARGET_PORT,
         ),
     )
     for output_name, value in ingress.stack_exports().items():
         pulumi.export(output_name, value)
+    return ingress
+
+
+def build_regional_workload(
+    topology: Topology,
+    cfg: config.RegionalConfig,
+    network: Network,
+    cluster: Cluster,
+    store: ModelStore,
+    ingress: RegionalIngress,
+) -> None:
+    """Add-ons, the mesh, the serving workload and the path from the load balancer to it, on the cluster."""
+    base = f"speech-{cfg.region.key}"
+    addons = ClusterAddons(
+        f"{base}-addons",
+        ClusterAddonsArgs(
+            region=cfg.region,
+            provider=cluster.provider,
+            cluster_name=cluster.name,
+            kubernetes_version=cfg.kubernetes_version,
+            vpc_id=network.vpc_id,
+            target_group_arn=ingress.target_group_arn,
+            spot_autoscaling_group=cluster.autoscaling_groups.get("spot"),
+            depends_on=cluster.ready,
+        ),
+    )
+    mesh = Mesh(f"{base}-mesh", MeshArgs(provider=cluster.provider, depends_on=[addons.lb_controller]))
+    workload = ServingWorkload(
+        f"{base}-serving",
+        ServingWorkloadArgs(
+            region=cfg.region,
+            topology=topology,
+            provider=cluster.provider,
+            image=cfg.image,
+            model=cfg.model,
+            bucket_name=store.bucket_name,
+            serving=cfg.serving,
+            with_batch=cfg.spot_pool.enabled,
+            prometheus_url=addons.prometheus_url,
+            prometheus=(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS),
+            gateway=(GATEWAY_NAMESPACE, GATEWAY_LABELS),
+            depends_on=[addons.device_plugin, addons.keda, addons.prometheus, *cluster.ready],
+        ),
+    )
+    PublicEntry(
+        f"{base}-entry",
+        PublicEntryArgs(
+            region=cfg.region,
+            provider=cluster.provider,
+            namespace=workload.namespace,
+            realtime_service=workload.services[REALTIME],
+            batch_service=workload.services.get(BATCH),
+            target_group_arn=ingress.target_group_arn,
+            load_balancer_security_group_id=ingress.security_group_id,
+            node_security_group_id=cluster.cluster_security_group_id,
+            depends_on=[addons.lb_controller, mesh.gateway, *mesh.control_plane],
+        ),
+    )
+    pulumi.export("servingNamespace", workload.namespace)
 
 
 def build_global(topology: Topology, cfg: config.GlobalConfig) -> None:

@@ -6,13 +6,22 @@ against the topology the program builds; every component takes that object (or a
 value, what is allowed and the file to edit, instead of a provider stack trace halfway through a deployment.
 
 One module per section: `region` (which topology region), `domain` (DNS names, Cloudflare, stack prefix),
-`network` (VPC), `cluster` (Kubernetes version, node pools), `workload` (model, image); `reader` formats every
+`network` (VPC), `cluster` (Kubernetes version, API access, node pools), `workload` (model, image),
+`serving` (profile, replicas, autoscaling targets, drain); `reader` formats every
 error alike and `stack` assembles a regional or global stack's sections.
 """
 
-from infra.config.cluster import GPU_FAMILIES, GpuPoolConfig, NodePoolConfig, PoolSize, SpotPoolConfig
+from infra.config.cluster import (
+    GPU_FAMILIES,
+    ClusterAccessConfig,
+    GpuPoolConfig,
+    NodePoolConfig,
+    PoolSize,
+    SpotPoolConfig,
+)
 from infra.config.domain import CloudflareBalancerConfig, CloudflareConfig
 from infra.config.reader import ConfigError
+from infra.config.serving import ReplicaBounds, ServingConfig
 from infra.config.stack import GlobalConfig, RegionalConfig, StackConfig, from_pulumi, load
 from infra.config.workload import ModelConfig
 
@@ -20,6 +29,7 @@ __all__ = [
     "GPU_FAMILIES",
     "CloudflareBalancerConfig",
     "CloudflareConfig",
+    "ClusterAccessConfig",
     "ConfigError",
     "GlobalConfig",
     "GpuPoolConfig",
@@ -27,6 +37,8 @@ __all__ = [
     "NodePoolConfig",
     "PoolSize",
     "RegionalConfig",
+    "ReplicaBounds",
+    "ServingConfig",
     "SpotPoolConfig",
     "StackConfig",
     "from_pulumi",

@@ -1,7 +1,8 @@
-"""`speech:kubernetesVersion` and the node pools: `gpuPool`, `cpuPool`, `spotPool` and their instance types."""
+"""`speech:kubernetesVersion`, `speech:clusterAccess` and the node pools: `gpuPool`, `cpuPool`, `spotPool`."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from infra.versions import SUPPORTED_KUBERNETES_VERSIONS
 # the ARM AMI and a different image, so it is refused rather than silently given the wrong AMI.
 GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p4d", "p4de", "p5", "p5e", "p5en")
 _INSTANCE_TYPE = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9]+)$")
+_PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$")
+_ACCESS_FIELDS = {"publicAccessCidrs", "admins", "deletionProtection"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,16 @@ class NodePoolConfig:
 
 @dataclass(frozen=True)
 class GpuPoolConfig(NodePoolConfig):
-    night_size: int  # desired size outside the region's peak hours
+    night_size: int  # the floor (min size) outside the region's peak hours; minSize is the floor at peak
+
+
+@dataclass(frozen=True)
+class ClusterAccessConfig:
+    """Who may reach and administer the cluster's API, and whether it may be deleted."""
+
+    public_access_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    admin_arns: tuple[str, ...] = ()  # IAM roles or users given cluster-admin through EKS access entries
+    deletion_protection: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,12 +108,9 @@ def read_gpu_pool(reader: Reader) -> GpuPoolConfig:
     raw = reader.require("gpuPool", "an object with minSize, desiredSize, maxSize and nightSize")
     size = _pool_size(reader, "gpuPool", raw, maximum=200)
     night = reader.integer(f"{NAMESPACE}:gpuPool.nightSize", raw.get("nightSize", size.min_size), 0, 200)
-    if not size.min_size <= night <= size.max_size:
-        raise reader.fail(
-            f"{NAMESPACE}:gpuPool.nightSize",
-            night,
-            f"must lie between minSize ({size.min_size}) and maxSize ({size.max_size})",
-        )
+    if night > size.min_size:
+        # The night schedule lowers the floor the autoscaler keeps; a night floor above the day's would raise it.
+        raise reader.fail(f"{NAMESPACE}:gpuPool.nightSize", night, f"must lie between 0 and minSize ({size.min_size})")
     return GpuPoolConfig(
         instance_types=_instance_types(reader, "gpuInstanceTypes", gpu=True), size=size, night_size=night
     )
@@ -134,4 +143,40 @@ def read_spot_pool(reader: Reader) -> SpotPoolConfig:
     instance_types = _instance_types(nested, "spotPool.instanceTypes", gpu=True)
     return SpotPoolConfig(
         instance_types=instance_types, size=_pool_size(reader, "spotPool", raw, maximum=200), enabled=True
+    )
+
+
+def read_cluster_access(reader: Reader) -> ClusterAccessConfig:
+    key = f"{NAMESPACE}:clusterAccess"
+    raw = reader.get("clusterAccess")
+    if raw is None:
+        return ClusterAccessConfig()
+    if not isinstance(raw, dict) or set(raw) - _ACCESS_FIELDS:
+        raise reader.fail(key, raw, f"must be an object with any of {', '.join(sorted(_ACCESS_FIELDS))}")
+    defaults = ClusterAccessConfig()
+    cidrs = raw.get("publicAccessCidrs", list(defaults.public_access_cidrs))
+    if not isinstance(cidrs, list) or not cidrs:
+        raise reader.fail(f"{key}.publicAccessCidrs", cidrs, "must be a non-empty list of IPv4 networks")
+    for i, cidr in enumerate(cidrs):
+        try:
+            ipaddress.IPv4Network(cidr)
+        except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, TypeError, ValueError):
+            raise reader.fail(
+                f"{key}.publicAccessCidrs[{i}]", cidr, "is not an IPv4 network such as 203.0.113.0/24"
+            ) from None
+    admins = raw.get("admins", [])
+    if not isinstance(admins, list):
+        raise reader.fail(f"{key}.admins", admins, "must be a list of IAM role or user ARNs")
+    for i, arn in enumerate(admins):
+        if not isinstance(arn, str) or not _PRINCIPAL_ARN.match(arn):
+            raise reader.fail(
+                f"{key}.admins[{i}]", arn, "is not an IAM role or user ARN like arn:aws:iam::123456789012:role/admins"
+            )
+    if len(set(admins)) != len(admins):
+        raise reader.fail(f"{key}.admins", admins, "lists a principal twice")
+    protection = raw.get("deletionProtection", defaults.deletion_protection)
+    if not isinstance(protection, bool):
+        raise reader.fail(f"{key}.deletionProtection", protection, "must be true or false")
+    return ClusterAccessConfig(
+        public_access_cidrs=tuple(cidrs), admin_arns=tuple(admins), deletion_protection=protection
     )

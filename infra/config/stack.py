@@ -8,9 +8,11 @@ from typing import Any
 
 from contract.topology import Jurisdiction, Region, Topology
 from infra.config.cluster import (
+    ClusterAccessConfig,
     GpuPoolConfig,
     NodePoolConfig,
     SpotPoolConfig,
+    read_cluster_access,
     read_cpu_pool,
     read_gpu_pool,
     read_kubernetes_version,
@@ -27,6 +29,7 @@ from infra.config.domain import (
 from infra.config.network import read_availability_zones, read_vpc_cidr
 from infra.config.reader import NAMESPACE, Reader
 from infra.config.region import read_region
+from infra.config.serving import ServingConfig, read_serving
 from infra.config.workload import ModelConfig, read_image, read_model
 
 
@@ -40,6 +43,7 @@ class RegionalConfig:
     domain: str
     hosted_zone_id: str
     kubernetes_version: str
+    cluster_access: ClusterAccessConfig
     vpc_cidr: str
     availability_zones: int
     gpu_pool: GpuPoolConfig
@@ -47,6 +51,7 @@ class RegionalConfig:
     spot_pool: SpotPoolConfig
     model: ModelConfig
     image: str
+    serving: ServingConfig
     cloudflare: CloudflareConfig | None
 
 
@@ -69,7 +74,7 @@ StackConfig = RegionalConfig | GlobalConfig
 _COMMON_KEYS = {"scope", "domain", "hostedZoneId", "cloudflare"}
 _REGIONAL_KEYS = _COMMON_KEYS | {
     "region", "jurisdiction", "kubernetesVersion", "vpcCidr", "availabilityZones", "gpuInstanceTypes", "gpuPool",
-    "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image",
+    "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image", "clusterAccess", "serving",
 }  # fmt: skip
 _GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix"}
 
@@ -101,6 +106,10 @@ def _load_regional(reader: Reader, topology: Topology) -> RegionalConfig:
     reader.unknown_keys(_REGIONAL_KEYS)
     region = read_region(reader, topology)
     domain, zone = read_domain(reader)
+    kubernetes_version = read_kubernetes_version(reader)
+    cluster_access = read_cluster_access(reader)
+    vpc_cidr, availability_zones = read_vpc_cidr(reader), read_availability_zones(reader)
+    gpu_pool, cpu_pool, spot_pool = read_gpu_pool(reader), read_cpu_pool(reader), read_spot_pool(reader)
     # Keyword arguments are evaluated in order, so the first bad key in this order is the one reported.
     return RegionalConfig(
         stack=reader.stack,
@@ -108,14 +117,16 @@ def _load_regional(reader: Reader, topology: Topology) -> RegionalConfig:
         jurisdiction=topology.jurisdiction_of(region),
         domain=domain,
         hosted_zone_id=zone,
-        kubernetes_version=read_kubernetes_version(reader),
-        vpc_cidr=read_vpc_cidr(reader),
-        availability_zones=read_availability_zones(reader),
-        gpu_pool=read_gpu_pool(reader),
-        cpu_pool=read_cpu_pool(reader),
-        spot_pool=read_spot_pool(reader),
+        kubernetes_version=kubernetes_version,
+        cluster_access=cluster_access,
+        vpc_cidr=vpc_cidr,
+        availability_zones=availability_zones,
+        gpu_pool=gpu_pool,
+        cpu_pool=cpu_pool,
+        spot_pool=spot_pool,
         model=read_model(reader),
         image=read_image(reader),
+        serving=read_serving(reader, gpu_pool, spot_pool),
         cloudflare=read_cloudflare(reader),
     )
 

@@ -25,7 +25,7 @@ def test_every_regional_stack_file_loads_into_its_topology_region(stack):
     assert isinstance(cfg, config.RegionalConfig)
     assert cfg.region is DEFAULT_TOPOLOGY.region(stack)
     assert cfg.jurisdiction.code == DEFAULT_TOPOLOGY.region(stack).jurisdiction
-    assert cfg.gpu_pool.size.min_size <= cfg.gpu_pool.night_size <= cfg.gpu_pool.size.max_size
+    assert 0 <= cfg.gpu_pool.night_size <= cfg.gpu_pool.size.min_size
 
 
 def test_global_stack_file_loads():
@@ -57,8 +57,8 @@ CASES = [
      "speech:gpuPool.minSize = 5 must not exceed maxSize (2)"),
     ("speech:gpuPool", {"minSize": 1, "desiredSize": 9, "maxSize": 8, "nightSize": 1},
      "speech:gpuPool.desiredSize = 9 must lie between minSize (1) and maxSize (8)"),
-    ("speech:gpuPool", {"minSize": 1, "desiredSize": 2, "maxSize": 8, "nightSize": 0},
-     "speech:gpuPool.nightSize = 0 must lie between minSize (1) and maxSize (8)"),
+    ("speech:gpuPool", {"minSize": 1, "desiredSize": 2, "maxSize": 8, "nightSize": 2},
+     "speech:gpuPool.nightSize = 2 must lie between 0 and minSize (1)"),
     ("speech:gpuPool", {"minSize": -1, "desiredSize": 2, "maxSize": 8},
      "speech:gpuPool.minSize = -1 must be a whole number from 0 to 200"),
     ("speech:gpuPool", {"minSize": 1, "maxSize": 8}, "speech:gpuPool.desiredSize = <missing> is required"),

@@ -1,0 +1,105 @@
+"""Every Kubernetes object a regional stack applies is valid for the cluster it goes to.
+
+Core objects are checked with `kubernetes-validate` against the schemas of the stack's Kubernetes version, in
+strict mode (an unknown or misspelt field fails, which plain dict inputs would otherwise let through). Istio, KEDA
+and Prometheus-operator objects are checked against the CRD schemas the `@kubernetes-models` packages ship
+(tests/k8s_schemas, installed by scripts/setup.sh). TargetGroupBinding has no published validator package: its
+API version and the fields the controller requires are checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from contract.topology import DEFAULT_TOPOLOGY
+from infra import config, offline
+from tests.conftest import REGIONAL_STACKS
+from tests.infra import kube
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "k8s_schemas"
+CRD_GROUPS = ("networking.istio.io/", "keda.sh/", "monitoring.coreos.com/")
+CORE_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")
+
+
+def _version(stack: str) -> str:
+    cfg = config.load(stack, offline.stack_config(stack), DEFAULT_TOPOLOGY)
+    assert isinstance(cfg, config.RegionalConfig)
+    return f"{cfg.kubernetes_version}.0"
+
+
+def _validate_custom(objects: list[dict]) -> list[str | None]:
+    node = shutil.which("node")
+    assert node, "Node.js runs the CRD validators (scripts/setup.sh installs it)"
+    assert (SCHEMAS / "node_modules").is_dir(), "run `npm ci --prefix tests/k8s_schemas` (scripts/setup.sh does)"
+    result = subprocess.run(
+        [node, str(SCHEMAS / "validate.mjs")],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=SCHEMAS,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_core_object_is_valid_for_the_stacks_kubernetes_version(program, stack):
+    version = _version(stack)
+    core = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"] in CORE_GROUPS]
+    assert {o["kind"] for o in core} >= {
+        "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"
+    }  # fmt: skip
+    for manifest in core:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{manifest['kind']} {manifest['metadata'].get('name')}: {exc.message} at {list(exc.path)}")
+
+
+def test_strict_validation_catches_a_misspelt_field_that_a_plain_dict_input_lets_through(program):
+    (deployment, *_) = kube.of_kind(program("eu-west"), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"port": 8000}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, _version("eu-west"), strict=True)
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_istio_keda_and_prometheus_object_matches_its_crd_schema(program, stack):
+    custom = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"].startswith(CRD_GROUPS)]
+    assert {o["kind"] for o in custom} == {"Gateway", "VirtualService", "ScaledObject", "ServiceMonitor"}
+    for manifest, problem in zip(custom, _validate_custom(custom), strict=True):
+        assert problem is None, f"{manifest['kind']} {manifest['metadata']['name']}: {problem}"
+
+
+def test_the_crd_validators_reject_an_invalid_object():
+    broken = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}, "spec": {}}
+    (problem,) = _validate_custom([broken])
+    assert problem is not None and "scaleTargetRef" in problem
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_target_group_binding_has_what_the_load_balancer_controller_requires(program, stack):
+    (binding,) = kube.of_kind(program(stack), "TargetGroupBinding")
+    assert binding["apiVersion"] == "elbv2.k8s.aws/v1beta1"
+    assert binding["metadata"]["name"] and binding["metadata"]["namespace"]
+    spec = binding["spec"]
+    assert spec["targetGroupARN"].startswith("arn:aws:")
+    assert set(spec["serviceRef"]) == {"name", "port"} and isinstance(spec["serviceRef"]["port"], int)
+    assert spec["targetType"] in ("ip", "instance")
+    assert set(spec) <= {"serviceRef", "targetGroupARN", "targetType", "networking", "nodeSelector", "ipAddressType"}
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_kubernetes_object_is_namespaced_and_named_explicitly(program, stack):
+    for manifest in (kube.manifest(r) for r in kube.objects(program(stack))):
+        assert manifest["metadata"].get("name"), f"{manifest['kind']} would be auto-named"
+        if manifest["kind"] != "Namespace":
+            assert manifest["metadata"].get("namespace"), f"{manifest['kind']} {manifest['metadata']['name']}"
