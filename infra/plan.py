@@ -25,7 +25,12 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone"),
     "aws:eks/cluster:Cluster": ("version",),
     "aws:eks/nodeGroup:NodeGroup": ("amiType", "capacityType", "instanceTypes", "scalingConfig", "taints"),
-    "aws:autoscaling/schedule:Schedule": ("recurrence", "timeZone", "desiredCapacity"),
+    "aws:autoscaling/schedule:Schedule": ("recurrence", "timeZone", "minSize"),
+    "aws:autoscaling/tag:Tag": ("tag",),
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": ("namespace", "serviceAccount"),
+    "aws:eks/accessEntry:AccessEntry": ("principalArn",),
+    "aws:lb/targetGroup:TargetGroup": ("targetType", "port"),
+    "kubernetes:helm.sh/v3:Release": ("name", "chart", "version", "namespace"),
     "aws:s3/bucket:Bucket": ("bucket",),
     "aws:s3/bucketReplicationConfig:BucketReplicationConfig": ("rules",),
     "aws:route53/record:Record": (
@@ -51,9 +56,32 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Kubernetes objects: where they live, and the part of the spec a reviewer checks first.
+KUBERNETES_SPEC_KEYS = (
+    "serviceRef", "targetGroupARN", "selector", "servers", "gateways", "scaleTargetRef", "minReplicaCount",
+    "maxReplicaCount", "endpoints", "policyTypes", "ports", "maxUnavailable",
+)  # fmt: skip
+
+
+def _kubernetes_summary(inputs: dict[str, Any]) -> dict[str, Any]:
+    metadata, spec = inputs.get("metadata") or {}, inputs.get("spec") or {}
+    shown = {"name": metadata.get("name"), "namespace": metadata.get("namespace")}
+    shown.update({k: spec[k] for k in KUBERNETES_SPEC_KEYS if k in spec})
+    pod = (spec.get("template") or {}).get("spec") or {}
+    if pod:
+        shown["image"] = [c.get("image") for c in pod.get("containers", [])]
+        shown["resources"] = [c.get("resources") for c in pod.get("containers", [])]
+        shown["terminationGracePeriodSeconds"] = pod.get("terminationGracePeriodSeconds")
+    if "http" in spec:
+        shown["routes"] = [(r.get("name"), r.get("match")) for r in spec["http"]]
+    return {k: v for k, v in shown.items() if v is not None}
+
+
 def _summary(resource: offline.Registration) -> str:
     keys = KEY_PROPERTIES.get(resource.type, ())
     shown = {k: resource.inputs[k] for k in keys if k in resource.inputs}
+    if resource.type.startswith("kubernetes:") and "apiVersion" in resource.inputs:
+        shown = _kubernetes_summary(resource.inputs)
     if "region" in resource.inputs:
         shown = {"region": resource.inputs["region"], **shown}
     return json.dumps(shown, sort_keys=False, default=str) if shown else ""

@@ -129,10 +129,10 @@ class PublicEntry(pulumi.ComponentResource):
             metadata={"name": PUBLIC_GATEWAY, "namespace": args.namespace},
             spec={
                 "hosts": ["*"],
-                "gateways": [gateway.metadata["name"]],
+                "gateways": [PUBLIC_GATEWAY],
                 "http": pulumi.Output.all(realtime_host, batch_host).apply(lambda hosts: http_routes(*hosts)),
             },
-            opts=on_cluster,
+            opts=on_cluster.merge(pulumi.ResourceOptions(depends_on=[gateway])),
         )
         self.register_outputs({})
 

@@ -90,11 +90,15 @@ def network_policies(
     specs = pulumi.Output.from_input(s3_cidrs).apply(
         lambda cidrs: policy_specs(serving_labels, gateway, prometheus, cidrs)
     )
+
+    def spec_of(policy: str) -> pulumi.Output[Any]:
+        return specs.apply(lambda all_specs: all_specs[policy])
+
     return [
         kubernetes.networking.v1.NetworkPolicy(
             f"{name}-{policy}",
             metadata=kubernetes.meta.v1.ObjectMetaArgs(name=policy, namespace=namespace),
-            spec=specs.apply(lambda all_specs, key=policy: all_specs[key]),
+            spec=spec_of(policy),
             opts=opts,
         )
         for policy in ("default-deny", "serving-ingress", "serving-egress")

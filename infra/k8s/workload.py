@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -162,9 +163,9 @@ class ServingWorkload(pulumi.ComponentResource):
         metadata = kubernetes.meta.v1.ObjectMetaArgs(
             name=object_name, namespace=namespace, labels=pod_spec.labels(role)
         )
-        selector = {"matchLabels": pod_spec.labels(role)}
+        selector = kubernetes.meta.v1.LabelSelectorArgs(match_labels=pod_spec.labels(role))
         where = pod_spec.placement(args.serving.profile, role)
-        template = config_hash.apply(
+        template: pulumi.Output[Any] = config_hash.apply(
             lambda digest: pod_spec.pod_template(
                 role,
                 args.image,
@@ -179,36 +180,39 @@ class ServingWorkload(pulumi.ComponentResource):
             f"{name}-{role}",
             metadata=metadata,
             # No replicas: KEDA's HPA owns the count, and a count applied here would fight it on every update.
-            spec={
-                "selector": selector,
+            spec=kubernetes.apps.v1.DeploymentSpecArgs(
+                selector=selector,
                 # Never below the current count during a rollout: a new pod must be ready (model warmed) first.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": template,
-            },
+                strategy=kubernetes.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=kubernetes.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
+                ),
+                template=template,
+            ),
             opts=opts,
         )
         kubernetes.policy.v1.PodDisruptionBudget(
             f"{name}-{role}-budget",
             metadata=metadata,
-            spec={"maxUnavailable": 1, "selector": selector},
+            spec=kubernetes.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
             opts=opts,
         )
         return kubernetes.core.v1.Service(
             f"{name}-{role}-service",
             metadata=metadata,
-            spec={
-                "type": "ClusterIP",
-                "selector": pod_spec.labels(role),
-                "ports": [
-                    {
-                        "name": pod_spec.PORT_NAME,
-                        "port": service.SERVING_PORT,
-                        "targetPort": pod_spec.PORT_NAME,
-                        "protocol": "TCP",
+            spec=kubernetes.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=pod_spec.labels(role),
+                ports=[
+                    kubernetes.core.v1.ServicePortArgs(
+                        name=pod_spec.PORT_NAME,
+                        port=service.SERVING_PORT,
+                        target_port=pod_spec.PORT_NAME,
+                        protocol="TCP",
                         # Istio (and the gateway's Envoy) take the protocol from here: HTTP/1.1 with upgrades.
-                        "appProtocol": "http",
-                    }
+                        app_protocol="http",
+                    )
                 ],
-            },
+            ),
             opts=opts,
         )

@@ -63,7 +63,9 @@ def test_the_container_serves_the_api_paths_the_gateway_routes():
 
     from serving import api, stream_api
 
-    assert service.BATCH_PATH in {r.path for r in api.v1.routes if isinstance(r, APIRoute) and "POST" in r.methods}
+    assert service.BATCH_PATH in {
+        r.path for r in api.v1.routes if isinstance(r, APIRoute) and "POST" in (r.methods or ())
+    }
     assert service.STREAM_PATH in {r.path for r in stream_api.router.routes if isinstance(r, APIWebSocketRoute)}
     assert all(p.startswith(service.API_PREFIX) for p in (service.BATCH_PATH, service.STREAM_PATH))
 
@@ -81,11 +83,15 @@ def test_batch_admission_is_exported_as_the_gauge_batch_autoscaling_reads():
     assert metrics.registry.get_sample_value(service.METRIC_BATCH_IN_FLIGHT, {"region": "eu-west"}) == 1
 
 
-def test_load_balancer_and_health_checks_target_the_serving_port_and_readiness(program):
+def test_the_workload_targets_the_serving_port_and_health_checks_probe_readiness(program):
     graph = program("eu-west")
     (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
-    assert target_group.inputs["port"] == service.SERVING_PORT
     assert target_group.inputs["healthCheck"]["path"] == service.READINESS_PATH
+    for deployment in graph.of_type("kubernetes:apps/v1:Deployment"):
+        (container,) = deployment.inputs["spec"]["template"]["spec"]["containers"]
+        assert [p["containerPort"] for p in container["ports"]] == [service.SERVING_PORT]
+    for svc in graph.of_type("kubernetes:core/v1:Service"):
+        assert [p["port"] for p in svc.inputs["spec"]["ports"]] == [service.SERVING_PORT]
     (check,) = graph.of_type("aws:route53/healthCheck:HealthCheck")
     assert check.inputs["resourcePath"] == service.READINESS_PATH
 

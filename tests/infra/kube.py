@@ -47,3 +47,17 @@ def of_kind(graph: offline.Graph, kind: str) -> list[dict[str, Any]]:
 def release(graph: offline.Graph, release_name: str) -> offline.Registration:
     (found,) = [r for r in graph.of_type(HELM_RELEASE) if r.inputs.get("name") == release_name]
     return found
+
+
+def waits_for(graph: offline.Graph, resource: offline.Registration, earlier: offline.Registration) -> bool:
+    """Whether ``resource`` is created only after ``earlier``, directly or through what it waits for."""
+    seen: set[str] = set()
+    pending = list(resource.dependencies)
+    while pending:
+        urn = pending.pop()
+        if urn == earlier.urn:
+            return True
+        if urn not in seen:
+            seen.add(urn)
+            pending.extend(graph.by_urn(urn).dependencies)
+    return False

@@ -6,6 +6,7 @@ import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
 from infra import config, ingress, offline
+from infra.k8s.mesh import GATEWAY_TARGET_PORT
 from tests.conftest import REGIONAL_STACKS
 
 RECORD = "aws:route53/record:Record"
@@ -34,7 +35,7 @@ def test_load_balancer_is_internet_facing_in_the_public_subnets_of_the_region(pr
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_tls_on_443_forwards_to_ip_targets_on_the_serving_port_checked_for_readiness(program, stack):
+def test_tls_on_443_forwards_to_ip_targets_on_the_gateway_port_checked_for_readiness(program, stack):
     graph = program(stack)
     listener = _one(graph, "aws:lb/listener:Listener")
     target_group = _one(graph, "aws:lb/targetGroup:TargetGroup")
@@ -46,7 +47,7 @@ def test_tls_on_443_forwards_to_ip_targets_on_the_serving_port_checked_for_readi
     assert (target_group.inputs["targetType"], target_group.inputs["protocol"], target_group.inputs["port"]) == (
         "ip",
         "TCP",
-        8000,
+        GATEWAY_TARGET_PORT,
     )
     assert target_group.inputs["vpcId"] == graph.exports["vpcId"]
     check = target_group.inputs["healthCheck"]
@@ -54,14 +55,16 @@ def test_tls_on_443_forwards_to_ip_targets_on_the_serving_port_checked_for_readi
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_load_balancer_admits_https_from_anywhere_and_reaches_only_the_serving_port_in_the_vpc(program, stack):
+def test_load_balancer_admits_https_from_anywhere_and_reaches_only_the_gateway_port_in_the_vpc(program, stack):
     graph = program(stack)
-    (https,) = graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    (https,) = [
+        r for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if "-ingress-" in r.name
+    ]
     (egress,) = graph.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
     assert (https.inputs["fromPort"], https.inputs["toPort"], https.inputs["cidrIpv4"]) == (443, 443, "0.0.0.0/0")
     assert (egress.inputs["fromPort"], egress.inputs["toPort"], egress.inputs["cidrIpv4"]) == (
-        8000,
-        8000,
+        GATEWAY_TARGET_PORT,
+        GATEWAY_TARGET_PORT,
         _cfg(stack).vpc_cidr,
     )
 

@@ -7,7 +7,7 @@ import runpy
 import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
-from infra import offline
+from infra import offline, plan
 from tests.conftest import REGIONAL_STACKS
 
 # IAM (roles, policies, OIDC providers) and Route 53 are global services: their resources take no region.
@@ -17,10 +17,14 @@ REGIONAL_COMPONENTS = {
     "speech:infra:RegionKey",
     "speech:infra:Cluster",
     "speech:infra:ModelStore",
+    "speech:infra:ClusterAddons",
+    "speech:infra:Mesh",
+    "speech:infra:ServingWorkload",
+    "speech:infra:PublicEntry",
 }
 EXPORTS = {
     "region", "jurisdiction", "clusterName", "clusterEndpoint", "kubeconfig", "nodePools", "modelBucketName",
-    "modelBucketArn", "kmsKeyArn", "vpcId", "publicSubnetIds", "privateSubnetIds",
+    "modelBucketArn", "kmsKeyArn", "vpcId", "publicSubnetIds", "privateSubnetIds", "servingNamespace",
 }  # fmt: skip
 
 
@@ -67,3 +71,15 @@ def test_the_program_file_pulumi_runs_builds_exactly_the_default_topologys_stack
     expected = program("eu-west")
     assert sorted((r.type, r.name) for r in graph.resources) == sorted((r.type, r.name) for r in expected.resources)
     assert graph.exports == expected.exports
+
+
+def test_the_offline_plan_shows_the_kubernetes_layer_with_its_key_properties(program):
+    tree = plan.render_tree(program("eu-west"))
+    for expected in (
+        'kubernetes:helm.sh/v3:Release  speech-eu-west-mesh-istiod  {"name": "istiod", "chart": "istiod"',
+        'kubernetes:apps/v1:Deployment  speech-eu-west-serving-realtime  {"name": "speech-serving"',
+        '"terminationGracePeriodSeconds": 35',
+        'kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding  speech-eu-west-entry-binding  {"name": "speech-public"',
+        '"routes": [["stream"',
+    ):
+        assert expected in tree
