@@ -71,3 +71,11 @@ def test_a_cheap_region_runs_the_cpu_profile_without_gpu_nodes():
     cfg = config.load("ap-northeast", with_keys("ap-northeast", **CPU_REGION), DEFAULT_TOPOLOGY)
     assert isinstance(cfg, config.RegionalConfig)
     assert not cfg.serving.is_gpu and not cfg.spot_pool.enabled and cfg.gpu_pool.size.min_size == 0
+
+
+def test_every_stack_config_key_is_documented_in_the_readme():
+    from infra.config.stack import _GLOBAL_KEYS, _REGIONAL_KEYS
+
+    readme = (offline.ROOT / "README.md").read_text()
+    for key in sorted(_REGIONAL_KEYS | _GLOBAL_KEYS):
+        assert f"`speech:{key}`" in readme, f"speech:{key} is missing from the README's stack configuration table"
