@@ -27,8 +27,9 @@ from infra.k8s.mesh import GATEWAY_LABELS, GATEWAY_NAMESPACE, GATEWAY_RELEASE, G
 ISTIO_API = "networking.istio.io/v1"
 TARGET_GROUP_BINDING_API = "elbv2.k8s.aws/v1beta1"
 PUBLIC_GATEWAY = "speech-public"
-# A batch clip is at most a few minutes of audio (SPEECH_LIMITS__MAX_AUDIO_S caps it at 600 s).
-BATCH_TIMEOUT = "300s"
+# A batch request holds up to an hour of audio (SPEECH_LIMITS__MAX_AUDIO_S), decoded well under a quarter of real
+# time on the smallest supported node.
+BATCH_TIMEOUT = "900s"
 
 
 def _destination(host: str) -> list[dict[str, Any]]:
