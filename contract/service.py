@@ -33,6 +33,19 @@ def model_prefix(name: str, version: str | None = None) -> str:
     return f"{MODELS_PREFIX}{name}/" + (f"{version}/" if version else "")
 
 
+def model_bucket_name(project: str, region_key: str, account_id: str) -> str:
+    """A region's model store bucket: deterministic, so the release tooling and other stacks can name it unread.
+
+    The account id keeps the globally unique S3 name from colliding with another account deploying the project.
+    """
+    return f"{project}-models-{region_key}-{account_id}"
+
+
+def regional_hostname(region_key: str, domain: str) -> str:
+    """The hostname that reaches exactly one region, whatever the user's location: ``<region key>.<domain>``."""
+    return f"{region_key}.{domain}"
+
+
 # Environment variables the serving container reads. Nested settings use ENV_NESTED_DELIMITER
 # (SPEECH_MODEL__BUCKET is Settings.model.bucket); the infrastructure sets these on the workload.
 ENV_PREFIX = "SPEECH_"
@@ -46,7 +59,10 @@ ENV_MODEL_POLL_INTERVAL_S = "SPEECH_MODEL__POLL_INTERVAL_S"
 ENV_MODEL_CACHE_DIR = "SPEECH_MODEL__CACHE_DIR"  # this server's model cache
 ENV_MODEL_CACHE = "SPEECH_MODEL_CACHE"  # the cache root shared by the server and `python -m serving.export`
 ENV_AUTH_API_KEY_HASHES = "SPEECH_AUTH__API_KEY_HASHES"
-ENV_AUTH_API_KEY_HASHES_FILE = "SPEECH_AUTH__API_KEY_HASHES_FILE"  # a mounted secret, one SHA-256 hex a line
+# A mounted secret, one SHA-256 hex a line, optionally followed by the key's home jurisdiction: `<hex> jurisdiction=eu`.
+ENV_AUTH_API_KEY_HASHES_FILE = "SPEECH_AUTH__API_KEY_HASHES_FILE"
+# The public domain (e.g. speech.example.com): a tenant refused here is sent to https://<region key>.<domain>.
+ENV_PUBLIC_DOMAIN = "SPEECH_PUBLIC_DOMAIN"
 ENV_INFERENCE_THREADS = "SPEECH_INFERENCE_THREADS"
 ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
 
@@ -65,7 +81,9 @@ METRIC_ERRORS = "speech_errors_total"
 METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"
 METRIC_MODEL_INFO = "speech_model_info"
 METRIC_MODEL_SWAPS = "speech_model_swaps_total"
+# Requests refused because the tenant's home jurisdiction may not be served here (labels: jurisdiction, route).
+METRIC_RESIDENCY_REFUSALS = "speech_residency_refusals_total"
 
-# The serving workload's Kubernetes identity: the IAM role for service accounts trusts exactly this subject.
+# The serving workload's Kubernetes identity: its EKS Pod Identity association binds exactly this service account.
 KUBERNETES_NAMESPACE = "speech"
 SERVICE_ACCOUNT = "speech-serving"

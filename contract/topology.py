@@ -210,12 +210,20 @@ class Topology:
         return self.failover_chain(self.region(self.default_region), None)
 
     def replication_targets(self, source: Region) -> tuple[Region, ...]:
-        """Regions whose model stores receive models published in ``source``'s jurisdiction.
+        """Regions whose model stores receive the models published in ``source``'s store.
 
-        Models published in a strict jurisdiction replicate only inside it; nothing replicates from a strict
-        jurisdiction's store to a region outside it.
+        Two stores replicate only when each region may hold the other's data: models published in a strict
+        jurisdiction replicate only inside it, and a strict jurisdiction's stores receive replicas only from inside
+        it too. So a strict store's key and bucket answer to identities of its own jurisdiction alone (no replication
+        role from elsewhere ever needs them), and the strict jurisdiction publishes its own models.
         """
-        return tuple(r for r in self.regions if r != source and self.may_hold_data_of(source.jurisdiction, r))
+        return tuple(
+            r
+            for r in self.regions
+            if r != source
+            and self.may_hold_data_of(source.jurisdiction, r)
+            and self.may_hold_data_of(r.jurisdiction, source)
+        )
 
     # Validation
 

@@ -131,6 +131,9 @@ class Cluster(pulumi.ComponentResource):
             region=region,
             name=f"/aws/eks/{args.cluster_name}/cluster",
             retention_in_days=LOG_RETENTION_DAYS,
+            # Audit logs name users, pods and requests: encrypted with the region's key, which admits only this
+            # region's log groups (infra.access.key_policy).
+            kms_key_id=args.kms_key_arn,
             tags=tags,
             opts=child,
         )
@@ -140,6 +143,8 @@ class Cluster(pulumi.ComponentResource):
             "eks.amazonaws.com",
             managed_policy_arns=_CLUSTER_POLICIES,
             action=_SERVICE_ROLE_ACTIONS,
+            # Named, not auto-named: the region's key policy admits it by name, and the key exists before it.
+            role_name=iam.cluster_role_name(args.cluster_name),
             tags=tags,
             opts=child,
         )

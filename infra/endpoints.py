@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from contract import service
 from contract.topology import Region
 
 # Stack output names: written by the regional stack, read by the global one.
@@ -24,8 +25,9 @@ OUTPUT_LB_SECURITY_GROUP_ID = "loadBalancerSecurityGroupId"
 
 
 def regional_hostname(region: Region, domain: str) -> str:
-    """The hostname that reaches exactly one region, whatever the user's location: `<region key>.<domain>`."""
-    return f"{region.key}.{domain}"
+    """The hostname that reaches exactly one region, whatever the user's location (`contract.service`'s form, which
+    the serving container also uses to send a tenant to its home region)."""
+    return service.regional_hostname(region.key, domain)
 
 
 @dataclass(frozen=True)

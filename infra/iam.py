@@ -14,6 +14,8 @@ from typing import Any, Literal
 import pulumi
 import pulumi_aws as aws
 
+from contract.topology import Region
+
 POLICY_VERSION = "2012-10-17"
 
 Actions = str | Sequence[str]
@@ -83,3 +85,79 @@ def service_role(
         for arn in managed_policy_arns
     )
     return ServiceRole(role, attachments)
+
+
+# Deterministic role names: key and bucket policies of one stack name the roles of another (the global stack's
+# publishers and replication roles) before those exist, so the names must be derivable from the topology alone.
+
+
+def role_arn(account_id: str, role_name: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{role_name}"
+
+
+def serving_role_name(project: str, region: Region) -> str:
+    """The serving pods' role in ``region`` (EKS Pod Identity)."""
+    return f"{project}-serving-{region.key}"
+
+
+def publisher_role_name(project: str, jurisdiction: str) -> str:
+    """The release pipeline's role for every model store of ``jurisdiction``."""
+    return f"{project}-publisher-{jurisdiction}"
+
+
+def replication_role_name(project: str, region: Region) -> str:
+    """The role S3 uses to replicate out of ``region``'s store."""
+    return f"{project}-model-replication-{region.key}"
+
+
+def cluster_role_name(cluster_name: str) -> str:
+    """The EKS control plane's role; the region's key policy names it to allow envelope encryption of Secrets."""
+    return f"{cluster_name}-control-plane"
+
+
+def deny_outside_regions(aws_regions: Iterable[str], actions: Actions = ("s3:*", "kms:*")) -> dict[str, Any]:
+    """An explicit Deny of ``actions`` in every AWS region but ``aws_regions``.
+
+    It outranks any Allow a role is ever given (by mistake, or by a managed policy attached later), so a role of a
+    strict jurisdiction cannot reach a store or a key in another jurisdiction's region even if granted.
+    """
+    return statement(
+        "Deny",
+        actions,
+        "*",
+        sid="DenyOutsideJurisdictionRegions",
+        condition={"StringNotEquals": {"aws:RequestedRegion": sorted(set(aws_regions))}},
+    )
+
+
+def pod_identity_trust(account_id: str, cluster_name: str, namespace: str, service_account: str) -> str:
+    """The trust policy of a role for EKS Pod Identity, limited to one service account of one cluster.
+
+    EKS Pod Identity tags every session with the cluster, namespace and service account, so the role can refuse
+    every other association in the account (which IRSA expressed through the OIDC subject instead).
+    """
+    return policy_document(
+        [
+            statement(
+                "Allow",
+                ["sts:AssumeRole", "sts:TagSession"],
+                sid="EksPodIdentity",
+                principal={"Service": "pods.eks.amazonaws.com"},
+                condition={
+                    "StringEquals": {
+                        "aws:SourceAccount": account_id,
+                        "aws:RequestTag/eks-cluster-name": cluster_name,
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": service_account,
+                    }
+                },
+            )
+        ]
+    )
+
+
+def account_trust(principal_arns: Sequence[str]) -> str:
+    """The trust policy of a role that the named IAM principals (e.g. a CI system's OIDC role) may assume."""
+    return policy_document(
+        [statement("Allow", "sts:AssumeRole", sid="NamedPrincipals", principal={"AWS": sorted(principal_arns)})]
+    )

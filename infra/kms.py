@@ -1,7 +1,9 @@
-"""Per-region KMS key for the region's data at rest (EKS secrets, model store).
+"""Per-region KMS key for the region's data at rest (EKS secrets, control-plane logs, model store).
 
 Each region has its own key so that a region's data is readable only with a key that lives in that region: a
-replica in another region is re-encrypted there under that region's key, never under a key it does not own.
+replica in another region is re-encrypted there under that region's key, never under a key it does not own. The key
+policy (`infra.access.key_policy`) is explicit: the account administers the key, and only the region's own roles use
+it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from contract.topology import Region
+from contract.topology import Region, Topology
+from infra.access import key_policy
 from infra.tags import region_tags
 
 
@@ -31,15 +34,20 @@ def alias_arn(project: str, region: Region, account_id: str) -> str:
 
 @dataclass(frozen=True)
 class RegionKeyArgs:
+    topology: Topology  # which replication roles may use the key
     region: Region
     project: str
+    account_id: str
+    # The region's EKS cluster (infra.cluster.cluster_name): its control plane and log groups may use the key.
+    cluster_name: str | None = None
 
 
 class RegionKey(pulumi.ComponentResource):
-    """A symmetric KMS key in the region, rotated yearly, reachable by a fixed alias.
+    """A symmetric KMS key in the region, rotated yearly, reachable by a fixed alias, with an explicit key policy.
 
-    The key policy is KMS's default (the account's IAM policies decide), so the EKS cluster role and the model
-    replication role are granted use of it through their own policies, scoped to the operations they need.
+    The account root may administer the key but not use it, so no IAM policy in the account can grant its use on
+    its own: only the roles the key policy names (this region's serving and cluster roles, its jurisdiction's
+    publisher, the replication roles the topology allows) and CloudWatch Logs for the region's log groups can.
     """
 
     key_arn: pulumi.Output[str]
@@ -58,6 +66,7 @@ class RegionKey(pulumi.ComponentResource):
             enable_key_rotation=True,
             # A deleted key makes every object and secret encrypted with it unreadable: keep the longest window.
             deletion_window_in_days=30,
+            policy=key_policy(args.topology, args.project, args.account_id, args.region, args.cluster_name),
             tags=region_tags(args.region),
             opts=child,
         )

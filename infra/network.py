@@ -48,6 +48,7 @@ class Network(pulumi.ComponentResource):
     private_subnet_ids: pulumi.Output[list[str]]
     private_route_table_ids: pulumi.Output[list[str]]
     availability_zones: pulumi.Output[list[str]]
+    s3_endpoint_id: pulumi.Output[str]  # strict-residency stores admit their serving role only through it
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("speech:infra:Network", name, None, opts)
@@ -161,7 +162,7 @@ class Network(pulumi.ComponentResource):
             private_subnets.append(private)
             private_tables.append(table)
 
-        aws.ec2.VpcEndpoint(
+        s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3",
             region=region,
             vpc_id=vpc.id,
@@ -177,6 +178,7 @@ class Network(pulumi.ComponentResource):
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets])
         self.private_route_table_ids = pulumi.Output.all(*[t.id for t in private_tables])
         self.availability_zones = pulumi.Output.from_input(list(zones))
+        self.s3_endpoint_id = s3_endpoint.id
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,
@@ -184,5 +186,6 @@ class Network(pulumi.ComponentResource):
                 "private_subnet_ids": self.private_subnet_ids,
                 "private_route_table_ids": self.private_route_table_ids,
                 "availability_zones": self.availability_zones,
+                "s3_endpoint_id": self.s3_endpoint_id,
             }
         )

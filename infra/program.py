@@ -2,8 +2,9 @@
 
 `__main__.py` calls :func:`build` with `DEFAULT_TOPOLOGY`; the offline harness (`infra/offline.py`) calls it with
 whichever topology a test constructs, so a region added in a test runs exactly the code `pulumi up` runs. A regional
-stack (`us-west`, `eu-west`, `ap-northeast`, ...) owns its cluster, model store and regional endpoint; the `global`
-stack owns the routing that spans regions and reads the regional stacks' outputs.
+stack (`us-west`, `eu-west`, `ap-northeast`, ...) owns its cluster, model store, serving role and regional endpoint;
+the `global` stack owns what spans regions (routing, model replication, the publisher roles) and reads the regional
+stacks' outputs, so one pass of regional stacks then `global` deploys everything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contract.topology import Topology
 from infra import config
 from infra.cloudflare import GeoLoadBalancer, GeoLoadBalancerArgs
 from infra.cluster import Cluster, ClusterArgs, cluster_name
+from infra.data_access import ServingAccess, ServingAccessArgs
 from infra.dns import GeoDns, GeoDnsArgs
 from infra.endpoints import RegionalEndpoint
 from infra.ingress import RegionalIngress, RegionalIngressArgs
@@ -26,6 +28,8 @@ from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
 from infra.network import Network, NetworkArgs
 from infra.node_pools import pool_specs
+from infra.publishers import Publishers, PublishersArgs
+from infra.replication import ModelReplication, ModelReplicationArgs, RegionalStore
 
 
 def build(topology: Topology) -> None:
@@ -47,7 +51,10 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
     account_id = aws.get_caller_identity().account_id
     name = cluster_name(project, cfg.region)
 
-    key = RegionKey(f"{base}-key", RegionKeyArgs(region=cfg.region, project=project))
+    key = RegionKey(
+        f"{base}-key",
+        RegionKeyArgs(topology=topology, region=cfg.region, project=project, account_id=account_id, cluster_name=name),
+    )
     network = Network(
         f"{base}-network",
         NetworkArgs(
@@ -71,7 +78,23 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
     store = ModelStore(
         f"{base}-store",
         ModelStoreArgs(
-            topology=topology, region=cfg.region, project=project, account_id=account_id, kms_key_arn=key.key_arn
+            topology=topology,
+            region=cfg.region,
+            project=project,
+            account_id=account_id,
+            kms_key_arn=key.key_arn,
+            s3_vpc_endpoint_id=network.s3_endpoint_id,
+        ),
+    )
+    serving = ServingAccess(
+        f"{base}-serving",
+        ServingAccessArgs(
+            topology=topology,
+            region=cfg.region,
+            project=project,
+            account_id=account_id,
+            cluster_name=cluster.name,
+            kms_key_arn=key.key_arn,
         ),
     )
 
@@ -84,6 +107,7 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
     pulumi.export("modelBucketName", store.bucket_name)
     pulumi.export("modelBucketArn", store.bucket_arn)
     pulumi.export("kmsKeyArn", key.key_arn)
+    pulumi.export("servingRoleArn", serving.role_arn)
     pulumi.export("vpcId", network.vpc_id)
     pulumi.export("publicSubnetIds", network.public_subnet_ids)
     pulumi.export("privateSubnetIds", network.private_subnet_ids)
@@ -170,13 +194,13 @@ def build_regional_workload(
 
 
 def build_global(topology: Topology, cfg: config.GlobalConfig) -> None:
-    """Routing across regions, from every regional stack's outputs: deploy the regional stacks first."""
+    """Routing, replication and publishers across regions, from every regional stack's outputs: deploy those first."""
+    stacks = {r.key: pulumi.StackReference(cfg.regional_stack_name(r)) for r in topology.regions}
     endpoints = {
-        r.key: RegionalEndpoint.from_stack(
-            pulumi.StackReference(cfg.regional_stack_name(r)), r, with_cloudflare=cfg.cloudflare is not None
-        )
+        r.key: RegionalEndpoint.from_stack(stacks[r.key], r, with_cloudflare=cfg.cloudflare is not None)
         for r in topology.regions
     }
+    build_data_plane(topology, cfg, {r.key: RegionalStore.from_stack(stacks[r.key], r) for r in topology.regions})
     dns = GeoDns(
         "speech-dns",
         GeoDnsArgs(topology=topology, domain=cfg.domain, hosted_zone_id=cfg.hosted_zone_id, endpoints=endpoints),
@@ -195,3 +219,21 @@ def build_global(topology: Topology, cfg: config.GlobalConfig) -> None:
         pulumi.export("cloudflareHostname", balancer.hostname)
         pulumi.export("cloudflareRegionPools", balancer.region_pools)
         pulumi.export("cloudflareCountryPools", balancer.country_pools)
+
+
+def build_data_plane(topology: Topology, cfg: config.GlobalConfig, stores: dict[str, RegionalStore]) -> None:
+    """Replication between the regional stores, and each jurisdiction's publisher role."""
+    project = pulumi.get_project()
+    account_id = aws.get_caller_identity().account_id
+    replication = ModelReplication(
+        "speech-replication",
+        ModelReplicationArgs(topology=topology, project=project, account_id=account_id, stores=stores),
+    )
+    publishers = Publishers(
+        "speech-publishers",
+        PublishersArgs(
+            topology=topology, project=project, account_id=account_id, stores=stores, principals=cfg.publishers
+        ),
+    )
+    pulumi.export("replication", replication.routes)
+    pulumi.export("publisherRoleArns", publishers.role_arns)

@@ -29,6 +29,7 @@ from infra.config.domain import (
 from infra.config.network import read_availability_zones, read_vpc_cidr
 from infra.config.reader import NAMESPACE, Reader
 from infra.config.region import read_region
+from infra.config.release import read_publishers
 from infra.config.serving import ServingConfig, read_serving
 from infra.config.workload import ModelConfig, read_image, read_model
 
@@ -64,6 +65,7 @@ class GlobalConfig:
     hosted_zone_id: str
     stack_prefix: str  # "<org>/<project>": regional stacks are referenced as f"{stack_prefix}/{region.key}"
     cloudflare: CloudflareBalancerConfig | None
+    publishers: dict[str, tuple[str, ...]]  # jurisdiction code -> principals that may assume its publisher role
 
     def regional_stack_name(self, region: Region) -> str:
         return f"{self.stack_prefix}/{region.key}"
@@ -76,7 +78,7 @@ _REGIONAL_KEYS = _COMMON_KEYS | {
     "region", "jurisdiction", "kubernetesVersion", "vpcCidr", "availabilityZones", "gpuInstanceTypes", "gpuPool",
     "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image", "clusterAccess", "serving",
 }  # fmt: skip
-_GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix"}
+_GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix", "publishers"}
 
 
 def load(stack: str, raw: Mapping[str, Any], topology: Topology) -> StackConfig:
@@ -86,11 +88,11 @@ def load(stack: str, raw: Mapping[str, Any], topology: Topology) -> StackConfig:
     if scope not in ("regional", "global"):
         raise reader.fail(f"{NAMESPACE}:scope", scope, 'must be "regional" or "global"')
     if scope == "global":
-        return _load_global(reader)
+        return _load_global(reader, topology)
     return _load_regional(reader, topology)
 
 
-def _load_global(reader: Reader) -> GlobalConfig:
+def _load_global(reader: Reader, topology: Topology) -> GlobalConfig:
     reader.unknown_keys(_GLOBAL_KEYS)
     domain, zone = read_domain(reader)
     return GlobalConfig(
@@ -99,6 +101,7 @@ def _load_global(reader: Reader) -> GlobalConfig:
         hosted_zone_id=zone,
         stack_prefix=read_stack_prefix(reader),
         cloudflare=read_cloudflare_balancer(reader, domain),
+        publishers=read_publishers(reader, topology),
     )
 
 

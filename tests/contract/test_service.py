@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from contract import service
 from contract.topology import DEFAULT_TOPOLOGY
+from infra import offline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,8 +148,15 @@ def test_both_sides_use_one_model_store_layout(program, tmp_path):
         "speech-models", "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url="http://127.0.0.1:9"
     )
     assert client.url("whisper-base", "1.1.0") == "s3://speech-models/models/whisper-base/1.1.0/"
+    rules = [r for c in program("global").of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+             for r in c.inputs["rules"]]  # fmt: skip
+    assert rules and {rule["filter"]["prefix"] for rule in rules} == {service.MODELS_PREFIX}
     graph = program("us-west")
-    (rules,) = [r.inputs["rules"] for r in graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig")]
-    assert {rule["filter"]["prefix"] for rule in rules} == {service.MODELS_PREFIX}
+    (serving_policy,) = [r for r in graph.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("serving-policy")]
+    (read,) = [s for s in json.loads(serving_policy.inputs["policy"])["Statement"] if s.get("Sid") == "ReadModels"]
+    assert read["Resource"].endswith(f"/{service.MODELS_PREFIX}*")
+    assert graph.exports["modelBucketName"] == service.model_bucket_name(
+        offline.project_name(), "us-west", offline.MOCK_ACCOUNT_ID
+    )
     (lifecycle,) = graph.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
     assert lifecycle.inputs["rules"][0]["filter"]["prefix"] == service.MODELS_PREFIX

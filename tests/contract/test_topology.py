@@ -86,12 +86,13 @@ def test_default_region_is_not_strict_so_unmatched_users_never_land_in_a_strict_
     assert T.default_chain()[0].key == T.default_region
 
 
-def test_eu_models_replicate_only_to_eu_stores():
+def test_eu_models_replicate_only_to_eu_stores_and_eu_stores_receive_only_eu_models():
     for source in T.regions:
         for target in T.replication_targets(source):
-            if T.jurisdiction_of(source).is_strict_residency:
+            if T.jurisdiction_of(source).is_strict_residency or T.jurisdiction_of(target).is_strict_residency:
                 assert target.jurisdiction == source.jurisdiction, f"{source.key} -> {target.key}"
-    assert all(t.jurisdiction == EU for t in T.replication_targets(T.region("eu-west")))
+    assert T.replication_targets(T.region("eu-west")) == ()
+    assert [r.key for r in T.replication_targets(T.region("us-west"))] == ["ap-northeast"]
 
 
 def test_may_hold_data_of_is_the_one_residency_rule():

@@ -22,6 +22,7 @@ from infra.dns import GeoDns, GeoDnsArgs
 from infra.endpoints import RegionalEndpoint
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
+from infra.replication import ModelReplication, ModelReplicationArgs, RegionalStore
 from infra.node_pools import CPU_AMI_TYPE, GPU_AMI_TYPE, GPU_TAINT, PoolSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,15 +57,28 @@ POOLS = (
 
 
 def platform_program() -> None:
-    """Key, model store and (in Montreal) a cluster per region; DNS over endpoints the team runs itself."""
+    """Key, model store and (in Montreal) a cluster per region, replication between the stores; DNS over endpoints
+    the team runs itself."""
+    stores = {}
     for region in TOPOLOGY.regions:
-        key = RegionKey(f"{region.key}-key", RegionKeyArgs(region=region, project=PROJECT))
-        ModelStore(
+        key = RegionKey(
+            f"{region.key}-key", RegionKeyArgs(topology=TOPOLOGY, region=region, project=PROJECT, account_id=ACCOUNT)
+        )
+        store = ModelStore(
             f"{region.key}-store",
             ModelStoreArgs(
-                topology=TOPOLOGY, region=region, project=PROJECT, account_id=ACCOUNT, kms_key_arn=key.key_arn
+                topology=TOPOLOGY,
+                region=region,
+                project=PROJECT,
+                account_id=ACCOUNT,
+                kms_key_arn=key.key_arn,
+                s3_vpc_endpoint_id=f"vpce-{region.key}",
             ),
         )
+        stores[region.key] = RegionalStore(region, store.bucket_name, key.key_arn)
+    ModelReplication(
+        "acme-replication", ModelReplicationArgs(topology=TOPOLOGY, project=PROJECT, account_id=ACCOUNT, stores=stores)
+    )
     Cluster(
         "montreal-cluster",
         ClusterArgs(
@@ -120,24 +134,15 @@ def test_eu_users_are_answered_only_by_the_eu_region_even_though_it_fails_over_t
         assert {a["name"] for a in record.inputs["aliases"]} == {"lb-frankfurt.elb.eu-central-1.amazonaws.com"}
 
 
-def test_the_eu_store_replicates_nowhere_and_refuses_montreals_replicas_only_where_montreal_may_not_write(graph):
-    assert not [
-        r for r in graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig") if "frankfurt" in r.name
-    ]
-    (montreal,) = graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
-    (rule,) = montreal.inputs["rules"]
-    assert rule["destination"]["bucket"] == f"arn:aws:s3:::{PROJECT}-models-frankfurt-{ACCOUNT}"
-    assert rule["destination"]["encryptionConfiguration"]["replicaKmsKeyId"] == (
-        f"arn:aws:kms:eu-central-1:{ACCOUNT}:alias/{PROJECT}-frankfurt"
+def test_no_store_replicates_across_the_eu_boundary_and_the_eu_store_admits_only_frankfurts_roles(graph):
+    assert not graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"), (
+        "EU models stay in the EU, and Montreal's do not enter the EU store"
     )
-    guard = [s for s in _policy(graph, "montreal-store-policy")["Statement"] if s.get("Sid", "").startswith("DenyRepl")]
-    (statement,) = guard
-    assert statement["Condition"]["ArnLike"]["aws:PrincipalArn"] == [
-        f"arn:aws:iam::{ACCOUNT}:role/{PROJECT}-model-replication-frankfurt"
-    ]
-    assert not [
-        s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s.get("Sid", "").startswith("DenyRepl")
-    ]
+    (fence,) = [s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataToOtherPrincipals"]
+    admitted = fence["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert sorted(a.rsplit("/", 1)[1] for a in admitted) == [f"{PROJECT}-publisher-eu", f"{PROJECT}-serving-frankfurt"]
+    (vpce,) = [s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataOutsideTheVpcEndpoint"]
+    assert vpce["Condition"]["StringNotEquals"] == {"aws:SourceVpce": "vpce-frankfurt"}
 
 
 def test_every_regional_resource_lives_in_its_own_aws_region_with_its_jurisdiction_tag(graph):
