@@ -92,7 +92,9 @@ def serving_policy(topology: Topology, project: str, account_id: str, region: Re
     arn = store_arn(project, region, account_id)
     return iam.policy_document(
         [
-            iam.statement("Allow", ["s3:GetObject", "s3:GetObjectVersion"], f"{arn}/{MODELS_PREFIX}*", sid="ReadModels"),
+            iam.statement(
+                "Allow", ["s3:GetObject", "s3:GetObjectVersion"], f"{arn}/{MODELS_PREFIX}*", sid="ReadModels"
+            ),
             {**_models_listing(arn), "Sid": "ListModels"},
             # serving/model_store.py checks the bucket's region against the topology before pulling anything.
             iam.statement("Allow", "s3:GetBucketLocation", arn, sid="CheckStoreRegion"),
@@ -183,7 +185,9 @@ def key_policy(topology: Topology, project: str, account_id: str, region: Region
         if topology.replication_targets(region)
         else []
     )
-    inbound = [iam.role_arn(account_id, iam.replication_role_name(project, r)) for r in inbound_sources(topology, region)]
+    inbound = [
+        iam.role_arn(account_id, iam.replication_role_name(project, r)) for r in inbound_sources(topology, region)
+    ]
     statements: list[dict[str, Any]] = [
         iam.statement("Allow", list(KEY_ADMIN_ACTIONS), "*", sid="AccountAdministersOnly", principal=root),
         iam.statement(

