@@ -2,6 +2,7 @@
 
     python -m infra.plan eu-west          # resource tree with key properties
     python -m infra.plan global --json    # machine-readable, for diffing in review
+    python -m infra.plan eu-west --policy # the policy pack's rules (policy/rules.py) over the plan; 1 on a violation
 
 It runs the real program under mocks (infra/offline.py), so config errors and topology rules fail exactly as they
 would in a real deployment.
@@ -115,16 +116,44 @@ def as_json(graph: offline.Graph) -> dict[str, Any]:
     }
 
 
+def policy_verdicts(graph: offline.Graph) -> list[tuple[str, str, str]]:
+    """(rule, resource name, violation) for every violation of the policy pack's rules in ``graph``."""
+    from policy.rules import RULES  # the pack's rules; only this mode needs them
+
+    return [
+        (rule.name, resource.name, violation)
+        for rule in RULES
+        for resource in graph.resources
+        for violation in rule.check(resource.type, resource.inputs, graph.stack)
+    ]
+
+
+def render_verdicts(graph: offline.Graph, violations: list[tuple[str, str, str]]) -> str:
+    from policy.rules import RULES
+
+    lines = [f"stack {graph.stack}: {len(graph.resources)} resources against {len(RULES)} policies"]
+    for rule in RULES:
+        found = [(name, why) for rule_name, name, why in violations if rule_name == rule.name]
+        lines.append(f"{'FAIL' if found else 'pass'}  {rule.name}: {rule.description}")
+        lines += [f"      {name}: {why}" for name, why in found]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", help="stack name, e.g. eu-west (reads Pulumi.<stack>.yaml)")
     parser.add_argument("--json", action="store_true", help="print the full resource graph as JSON")
+    parser.add_argument("--policy", action="store_true", help="check the policy pack's rules; exit 1 on a violation")
     args = parser.parse_args(argv)
     try:
         graph = offline.run_stack(args.stack, DEFAULT_TOPOLOGY)
     except (FileNotFoundError, pulumi.RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.policy:
+        violations = policy_verdicts(graph)
+        print(render_verdicts(graph, violations))
+        return 1 if violations else 0
     print(json.dumps(as_json(graph), indent=2, default=str) if args.json else render_tree(graph))
     return 0
 

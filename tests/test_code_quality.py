@@ -20,6 +20,8 @@ CHECKED = (
     "tests/conftest.py",
     "tests/contract",
     "tests/infra",
+    "policy",
+    "tests/policy",
     "tests/test_code_quality.py",
     "tests/test_packaging.py",
 )
