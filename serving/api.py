@@ -19,6 +19,7 @@ from serving.model_dir import ModelError
 from serving.model_manager import ReloadInProgressError
 from serving.model_store import ModelStoreError
 from serving.registry import EngineLease, ModelInfo, RegistryClosedError
+from serving.residency import MisdirectedError
 from serving.state import ServingState, serving_state
 
 State = Annotated[ServingState, Depends(serving_state)]
@@ -26,9 +27,15 @@ LANGUAGE_PATTERN = r"^[a-z]{2,3}$"
 
 
 def require_api_key(request: Request, state: State) -> None:
+    """A valid key whose tenant may be served by this replica; runs before the route reads any of the body."""
     if not state.auth.is_allowed(request.headers):
         state.metrics.error(state.current_version(), "unauthorized")
         raise HTTPException(401, UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
+    refusal = state.residency.refusal(state.auth.home_jurisdiction(request.headers))
+    if refusal is not None:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        state.metrics.residency_refused(state.current_version(), refusal.jurisdiction, route)
+        raise MisdirectedError(refusal)
 
 
 Authorized = Depends(require_api_key)

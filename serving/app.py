@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from contract.service import HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
+from serving.residency import MISDIRECTED, MisdirectedError, ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.state import BatchSlots, ServingState
 from serving.streaming import StreamLimiter
@@ -33,10 +35,13 @@ _UNMEASURED_PATHS = frozenset({HEALTH_PATH, READINESS_PATH, METRICS_PATH})
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     metrics = ServingMetrics(settings.region_label)
+    keys = settings.auth.keys()
+    homes = {digest: code for digest, code in keys.items() if code is not None}
     state = ServingState(
         settings=settings,
         metrics=metrics,
-        auth=ApiKeyVerifier(settings.auth.key_hashes()),
+        auth=ApiKeyVerifier(frozenset(keys), homes),
+        residency=ResidencyGuard.from_settings(settings, set(homes.values())),
         models=ModelManager(settings, metrics),
         vad=SileroVad(),
         streams=StreamLimiter(settings.stream.max_sessions),
@@ -49,7 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.v1)
     app.include_router(stream_api.router)
     app.middleware("http")(_measure_requests)
+    app.add_exception_handler(MisdirectedError, _misdirected)
     return app
+
+
+async def _misdirected(request: Request, exc: Exception) -> Response:
+    """421 with the tenant's regional endpoints, so a client (or a person) can retry where its data may go."""
+    refusal = exc.refusal if isinstance(exc, MisdirectedError) else None
+    if refusal is None:
+        raise exc
+    return JSONResponse(refusal.body(), status_code=MISDIRECTED)
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers
 
@@ -16,10 +17,14 @@ UNAUTHORIZED_DETAIL = "missing or invalid API key; send it as 'Authorization: Be
 
 
 class ApiKeyVerifier:
-    """Checks presented keys against the configured digests; with no digests configured, auth is off."""
+    """Checks presented keys against the configured digests; with no digests configured, auth is off.
 
-    def __init__(self, key_hashes: frozenset[str]) -> None:
+    ``jurisdictions`` gives the home jurisdiction of the keys that have one (digest hex -> code).
+    """
+
+    def __init__(self, key_hashes: frozenset[str], jurisdictions: Mapping[str, str] | None = None) -> None:
         self._digests = tuple(bytes.fromhex(h) for h in sorted(key_hashes))
+        self._jurisdictions = {bytes.fromhex(h): code for h, code in (jurisdictions or {}).items()}
 
     @property
     def is_enabled(self) -> bool:
@@ -36,6 +41,16 @@ class ApiKeyVerifier:
         # Compare against every digest, without stopping at a match, so timing reveals nothing about which.
         matches = [hmac.compare_digest(presented, digest) for digest in self._digests]
         return any(matches)
+
+    def home_jurisdiction(self, headers: Headers) -> str | None:
+        """The home jurisdiction of the presented key (call after :meth:`is_allowed`), or None when it has none."""
+        key = key_from(headers)
+        return None if key is None else self._jurisdictions.get(hashlib.sha256(key.encode()).digest())
+
+    @property
+    def jurisdictions(self) -> set[str]:
+        """Every jurisdiction some key names."""
+        return set(self._jurisdictions.values())
 
 
 def key_from(headers: Headers) -> str | None:

@@ -61,6 +61,10 @@ class ServingMetrics:
         self._model = Gauge(
             service.METRIC_MODEL_INFO, "1 for each loaded model version", (*_LABELS, "name"), registry=r
         )
+        self._misdirected = Counter(
+            service.METRIC_RESIDENCY_REFUSALS, "Requests refused because the tenant's data may not be processed here",
+            (*_LABELS, "jurisdiction", "route"), registry=r,
+        )  # fmt: skip
         self._swaps = Counter(
             service.METRIC_MODEL_SWAPS, "Model reloads by outcome (swapped, unchanged, failed)",
             (*_LABELS, "outcome"), registry=r,
@@ -99,6 +103,10 @@ class ServingMetrics:
 
     def model_reload(self, model_version: str, outcome: str) -> None:
         self._swaps.labels(self._region, model_version, outcome).inc()
+
+    def residency_refused(self, model_version: str, jurisdiction: str, route: str) -> None:
+        """``jurisdiction`` is a topology code and ``route`` a route template: both bounded sets."""
+        self._misdirected.labels(self._region, model_version, jurisdiction, route).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,8 @@ from contract.topology import DEFAULT_TOPOLOGY, Topology
 from contract.topology import load as load_topology
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_JURISDICTION_FIELD = "jurisdiction="
 
 
 class ConfigError(ValueError):
@@ -76,7 +78,12 @@ class LimitsSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys, given only as SHA-256 hex digests so the deployment never holds a usable key."""
+    """API keys, given only as SHA-256 hex digests so the deployment never holds a usable key.
+
+    An entry is ``<sha256 hex>``, or ``<sha256 hex> jurisdiction=<code>`` for a tenant whose data must stay in that
+    jurisdiction: a replica elsewhere refuses it (``serving/residency.py``). Entries come comma-separated from
+    ``SPEECH_AUTH__API_KEY_HASHES`` or one a line from the secret file (blank lines and ``#`` comments skip).
+    """
 
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
@@ -90,8 +97,10 @@ class AuthSettings(BaseModel):
 
     @field_validator("api_key_hashes")
     @classmethod
-    def _sha256_hex(cls, hashes: list[str]) -> list[str]:
-        return [_checked_hash(h, "entry") for h in hashes]
+    def _sha256_hex(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_key_entry(entry, "entry")
+        return entries
 
     @field_validator("api_key_hashes_file")
     @classmethod
@@ -100,23 +109,44 @@ class AuthSettings(BaseModel):
             raise ValueError(f"{str(path)!r} is not a readable file of SHA-256 hex digests, one a line")
         return path
 
-    def key_hashes(self) -> frozenset[str]:
-        """Every accepted key digest: the variable's and the secret file's (blank lines and ``#`` comments skip)."""
-        hashes = set(self.api_key_hashes)
+    def keys(self) -> dict[str, str | None]:
+        """Every accepted key digest with its home jurisdiction (None: any replica may serve it)."""
+        keys = dict(parse_key_entry(entry, "entry") for entry in self.api_key_hashes)
         path = self.api_key_hashes_file
         if path is not None:
             try:
                 for number, line in enumerate(path.read_text().splitlines(), start=1):
                     line = line.strip()
                     if line and not line.startswith("#"):
-                        hashes.add(_checked_hash(line, f"line {number}"))
+                        digest, jurisdiction = parse_key_entry(line, f"line {number}")
+                        keys[digest] = jurisdiction
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{ENV_PREFIX}AUTH__API_KEY_HASHES_FILE={str(path)!r}: {exc}") from exc
-        return frozenset(hashes)
+        return keys
+
+    def key_hashes(self) -> frozenset[str]:
+        """Every accepted key digest: the variable's and the secret file's."""
+        return frozenset(self.keys())
 
     @property
     def is_enabled(self) -> bool:
         return bool(self.api_key_hashes) or self.api_key_hashes_file is not None
+
+
+def parse_key_entry(entry: str, where: str) -> tuple[str, str | None]:
+    """(digest, home jurisdiction or None) of ``<sha256 hex>[ jurisdiction=<code>]``."""
+    if not entry.split():
+        raise ValueError(f"{where} is empty; give a SHA-256 hex digest, optionally followed by jurisdiction=<code>")
+    digest, *fields = entry.split()
+    jurisdiction = None
+    for field in fields:
+        if not field.startswith(_JURISDICTION_FIELD) or jurisdiction is not None or field == _JURISDICTION_FIELD:
+            raise ValueError(
+                f"{where} has {field!r} after its digest; the only field allowed is one {_JURISDICTION_FIELD}<code>, "
+                "e.g. `<sha256 hex> jurisdiction=eu`"
+            )
+        jurisdiction = field.removeprefix(_JURISDICTION_FIELD)
+    return _checked_hash(digest, where), jurisdiction
 
 
 def _checked_hash(value: str, where: str) -> str:
@@ -139,6 +169,8 @@ class Settings(BaseSettings):
     topology_file: Path | None = None
     # The AWS region this replica runs in (e.g. eu-west-1); None means a local run with no residency checks.
     region: str | None = None
+    # The public domain (speech.example.com): a tenant refused here is sent to https://<region key>.<public domain>.
+    public_domain: str | None = None
     inference_threads: int = Field(default=2, gt=0, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -158,6 +190,13 @@ class Settings(BaseSettings):
         # A topology file that failed its own check is reported once, under its own variable.
         if value is not None and "topology_file" in info.data:
             _topology_at(info.data["topology_file"]).region_for_aws(value)
+        return value
+
+    @field_validator("public_domain")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_NAME.match(value):
+            raise ValueError("is not a lower-case DNS name such as speech.example.com")
         return value
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from serving.auth import ApiKeyVerifier
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
+from serving.residency import ResidencyGuard
 from serving.settings import Settings
 from serving.streaming import StreamLimiter
 from serving.vad import SileroVad
@@ -40,6 +41,7 @@ class ServingState:
     settings: Settings
     metrics: ServingMetrics
     auth: ApiKeyVerifier
+    residency: ResidencyGuard
     models: ModelManager
     vad: SileroVad
     streams: StreamLimiter

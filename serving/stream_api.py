@@ -3,7 +3,7 @@
 Client -> server: binary frames of 16 kHz mono little-endian PCM16 (20 ms = 640 bytes is the intended size), then
 the text message ``{"type": "stop"}`` to finish. Server -> client: ``ready`` once, ``partial`` and ``final``
 messages per utterance, ``error`` (with the full explanation) just before any abnormal close. Close codes:
-1000 done, 1003 unsupported data, 1008 policy (auth, idle), 1009 frame too big, 1011 internal error,
+1000 done, 1003 unsupported data, 1008 policy (auth, tenant residency, idle), 1009 frame too big, 1011 internal error,
 1013 try again later (max sessions, model loading, overloaded).
 
 The handshake is always accepted so a refused client gets a close code and reason it can read; refusing the HTTP
@@ -25,6 +25,7 @@ from serving.api import LANGUAGE_PATTERN
 from serving.auth import UNAUTHORIZED_DETAIL
 from serving.engine import SAMPLE_RATE
 from serving.registry import EngineLease, RegistryClosedError
+from serving.residency import Misdirected
 from serving.state import ServingState, serving_state
 from serving.streaming import (
     CLOSE_INTERNAL_ERROR,
@@ -52,6 +53,12 @@ async def stream(websocket: WebSocket, language: str | None = Query(default=None
     started = time.perf_counter()
     await websocket.accept()
     version = state.current_version()
+    misdirected = _misdirected(state, websocket)
+    if misdirected is not None:
+        state.metrics.residency_refused(version, misdirected.jurisdiction, ROUTE)
+        await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, misdirected.reason, misdirected.detail))
+        state.metrics.request(version, ROUTE, CLOSE_POLICY_VIOLATION, time.perf_counter() - started)
+        return
     refusal = _refusal(state, websocket)
     if refusal is not None:
         state.metrics.error(version, refusal[0])
@@ -74,6 +81,13 @@ async def stream(websocket: WebSocket, language: str | None = Query(default=None
             state.metrics.stream_closed(version)
             state.streams.close()
             state.metrics.request(version, ROUTE, code, time.perf_counter() - started)
+
+
+def _misdirected(state: ServingState, websocket: WebSocket) -> Misdirected | None:
+    """Why an authenticated tenant may not stream here (before a single frame is read), or None."""
+    if not state.auth.is_allowed(websocket.headers):
+        return None  # _refusal answers it as unauthorized
+    return state.residency.refusal(state.auth.home_jurisdiction(websocket.headers))
 
 
 def _refusal(state: ServingState, websocket: WebSocket) -> tuple[str, int, str, str] | None:

@@ -107,6 +107,7 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.batch_in_flight(3)
     metrics.error("1.0.0", "bad_audio")
     metrics.partial_dropped("1.0.0")
+    metrics.residency_refused("1.0.0", "eu", "/v1/asr")
     metrics.model_loaded("whisper-base", "1.0.0")
     metrics.model_reload("1.0.0", "swapped")
     samples = {s.name: s.labels for family in metrics.registry.collect() for s in family.samples}

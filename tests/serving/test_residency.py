@@ -1,0 +1,142 @@
+"""Tenant residency: a key's home jurisdiction decides which replicas may serve it, before any audio is read."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from contract.topology import DEFAULT_TOPOLOGY
+from serving.residency import ResidencyGuard
+from serving.settings import ConfigError, Settings, load_settings
+from tests.serving.server_fixtures import close_of, live_server, local_settings, sample, scrape, wav_bytes
+
+EU_KEY, US_KEY, ANY_KEY = "tenant-in-the-eu", "tenant-in-the-us", "tenant-anywhere"
+DOMAIN = "speech.example.com"
+SPEECH = "Rice is often served in round bowls."
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def us_replica(bundled_model_dir, tmp_path_factory):
+    """A replica in us-west-2 whose keys file gives two of its three tenants a home jurisdiction."""
+    keys = tmp_path_factory.mktemp("secret") / "api-keys"
+    keys.write_text(
+        f"# <sha256 of the key> [jurisdiction=<code>]\n{digest(EU_KEY)} jurisdiction=eu\n"
+        f"{digest(US_KEY)} jurisdiction=us\n{digest(ANY_KEY)}\n"
+    )
+    settings = local_settings(
+        bundled_model_dir.parents[1], region="us-west-2", public_domain=DOMAIN, auth={"api_key_hashes_file": keys}
+    )
+    with live_server(settings) as live:
+        yield live
+
+
+def test_an_eu_tenant_gets_421_with_its_regional_endpoint_and_the_replica_keeps_serving(us_replica, synthesize):
+    with us_replica.client() as http:
+        refused = http.post("/v1/asr", content=b"not even audio", headers={"X-API-Key": EU_KEY})
+        assert refused.status_code == 421, refused.text
+        body = refused.json()
+        assert body["endpoint"] == "https://eu-west.speech.example.com"
+        assert body["endpoints"] == ["https://eu-west.speech.example.com"] and body["jurisdiction"] == "eu"
+        assert "outside it" in body["detail"] and "us-west" in body["detail"]
+        for key in (US_KEY, ANY_KEY):
+            served = http.post(
+                "/v1/asr", content=wav_bytes(synthesize(SPEECH, engine="flite")), headers={"X-API-Key": key}
+            )
+            assert served.status_code == 200, served.text
+            assert "round bowls" in served.json()["text"].lower()
+    samples = scrape(us_replica.base_url)
+    labels = {"region": "us-west", "jurisdiction": "eu", "route": "/v1/asr"}
+    assert sample(samples, "speech_residency_refusals_total", model_version=us_replica_version(samples), **labels) >= 1
+    assert not [k for k in samples if k[0] == "speech_errors_total" and ("kind", "bad_audio") in k[1]], (
+        "the refused body was never decoded"
+    )
+
+
+def us_replica_version(samples: dict) -> str:
+    (version,) = {dict(labels)["model_version"] for name, labels in samples if name == "speech_model_info"}
+    return version
+
+
+def test_an_eu_tenants_stream_is_closed_with_1008_naming_its_endpoint(us_replica):
+    code, reason, messages = asyncio.run(close_of(us_replica.ws_url, [b"\0" * 640], headers={"X-API-Key": EU_KEY}))
+    assert (code, reason) == (1008, "data of eu stays there; use https://eu-west.speech.example.com")
+    assert messages == [{"type": "error", "code": 1008, "detail": messages[0]["detail"]}]
+    assert "https://eu-west.speech.example.com" in messages[0]["detail"]
+    samples = scrape(us_replica.base_url)
+    labels = {"region": "us-west", "jurisdiction": "eu", "route": "/v1/asr/stream"}
+    assert sample(samples, "speech_residency_refusals_total", model_version=us_replica_version(samples), **labels) >= 1
+
+
+def test_the_refusal_comes_before_the_route_reads_a_byte_of_the_body(us_replica):
+    reads: list[str] = []
+    sent: list[dict] = []
+
+    async def receive():
+        reads.append("body")
+        return {"type": "http.request", "body": b"RIFF", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/asr", "raw_path": b"/v1/asr", "query_string": b"", "root_path": "",
+        "headers": [(b"x-api-key", EU_KEY.encode()), (b"content-length", b"4")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+    }  # fmt: skip
+    asyncio.run(us_replica.app(scope, receive, send))
+    assert sent[0]["status"] == 421
+    assert reads == [], "the audio was read before the tenant was refused"
+
+
+@pytest.mark.parametrize(
+    ("replica", "tenant", "refused"),
+    [("eu-west-1", "eu", False), ("eu-west-1", "us", False), ("eu-west-1", "jp", False), ("us-west-2", "eu", True),
+     ("ap-northeast-1", "eu", True), ("us-west-2", "jp", False), ("us-west-2", None, False)],
+)  # fmt: skip
+def test_the_topologys_residency_rule_decides_who_each_replica_may_serve(replica, tenant, refused):
+    guard = ResidencyGuard(DEFAULT_TOPOLOGY, DEFAULT_TOPOLOGY.region_for_aws(replica), DOMAIN)
+    assert (guard.refusal(tenant) is not None) == refused
+
+
+def test_a_local_run_serves_every_tenant():
+    assert ResidencyGuard(DEFAULT_TOPOLOGY, None, None).refusal("eu") is None
+
+
+def _settings_with(tmp_path, line: str, **overrides: object) -> Settings:
+    keys = tmp_path / "keys"
+    keys.write_text(line + "\n")
+    return load_settings(auth={"api_key_hashes_file": keys}, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("line", "overrides", "message"),
+    [
+        (f"{digest(EU_KEY)} jurisdiction=mars", {"region": "us-west-2", "public_domain": DOMAIN},
+         "jurisdiction=mars: unknown jurisdiction 'mars'"),
+        (f"{digest(EU_KEY)} jurisdiction=eu", {"region": "us-west-2"}, "set SPEECH_PUBLIC_DOMAIN"),
+        (f"{digest(EU_KEY)} tenant=acme", {}, "line 1 has 'tenant=acme' after its digest"),
+        (f"{digest(EU_KEY)} jurisdiction=eu jurisdiction=us", {}, "the only field allowed is one jurisdiction="),
+    ],
+)  # fmt: skip
+def test_a_bad_keys_file_or_a_missing_domain_stops_start_up_naming_the_fix(tmp_path, line, overrides, message):
+    from serving.app import create_app
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        create_app(_settings_with(tmp_path, line, **overrides))
+
+
+def test_keys_from_the_variable_may_carry_a_jurisdiction_too():
+    settings = load_settings(auth={"api_key_hashes": f"{digest(EU_KEY)} jurisdiction=eu, {digest(ANY_KEY)}"})
+    assert settings.auth.keys() == {digest(EU_KEY): "eu", digest(ANY_KEY): None}
+
+
+def test_a_public_domain_that_is_no_dns_name_is_refused():
+    with pytest.raises(ConfigError, match="SPEECH_PUBLIC_DOMAIN='https://x': is not a lower-case DNS name"):
+        load_settings(public_domain="https://x")
