@@ -31,6 +31,19 @@ class ModelStoreError(RuntimeError):
     """The store is unreachable, refused by residency rules, or holds a model that fails verification."""
 
 
+def bucket_location(s3: object, bucket: str) -> str:
+    """The AWS region ``bucket`` lives in, as S3 reports it (its role needs s3:GetBucketLocation)."""
+    try:
+        location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")  # type: ignore[attr-defined]
+    except (ClientError, BotoCoreError) as exc:
+        raise ModelStoreError(
+            f"cannot read the location of model bucket {bucket!r} ({exc}); the role needs s3:GetBucketLocation so "
+            "the bucket's jurisdiction can be checked before any model is moved"
+        ) from exc
+    # S3 reports us-east-1 as no constraint and eu-west-1 as the legacy "EU".
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
 def version_order(version: str) -> tuple:
     """Sort key that orders ``v2 < v10`` and ``2024-01-09 < 2024-01-10``: digit runs compare as numbers."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|\D+", version))
@@ -58,15 +71,7 @@ class ModelStore:
 
     def check_jurisdiction(self) -> Region:
         """The bucket's topology region, or raise when it lies outside the serving region's jurisdiction."""
-        try:
-            location = self._s3.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
-        except (ClientError, BotoCoreError) as exc:
-            raise ModelStoreError(
-                f"cannot read the location of model bucket {self.bucket!r} ({exc}); the serving role needs "
-                "s3:GetBucketLocation so the bucket's jurisdiction can be checked before any model is pulled"
-            ) from exc
-        # S3 reports us-east-1 as no constraint and eu-west-1 as the legacy "EU".
-        bucket_region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+        bucket_region = bucket_location(self._s3, self.bucket)
         topology = self.topology
         serving = topology.jurisdiction_of(self.region)
         try:
