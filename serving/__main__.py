@@ -14,6 +14,7 @@ import uvicorn
 
 from contract.service import SERVING_PORT
 from serving.app import create_app
+from serving.logs import uvicorn_log_config
 from serving.settings import ConfigError, load_settings
 
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(),
         ws_max_size=ws_max_size(settings.stream.max_frame_bytes),
         timeout_graceful_shutdown=30,
     )
