@@ -8,6 +8,7 @@ it before it exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,9 +55,7 @@ class Publishers(pulumi.ComponentResource):
                 f"{name}-{code}-policy",
                 role=role.id,
                 policy=key_arns(args.stores, regions).apply(
-                    lambda keys, code=code: access.publisher_policy(
-                        args.topology, args.project, args.account_id, code, keys
-                    )
+                    functools.partial(access.publisher_policy, args.topology, args.project, args.account_id, code)
                 ),
                 opts=child,
             )

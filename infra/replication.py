@@ -11,6 +11,7 @@ someone else could claim.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -130,9 +131,7 @@ class ModelReplication(pulumi.ComponentResource):
                 f"{name}-{source.key}-policy",
                 role=role.id,
                 policy=key_arns(args.stores, (source, *targets)).apply(
-                    lambda arns, source=source: access.replication_policy(
-                        topology, args.project, args.account_id, source, arns
-                    )
+                    functools.partial(access.replication_policy, topology, args.project, args.account_id, source)
                 ),
                 opts=child,
             )

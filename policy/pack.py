@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -25,7 +26,7 @@ def _validation(rule: PolicyRule):
     return validate
 
 
-def policies() -> list[ResourceValidationPolicy]:
+def policies() -> list[Policy]:
     return [
         ResourceValidationPolicy(
             name=rule.name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from infra import offline
-from tests.infra.iam_proof import Documents, Request, Scenario, collect, prove
+from tests.infra.iam_proof import Documents, Layer, Request, Scenario, collect, prove
 
 PROJECT = offline.project_name()
 NAME = "models/whisper-base/1.0.0/encoder.int8.onnx"
@@ -53,8 +53,9 @@ def _via_s3(region: str, vpce: bool = False) -> dict[str, str]:
     return context
 
 
-IDENTITY, RESOURCE = frozenset({"identity"}), frozenset({"resource"})
-BOTH = IDENTITY | RESOURCE
+IDENTITY: frozenset[Layer] = frozenset({"identity"})
+RESOURCE: frozenset[Layer] = frozenset({"resource"})
+BOTH: frozenset[Layer] = IDENTITY | RESOURCE
 SCENARIOS = [
     Scenario(
         "EU serving role reads its model through the VPC endpoint",

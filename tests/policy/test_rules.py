@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
 
 from contract.topology import DEFAULT_TOPOLOGY
 from infra import offline, plan
@@ -96,9 +102,11 @@ def test_the_pack_wraps_each_rule_and_reports_its_violations():
     reported: list[str] = []
     args = ResourceValidationArgs(
         "aws:s3/bucket:Bucket", {"region": "us-east-1"}, "urn:pulumi:eu-west::speech-platform::aws:s3/bucket:Bucket::b",
-        "b", PolicyResourceOptions(False, [], None, [], None, []), None,
+        "b", PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), []), None,
     )  # fmt: skip
-    wrapped["residency"].validate(args, lambda message, urn: reported.append(message))
+    residency = wrapped["residency"]
+    assert isinstance(residency, ResourceValidationPolicy) and residency.enforcement_level == EnforcementLevel.MANDATORY
+    residency.validate(args, lambda message, urn: reported.append(message))
     assert reported and "outside jurisdiction eu" in reported[0]
     assert stack_of("urn:pulumi:eu-west::speech-platform::aws:s3/bucket:Bucket::b") == "eu-west"
 
