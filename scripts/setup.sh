@@ -20,10 +20,10 @@ python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,tes
 # The @kubernetes-models validators at the versions package-lock.json pins.
 npm ci --prefix tests/k8s_schemas --no-audit --no-fund
 
-# The policy pack's SDK, for its tests. Without its dependencies: it pins protobuf~=5.29, which onnx (>=6.31) refuses
-# in this one environment, and it runs on protobuf 6; `pulumi preview --policy-pack policy` installs it with its own
-# pins into the pack's virtualenv (policy/requirements.txt).
-python3 -m pip install --disable-pip-version-check --no-deps "pulumi-policy==1.21.0"
+# The policy pack's SDK (the `policy` extra), for its tests. Without its dependencies: it pins protobuf~=5.29, which
+# onnx (>=6.31) refuses in this one environment, and it runs on protobuf 6; `pulumi preview --policy-pack policy`
+# installs it with its own pins into the pack's virtualenv (policy/requirements.txt).
+python3 -m pip install --disable-pip-version-check --no-deps "$(python3 scripts/image_requirements.py policy --only pulumi-policy)"
 
 # The IAM policy evaluation engine of the isolation proof, pinned by its package-lock.json.
 npm ci --prefix tests/infra/iam_simulator --no-audit --no-fund
