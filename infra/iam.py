@@ -47,9 +47,13 @@ def policy_document(statements: Iterable[Mapping[str, Any]]) -> str:
     return json.dumps({"Version": POLICY_VERSION, "Statement": list(statements)})
 
 
-def trust_policy(service: str, action: Actions = "sts:AssumeRole") -> str:
-    """The assume-role policy that lets the AWS service ``service`` (e.g. ``eks.amazonaws.com``) use a role."""
-    return policy_document([statement("Allow", action, principal={"Service": service})])
+def trust_policy(service: str, action: Actions = "sts:AssumeRole", source_account: str | None = None) -> str:
+    """The assume-role policy that lets the AWS service ``service`` (e.g. ``eks.amazonaws.com``) use a role.
+
+    ``source_account`` admits the service only on behalf of that account's resources (no confused deputy).
+    """
+    condition = {"StringEquals": {"aws:SourceAccount": source_account}} if source_account else None
+    return policy_document([statement("Allow", action, principal={"Service": service}, condition=condition)])
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ def service_role(
     managed_policy_arns: Sequence[str] = (),
     action: Actions = "sts:AssumeRole",
     role_name: str | None = None,
+    source_account: str | None = None,
     tags: Mapping[str, str] | None = None,
     opts: pulumi.ResourceOptions | None = None,
 ) -> ServiceRole:
@@ -76,7 +81,7 @@ def service_role(
     role = aws.iam.Role(
         name,
         name=role_name,
-        assume_role_policy=trust_policy(service, action),
+        assume_role_policy=trust_policy(service, action, source_account),
         tags=dict(tags) if tags is not None else None,
         opts=opts,
     )

@@ -13,6 +13,7 @@ Used by the test harness (`tests/conftest.py`) and by the offline plan (`python 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -237,6 +238,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime waits on the thread's event loop; an earlier `asyncio.run()` (a test's) leaves none."""
+    try:
+        if not asyncio.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def _is_stack_urn(urn: str) -> bool:
     """True for the root stack (or no parent at all): its children are the program's top-level resources."""
     return not urn or urn.split("::")[2].split("$")[-1] == "pulumi:pulumi:Stack"
@@ -290,6 +301,7 @@ def run_program(
     raw = stack_config(stack) if config is None else dict(config)
     region = str(raw.get("aws:region", "us-east-1"))
     values, secrets = _config_entries(raw)
+    _ensure_event_loop()
 
     pulumi_settings.reset_options()
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]

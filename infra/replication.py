@@ -124,6 +124,7 @@ class ModelReplication(pulumi.ComponentResource):
                 f"{name}-{source.key}-role",
                 "s3.amazonaws.com",
                 role_name=iam.replication_role_name(args.project, source),
+                source_account=args.account_id,
                 tags=region_tags(source),
                 opts=child,
             ).role

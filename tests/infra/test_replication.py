@@ -91,6 +91,7 @@ def test_replication_role_reads_its_source_and_writes_only_into_its_targets(prog
     assert role.inputs["name"] == f"{PROJECT}-model-replication-{source}"
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
     assert [s["Principal"] for s in trust] == [{"Service": "s3.amazonaws.com"}]
+    assert [s["Condition"] for s in trust] == [{"StringEquals": {"aws:SourceAccount": ACCOUNT}}]
     assert graph.named(f"speech-replication-{source}-policy").urn in _configs(graph)[source].dependencies
 
     statements = json.loads(graph.named(f"speech-replication-{source}-policy").inputs["policy"])["Statement"]

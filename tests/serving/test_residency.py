@@ -64,7 +64,7 @@ def us_replica_version(samples: dict) -> str:
 
 
 def test_an_eu_tenants_stream_is_closed_with_1008_naming_its_endpoint(us_replica):
-    code, reason, messages = asyncio.run(close_of(us_replica.ws_url, [b"\0" * 640], headers={"X-API-Key": EU_KEY}))
+    code, reason, messages = asyncio.run(close_of(us_replica.ws_url, headers={"X-API-Key": EU_KEY}))
     assert (code, reason) == (1008, "data of eu stays there; use https://eu-west.speech.example.com")
     assert messages == [{"type": "error", "code": 1008, "detail": messages[0]["detail"]}]
     assert "https://eu-west.speech.example.com" in messages[0]["detail"]
