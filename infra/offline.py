@@ -134,6 +134,9 @@ def _mock_state(args: pulumi_mocks.MockResourceArgs, region: str) -> dict[str, A
             "resources", [{"autoscalingGroups": [{"name": f"eks-{name}-mock-asg"}], "remoteAccessSecurityGroupId": ""}]
         )
         state.setdefault("status", "ACTIVE")
+    if args.typ == "aws:lb/targetGroup:TargetGroup":
+        # Target group ARNs end in targetgroup/<name>/<id>; IAM policies scoped to one are checked against that form.
+        state["arn"] = f"arn:aws:elasticloadbalancing:{region}:{MOCK_ACCOUNT_ID}:targetgroup/{name}/0123456789abcdef"
     if args.typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}.elb.{region}.amazonaws.com")
         state.setdefault("zoneId", "Z1MOCKELBZONE")

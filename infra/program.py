@@ -174,6 +174,7 @@ def build_regional_workload(
             prometheus=(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS),
             gateway=(GATEWAY_NAMESPACE, GATEWAY_LABELS),
             depends_on=[addons.device_plugin, addons.keda, addons.prometheus, *cluster.ready],
+            public_domain=cfg.domain,
         ),
     )
     PublicEntry(

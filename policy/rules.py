@@ -23,6 +23,9 @@ from infra.config.cluster import GPU_FAMILIES
 MAX_DNS_TTL_S = 60
 GPU_TAINT_KEY = "nvidia.com/gpu"
 _STORE_BUCKET = re.compile(r"^(?:arn:aws:s3:::)?(?P<project>.+)-models-(?P<key>[a-z0-9-]+)-(?P<account>\d{12})$")
+# Services whose resources hold user data or keys to it: no identity policy may reach all of them at once.
+DATA_SERVICES = ("s3", "kms", "secretsmanager", "ssm", "logs")
+_METADATA_READS = ("Describe", "List", "Get")
 _IDENTITY_POLICIES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/userPolicy:UserPolicy")
 
 Props = Mapping[str, Any]
@@ -91,7 +94,12 @@ def _statements(document: Any) -> list[dict[str, Any]]:
 
 
 def no_allow_on_every_resource(resource_type: str, props: Props, stack: str) -> list[str]:
-    """No identity policy allows anything on Resource '*' (or through NotResource)."""
+    """No identity policy allows data access, a wildcard action or an unconditioned change on Resource '*'.
+
+    The one exception is what AWS cannot scope to a resource: reading metadata (Describe, List, Get) of services
+    that hold no user data, which controllers such as the load balancer controller need. S3, KMS, secrets,
+    parameters and logs are never allowed on '*', conditioned or not.
+    """
     if resource_type not in _IDENTITY_POLICIES:
         return []
     violations = []
@@ -100,11 +108,23 @@ def no_allow_on_every_resource(resource_type: str, props: Props, stack: str) -> 
             continue
         resources = statement.get("Resource", [])
         resources = [resources] if isinstance(resources, str) else resources
-        if "NotResource" in statement or "*" in resources:
+        if "NotResource" not in statement and "*" not in resources:
+            continue
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        refused = [a for a in actions if not _may_use_every_resource(a, conditioned="Condition" in statement)]
+        if refused or "NotAction" in statement:
             violations.append(
-                f"statement {statement.get('Sid', '')!r} allows {statement.get('Action')} on every resource"
+                f"statement {statement.get('Sid', '')!r} allows {refused or 'NotAction'} on every resource"
             )
     return violations
+
+
+def _may_use_every_resource(action: str, conditioned: bool) -> bool:
+    service, _, name = action.partition(":")
+    if service in DATA_SERVICES or "*" in service or not name or name == "*":
+        return False
+    return conditioned or name.startswith(_METADATA_READS)
 
 
 def encryption(resource_type: str, props: Props, stack: str) -> list[str]:

@@ -50,8 +50,6 @@ _AUTOSCALER_READS = (
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:GetInstanceTypesFromInstanceRequirements",
-    # Labels and taints of managed node groups, for scaling a group up from zero nodes.
-    "eks:DescribeNodegroup",
 )
 # The priority expander tries the spot pool first for pods that tolerate it, then everything else.
 SPOT_PRIORITY, DEFAULT_PRIORITY = 50, 10
@@ -78,10 +76,15 @@ def autoscaler_policy(cluster_name: str) -> str:
     return iam.policy_document(
         [
             iam.statement("Allow", _AUTOSCALER_READS, "*", sid="DescribeOnly"),
+            # Labels and taints of managed node groups, for scaling a group up from zero nodes: this cluster's only.
+            iam.statement(
+                "Allow", "eks:DescribeNodegroup", f"arn:aws:eks:*:*:nodegroup/{cluster_name}/*", sid="OwnNodeGroups"
+            ),
             iam.statement(
                 "Allow",
                 ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-                "*",
+                # Any group by ARN form (their names are EKS's), narrowed to this cluster's by the owned tag.
+                "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*",
                 sid="ScaleOnlyThisClustersGroups",
                 condition=owned,
             ),

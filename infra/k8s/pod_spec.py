@@ -166,10 +166,20 @@ def pod_template(
 
 
 def settings(
-    aws_region: str, bucket: str, model_name: str, model_version: str, inference_threads: int
+    aws_region: str,
+    bucket: str,
+    model_name: str,
+    model_version: str,
+    inference_threads: int,
+    public_domain: str | None = None,
 ) -> dict[str, str]:
-    """The container's environment, by the contract's variable names (a ConfigMap takes strings only)."""
+    """The container's environment, by the contract's variable names (a ConfigMap takes strings only).
+
+    ``public_domain`` lets the container send a tenant of another jurisdiction to its regional endpoint.
+    """
+    domain = {service.ENV_PUBLIC_DOMAIN: public_domain} if public_domain else {}
     return {
+        **domain,
         service.ENV_REGION: aws_region,
         service.ENV_TOPOLOGY_FILE: f"{TOPOLOGY_DIR}/{TOPOLOGY_FILE}",
         service.ENV_MODEL_BUCKET: bucket,

@@ -54,6 +54,7 @@ class ServingWorkloadArgs:
     prometheus: tuple[str, Mapping[str, str]]  # (namespace, pod labels) of the Prometheus that scrapes
     gateway: tuple[str, Mapping[str, str]]  # (namespace, pod labels) of the ingress gateway
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)  # add-ons whose CRDs and devices it uses
+    public_domain: str | None = None  # speech:domain: where a refused tenant is sent (https://<region>.<domain>)
 
 
 class ServingWorkload(pulumi.ComponentResource):
@@ -89,7 +90,12 @@ class ServingWorkload(pulumi.ComponentResource):
         topology_json = json.dumps(args.topology.to_dict(), indent=2, sort_keys=True)
         settings = pulumi.Output.from_input(args.bucket_name).apply(
             lambda bucket: pod_spec.settings(
-                args.region.aws_region, bucket, args.model.name, args.model.version, INFERENCE_THREADS
+                args.region.aws_region,
+                bucket,
+                args.model.name,
+                args.model.version,
+                INFERENCE_THREADS,
+                args.public_domain,
             )
         )
         kubernetes.core.v1.ConfigMap(

@@ -34,7 +34,11 @@ def test_the_serving_role_is_bound_to_the_serving_service_account_of_its_own_clu
         "aws:RequestTag/kubernetes-namespace": service.KUBERNETES_NAMESPACE,
         "aws:RequestTag/kubernetes-service-account": service.SERVICE_ACCOUNT,
     }
-    (association,) = graph.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    associations = graph.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    (association,) = [a for a in associations if a.inputs["namespace"] == service.KUBERNETES_NAMESPACE]
+    assert [a.name for a in associations if a.inputs["roleArn"] == graph.exports["servingRoleArn"]] == [
+        association.name
+    ], "the serving role is bound to the serving service account only"
     assert association.inputs["clusterName"] == graph.exports["clusterName"]
     assert (association.inputs["namespace"], association.inputs["serviceAccount"]) == (
         service.KUBERNETES_NAMESPACE,

@@ -51,6 +51,7 @@ def test_the_container_gets_its_region_bucket_model_and_topology_by_the_contract
     graph, cfg = program(stack), _cfg(stack)
     settings = kube.find(graph, "ConfigMap", "speech-serving-settings")["data"]
     assert settings[service.ENV_REGION] == cfg.region.aws_region
+    assert settings[service.ENV_PUBLIC_DOMAIN] == cfg.domain, "a refused tenant is sent to its regional endpoint"
     assert settings[service.ENV_MODEL_BUCKET] == graph.exports["modelBucketName"]
     assert (settings[service.ENV_MODEL_NAME], settings[service.ENV_MODEL_VERSION]) == (
         cfg.model.name,
