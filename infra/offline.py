@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import runpy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import Stack, wait_for_rpcs
@@ -29,28 +29,25 @@ from pulumi.runtime.sync_await import _sync_await
 
 from contract.topology import Topology
 from infra import program
+from infra.project import REPOSITORY, Project
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPOSITORY.root
 PROJECT_FILE = ROOT / "Pulumi.yaml"
-PROGRAM = ROOT / "__main__.py"
+PROGRAM = REPOSITORY.program
 MOCK_ACCOUNT_ID = "123456789012"
 
 
 def project_name() -> str:
-    return yaml.safe_load(PROJECT_FILE.read_text())["name"]
+    return REPOSITORY.name
 
 
 def stack_file(stack: str) -> Path:
-    return ROOT / f"Pulumi.{stack}.yaml"
+    return REPOSITORY.stack_file(stack)
 
 
 def stack_config(stack: str) -> dict[str, Any]:
-    """The `config:` block of `Pulumi.<stack>.yaml`, keys fully qualified (`speech:domain`, `aws:region`)."""
-    path = stack_file(stack)
-    if not path.exists():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-        raise FileNotFoundError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
-    return dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})
+    """The `config:` block of this repository's `Pulumi.<stack>.yaml`, keys fully qualified."""
+    return REPOSITORY.stack_config(stack)
 
 
 @dataclass(frozen=True)
@@ -299,8 +296,12 @@ def run_program(
     *,
     config: Mapping[str, Any] | None = None,
     stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    project: str | None = None,
 ) -> Graph:
-    """Run any Pulumi program ``body`` for ``stack`` under mocks (a platform team's own, or ``__main__.py``)."""
+    """Run any Pulumi program ``body`` for ``stack`` under mocks (a platform team's own, or ``__main__.py``).
+
+    ``project`` is the Pulumi project name URNs carry; this repository's by default.
+    """
     raw = stack_config(stack) if config is None else dict(config)
     region = str(raw.get("aws:region", "us-east-1"))
     values, secrets = _config_entries(raw)
@@ -311,7 +312,7 @@ def run_program(
     mocks = RecordingMocks(region, stack_outputs)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(values, secrets)
-    pulumi.runtime.set_mocks(mocks, project=project_name(), stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=project or project_name(), stack=stack, preview=False, monitor=monitor)
     pulumi_settings.SETTINGS.rpc_manager.clear()
     pulumi_settings.SETTINGS.outputs.clear()
 
@@ -348,3 +349,29 @@ def run_stack(
             regional = (regional_configs or {}).get(region.key)
             references[f"{prefix}/{region.key}"] = run(region.key, topology, config=regional).exports
     return run(stack, topology, config=raw, stack_outputs=references)
+
+
+def run_project(project: Project, stack: str) -> Graph:
+    """Run a project's own program (`Pulumi.yaml`'s main) for ``stack`` with its stack file, as `pulumi up` would.
+
+    A global stack (`speech:scope: global`) first sees, through its StackReferences, the exports of every other
+    stack of the project, each run offline the same way; so a platform team's program is planned like this one.
+    """
+    raw = project.stack_config(stack)
+    references: dict[str, dict[str, Any]] = {}
+    if raw.get("speech:scope") == "global":
+        prefix = raw.get("speech:stackPrefix")
+        for other in project.stacks():
+            if other != stack and not project.is_global(other):
+                references[f"{prefix}/{other}"] = _run_project_program(project, other, {}).exports
+    return _run_project_program(project, stack, references)
+
+
+def _run_project_program(project: Project, stack: str, references: Mapping[str, Mapping[str, Any]]) -> Graph:
+    return run_program(
+        stack,
+        lambda: runpy.run_path(str(project.program), run_name="__main__"),
+        config=project.stack_config(stack),
+        stack_outputs=references,
+        project=project.name,
+    )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.topology import CLOUDFLARE_REGIONS, CONTINENTS, DEFAULT_TOPOLOGY, Region, Topology
+from infra import markers
 
 TABLE_START = "<!-- routing-table:start -->"
 TABLE_END = "<!-- routing-table:end -->"
@@ -151,18 +152,12 @@ def render_markdown(topology: Topology) -> str:
 
 def replace_table(text: str, table: str) -> str:
     """``text`` with everything between the routing-table markers replaced by ``table``."""
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
-    if start < 0 or end < start:
-        raise ValueError(f"no {TABLE_START} ... {TABLE_END} markers, in that order")
-    return f"{text[: start + len(TABLE_START)]}\n{table}\n{text[end:]}"
+    return markers.replace_between(text, TABLE_START, TABLE_END, table)
 
 
 def table_in(text: str) -> str:
     """The text between the routing-table markers, without the newlines that frame it."""
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
-    if start < 0 or end < start:
-        raise ValueError(f"no {TABLE_START} ... {TABLE_END} markers, in that order")
-    return text[start + len(TABLE_START) : end].strip("\n")
+    return markers.between(text, TABLE_START, TABLE_END)
 
 
 def main(argv: list[str] | None = None) -> int:
