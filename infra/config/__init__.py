@@ -8,7 +8,8 @@ value, what is allowed and the file to edit, instead of a provider stack trace h
 One module per section: `region` (which topology region), `domain` (DNS names, Cloudflare, stack prefix),
 `network` (VPC), `cluster` (Kubernetes version, API access, node pools), `workload` (model, image),
 `serving` (profile, replicas, autoscaling targets, drain), `release` (who may assume each jurisdiction's publisher
-role); `reader` formats every error alike and `stack` assembles a regional or global stack's sections.
+role), `deploy` (the order CI deploys the regional stacks in); `reader` formats every error alike and `stack`
+assembles a regional or global stack's sections.
 """
 
 from infra.config.cluster import (

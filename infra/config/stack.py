@@ -18,6 +18,7 @@ from infra.config.cluster import (
     read_kubernetes_version,
     read_spot_pool,
 )
+from infra.config.deploy import read_deploy_order
 from infra.config.domain import (
     CloudflareBalancerConfig,
     CloudflareConfig,
@@ -66,6 +67,7 @@ class GlobalConfig:
     stack_prefix: str  # "<org>/<project>": regional stacks are referenced as f"{stack_prefix}/{region.key}"
     cloudflare: CloudflareBalancerConfig | None
     publishers: dict[str, tuple[str, ...]]  # jurisdiction code -> principals that may assume its publisher role
+    deploy_order: tuple[Region, ...]  # every region once, the canary first; `global` itself always comes last
 
     def regional_stack_name(self, region: Region) -> str:
         return f"{self.stack_prefix}/{region.key}"
@@ -78,7 +80,7 @@ _REGIONAL_KEYS = _COMMON_KEYS | {
     "region", "jurisdiction", "kubernetesVersion", "vpcCidr", "availabilityZones", "gpuInstanceTypes", "gpuPool",
     "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image", "clusterAccess", "serving",
 }  # fmt: skip
-_GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix", "publishers"}
+_GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix", "publishers", "deployOrder"}
 
 
 def load(stack: str, raw: Mapping[str, Any], topology: Topology) -> StackConfig:
@@ -102,6 +104,7 @@ def _load_global(reader: Reader, topology: Topology) -> GlobalConfig:
         stack_prefix=read_stack_prefix(reader),
         cloudflare=read_cloudflare_balancer(reader, domain),
         publishers=read_publishers(reader, topology),
+        deploy_order=read_deploy_order(reader, topology),
     )
 
 

@@ -106,7 +106,11 @@ def _eu_central_stack_config() -> dict:
 def four_regions() -> tuple[offline.Graph, offline.Graph, str]:
     """The global stack, the new regional stack and the routing table, built for a four-region topology."""
     topology = _with_eu_central()
-    graph = offline.run_stack("global", topology, regional_configs={"eu-central": _eu_central_stack_config()})
+    global_config = offline.stack_config("global")
+    global_config["speech:deployOrder"] = [*global_config["speech:deployOrder"], "eu-central"]
+    graph = offline.run_stack(
+        "global", topology, config=global_config, regional_configs={"eu-central": _eu_central_stack_config()}
+    )
     regional = offline.run("eu-central", topology, config=_eu_central_stack_config())
     return graph, regional, routing.render_markdown(topology)
 
