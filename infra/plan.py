@@ -1,11 +1,15 @@
 """Offline plan: what `pulumi up` would create for a stack, without cloud credentials or the Pulumi CLI.
 
-    python -m infra.plan eu-west          # resource tree with key properties
-    python -m infra.plan global --json    # machine-readable, for diffing in review
-    python -m infra.plan eu-west --policy # the policy pack's rules (policy/rules.py) over the plan; 1 on a violation
+    python -m infra.plan eu-west                       # resource tree with key properties
+    python -m infra.plan global --json                 # the whole graph, machine-readable
+    python -m infra.plan eu-west --policy              # the policy pack's verdict on every resource; 1 on a violation
+    python -m infra.plan --diff us-west eu-west        # what differs between two stacks, region names aside
+    python -m infra.plan eu-west --diff-ref origin/main   # what this change does to the stack: added, removed, changed
+    python -m infra.plan --all --policy --diff-ref origin/main --format markdown   # a pull request's review comment
 
 It runs the real program under mocks (infra/offline.py), so config errors and topology rules fail exactly as they
-would in a real deployment.
+would in a real deployment. `--project DIR` plans another Pulumi project (a platform team's program, `examples/`).
+Exit status: 0, 1 when a resource violates a policy (with `--policy`), 2 when the program or a ref cannot be planned.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pulumi
 
-from contract.topology import DEFAULT_TOPOLOGY
-from infra import offline
+from infra import offline, plan_diff, plan_ref, plan_report
+from infra.project import REPOSITORY, Project
 
 # Properties worth a reviewer's eye, by resource type; everything else is in --json.
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -118,44 +123,97 @@ def as_json(graph: offline.Graph) -> dict[str, Any]:
 
 def policy_verdicts(graph: offline.Graph) -> list[tuple[str, str, str]]:
     """(rule, resource name, violation) for every violation of the policy pack's rules in ``graph``."""
-    from policy.rules import RULES  # the pack's rules; only this mode needs them
-
     return [
-        (rule.name, resource.name, violation)
-        for rule in RULES
-        for resource in graph.resources
-        for violation in rule.check(resource.type, resource.inputs, graph.stack)
+        (rule, verdict.name, violation)
+        for verdict in plan_report.resource_verdicts(graph)
+        for rule, violations in verdict.violations.items()
+        for violation in violations
     ]
 
 
-def render_verdicts(graph: offline.Graph, violations: list[tuple[str, str, str]]) -> str:
-    from policy.rules import RULES
+def _stacks(args: argparse.Namespace, project: Project) -> list[str]:
+    if args.all:
+        return sorted(project.stacks(), key=project.is_global)  # regional stacks first, as they deploy
+    return list(args.stacks)
 
-    lines = [f"stack {graph.stack}: {len(graph.resources)} resources against {len(RULES)} policies"]
-    for rule in RULES:
-        found = [(name, why) for rule_name, name, why in violations if rule_name == rule.name]
-        lines.append(f"{'FAIL' if found else 'pass'}  {rule.name}: {rule.description}")
-        lines += [f"      {name}: {why}" for name, why in found]
-    return "\n".join(lines)
+
+def _reports(args: argparse.Namespace, project: Project) -> list[plan_report.StackReport]:
+    if args.diff:
+        base_stack, head_stack = args.diff
+        base, head = offline.run_project(project, base_stack), offline.run_project(project, head_stack)
+        renames = plan_diff.stack_renames(
+            base_stack,
+            str(project.stack_config(base_stack).get("aws:region", "")),
+            head_stack,
+            str(project.stack_config(head_stack).get("aws:region", "")),
+        )
+        diff = plan_diff.diff_plans(
+            as_json(base), as_json(head), base_label=base_stack, head_label=head_stack, renames=renames
+        )
+        verdicts = plan_report.resource_verdicts(head) if args.policy else None
+        return [plan_report.StackReport(head_stack, len(head.resources), verdicts, diff)]
+    stacks = _stacks(args, project)
+    bases = plan_ref.plans_at_ref(args.diff_ref, stacks, project.root) if args.diff_ref else {}
+    reports = []
+    for stack in stacks:
+        graph = offline.run_project(project, stack)
+        ref_diff: plan_diff.PlanDiff | None = None
+        if args.diff_ref:
+            base_plan = bases[stack] or {"stack": stack, "resources": [], "outputs": {}}
+            ref_diff = plan_diff.diff_plans(
+                base_plan, as_json(graph), base_label=args.diff_ref, head_label="the working tree"
+            )
+        verdicts = plan_report.resource_verdicts(graph) if args.policy else None
+        reports.append(plan_report.StackReport(stack, len(graph.resources), verdicts, ref_diff))
+    return reports
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.plan",
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0, 1 on a policy violation (--policy), 2 when a stack or ref cannot be planned.",
+    )
+    parser.add_argument("stacks", nargs="*", help="stack names, e.g. eu-west (reads Pulumi.<stack>.yaml)")
+    parser.add_argument("--all", action="store_true", help="every stack of the project, regional stacks first")
+    parser.add_argument("--json", action="store_true", help="print one stack's whole resource graph as JSON")
+    parser.add_argument("--policy", action="store_true", help="the policy pack's verdict on every resource")
+    parser.add_argument("--diff", nargs=2, metavar=("BASE", "HEAD"), help="what differs from stack BASE to HEAD")
+    parser.add_argument("--diff-ref", metavar="REF", help="what the working tree changes against git ref REF")
+    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="report format")
+    parser.add_argument("--project", type=Path, default=REPOSITORY.root, help="Pulumi project directory")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack", help="stack name, e.g. eu-west (reads Pulumi.<stack>.yaml)")
-    parser.add_argument("--json", action="store_true", help="print the full resource graph as JSON")
-    parser.add_argument("--policy", action="store_true", help="check the policy pack's rules; exit 1 on a violation")
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.diff and (args.stacks or args.all or args.diff_ref):
+        parser.error("--diff compares two stacks; name no other stack, --all or --diff-ref with it")
+    if not args.diff and bool(args.stacks) == args.all:
+        parser.error("name the stacks to plan, or --all")
+    if args.json and (len(args.stacks) != 1 or args.policy or args.diff_ref):
+        parser.error("--json prints the graph of one stack; use --format json for --policy and diff reports")
+    project = Project(args.project.resolve())
     try:
-        graph = offline.run_stack(args.stack, DEFAULT_TOPOLOGY)
-    except (FileNotFoundError, pulumi.RunError) as exc:
+        if not (args.policy or args.diff or args.diff_ref):
+            graphs = [offline.run_project(project, stack) for stack in _stacks(args, project)]
+            if args.json:
+                print(json.dumps(as_json(graphs[0]), indent=2, default=str))
+            else:
+                print("\n".join(render_tree(g) for g in graphs))
+            return 0
+        reports = _reports(args, project)
+    except (FileNotFoundError, KeyError, pulumi.RunError, plan_ref.RefError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.policy:
-        violations = policy_verdicts(graph)
-        print(render_verdicts(graph, violations))
-        return 1 if violations else 0
-    print(json.dumps(as_json(graph), indent=2, default=str) if args.json else render_tree(graph))
-    return 0
+    if args.format == "json":
+        print(json.dumps(plan_report.as_json(reports), indent=2, default=str))
+    elif args.format == "markdown":
+        print(plan_report.render_markdown(reports), end="")
+    else:
+        print(plan_report.render_text(reports))
+    return 0 if all(r.passed for r in reports) else 1
 
 
 if __name__ == "__main__":
