@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--diff", nargs=2, metavar=("BASE", "HEAD"), help="what differs from stack BASE to HEAD")
     parser.add_argument("--diff-ref", metavar="REF", help="what the working tree changes against git ref REF")
     parser.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="report format")
+    parser.add_argument("--json-report", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--project", type=Path, default=REPOSITORY.root, help="Pulumi project directory")
     return parser
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, pulumi.RunError, plan_ref.RefError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.json_report:
+        args.json_report.write_text(json.dumps(plan_report.as_json(reports), indent=2, default=str))
     if args.format == "json":
         print(json.dumps(plan_report.as_json(reports), indent=2, default=str))
     elif args.format == "markdown":

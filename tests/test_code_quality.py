@@ -20,6 +20,7 @@ CHECKED = (
     "tests/conftest.py",
     "tests/contract",
     "tests/infra",
+    "tests/ci",
     "policy",
     "tests/policy",
     "tests/test_code_quality.py",
