@@ -351,15 +351,16 @@ def run_stack(
     return run(stack, topology, config=raw, stack_outputs=references)
 
 
-def run_project(project: Project, stack: str) -> Graph:
+def run_project(project: Project, stack: str, *, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Graph:
     """Run a project's own program (`Pulumi.yaml`'s main) for ``stack`` with its stack file, as `pulumi up` would.
 
-    A global stack (`speech:scope: global`) first sees, through its StackReferences, the exports of every other
-    stack of the project, each run offline the same way; so a platform team's program is planned like this one.
+    A global stack (`speech:scope: global`) sees, through its StackReferences, the exports of every other stack of
+    the project, each run offline the same way first, unless ``stack_outputs`` gives them ({qualified name:
+    exports}); so a platform team's program is planned exactly like this one.
     """
     raw = project.stack_config(stack)
-    references: dict[str, dict[str, Any]] = {}
-    if raw.get("speech:scope") == "global":
+    references = dict(stack_outputs or {})
+    if raw.get("speech:scope") == "global" and stack_outputs is None:
         prefix = raw.get("speech:stackPrefix")
         for other in project.stacks():
             if other != stack and not project.is_global(other):
