@@ -187,7 +187,7 @@ def test_a_dns_only_program_never_imports_cloudflare():
 
 def test_the_readmes_import_example_builds_a_replicated_eu_store_under_mocks():
     text = (REPO / "README.md").read_text()
-    example = text.split("## Importing the components", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    example = text.split("## Use the components in your own program", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     graph = offline.run_program("readme", lambda: exec(example, {}), config={})
     (bucket,) = graph.of_type("aws:s3/bucket:Bucket")
     assert bucket.inputs["region"] == "eu-central-1"
