@@ -107,13 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.write is not None:
-        try:
-            text = args.write.read_text()
-            args.write.write_text(markers.replace_between(text, WAVES_START, WAVES_END, render_markdown(waves)))
-        except (OSError, ValueError) as exc:
-            print(f"error: {args.write}: {exc}", file=sys.stderr)
-            return 2
-    elif args.github:
+        return markers.write_into(args.write, WAVES_START, WAVES_END, render_markdown(waves))
+    if args.github:
         print(github_outputs(waves))
     elif args.markdown:
         print(render_markdown(waves))

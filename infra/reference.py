@@ -9,14 +9,12 @@ attributes), so the table cannot drift from the API; a test fails when the READM
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import inspect
 import pkgutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import pulumi
@@ -98,19 +96,8 @@ def render_markdown() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", metavar="FILE", type=Path, help="replace the table between the markers in FILE")
-    args = parser.parse_args(argv)
-    table = render_markdown()
-    if args.write is None:
-        print(table)
-        return 0
-    try:
-        args.write.write_text(markers.replace_between(args.write.read_text(), TABLE_START, TABLE_END, table))
-    except (OSError, ValueError) as exc:
-        print(f"error: {args.write}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    description = (__doc__ or "").split("\n\n")[0]
+    return markers.block_cli("python -m infra.reference", description, TABLE_START, TABLE_END, render_markdown, argv)
 
 
 if __name__ == "__main__":

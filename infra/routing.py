@@ -11,10 +11,8 @@ Cloudflare and in the README table together. The CLI renders this repository's `
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from contract.topology import CLOUDFLARE_REGIONS, CONTINENTS, DEFAULT_TOPOLOGY, Region, Topology
 from infra import markers
@@ -161,19 +159,10 @@ def table_in(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.routing", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", metavar="FILE", type=Path, help="replace the table between the markers in FILE")
-    args = parser.parse_args(argv)
-    table = render_markdown(DEFAULT_TOPOLOGY)
-    if args.write is None:
-        print(table)
-        return 0
-    try:
-        args.write.write_text(replace_table(args.write.read_text(), table))
-    except (OSError, ValueError) as exc:
-        print(f"error: {args.write}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    description = (__doc__ or "").split("\n\n")[0]
+    return markers.block_cli(
+        "python -m infra.routing", description, TABLE_START, TABLE_END, lambda: render_markdown(DEFAULT_TOPOLOGY), argv
+    )
 
 
 if __name__ == "__main__":
