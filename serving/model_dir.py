@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from contract.service import ENV_MODEL_CACHE, MANIFEST_FILE
+from serving.names import checked_name
 
 ENCODER_FILE = "encoder.int8.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -130,6 +131,11 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ModelError(
             f"{path} is not a valid manifest ({err!r}); expected JSON with name, version, profile and files"
         ) from err
+    try:
+        checked_name(manifest.name, "the manifest's model name")
+        checked_name(manifest.version, "the manifest's version")
+    except ValueError as err:
+        raise ModelError(f"{path}: {err}") from err
     missing = [f for f in MODEL_FILES if f not in manifest.files]
     if missing:
         raise ModelError(f"{path} lists no hash for {', '.join(missing)}; a model needs {', '.join(MODEL_FILES)}")

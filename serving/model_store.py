@@ -6,6 +6,10 @@ tampered object never leaves a half-written model that a later start would trust
 serving region's jurisdiction (asked of the deployment's :class:`~contract.topology.Topology`): a replica never
 pulls from, and so never depends on, a store across a residency boundary. The store's layout is the one
 ``contract.service`` defines for both sides.
+
+Names and versions are checked (``serving/names.py``) before they touch a path, and the client deletes or replaces
+only directories it has resolved and proved to lie inside its own cache: a version named ``..`` once made it
+delete the whole cache.
 """
 
 from __future__ import annotations
@@ -23,12 +27,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from contract.service import MANIFEST_FILE, model_prefix
 from contract.topology import Region, Topology, TopologyError
 from serving.model_dir import ModelError, read_manifest, sha256_of, verify_model_dir
+from serving.names import checked_name, is_valid_name
 
 log = logging.getLogger(__name__)
+# What S3 (and moto) answer for a key that is not there: HEAD gives a bare 404, GET NoSuchKey.
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 class ModelStoreError(RuntimeError):
-    """The store is unreachable, refused by residency rules, or holds a model that fails verification."""
+    """The store is unreachable, refused by residency rules, or holds a model that fails verification.
+
+    The message is for the log (bucket keys, cache paths, the SDK's error); ``public`` says what failed in words
+    safe to show a client.
+    """
+
+    def __init__(self, message: str, public: str = "the model store request failed") -> None:
+        super().__init__(message)
+        self.public = public
 
 
 def bucket_location(s3: object, bucket: str) -> str:
@@ -100,20 +115,26 @@ class ModelStore:
             for page in pages:
                 found.extend(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", []))
         except (ClientError, BotoCoreError) as exc:
-            raise ModelStoreError(f"cannot list {self.url(name)}: {exc}") from exc
-        return sorted(found, key=version_order)
+            raise ModelStoreError(
+                f"cannot list {self.url(name)}: {exc}", "the model store could not be listed"
+            ) from exc
+        refused = [version for version in found if not is_valid_name(version)]
+        if refused:
+            log.warning("ignoring versions under %s that are not valid names: %r", self.url(name), refused[:10])
+        return sorted((version for version in found if is_valid_name(version)), key=version_order)
 
     def latest_version(self, name: str) -> str:
         versions = self.versions(name)
         if not versions:
             raise ModelStoreError(
-                f"no versions of model {name!r} under {self.url(name)}; publish one or fix SPEECH_MODEL__NAME"
+                f"no versions of model {name!r} under {self.url(name)}; publish one or fix SPEECH_MODEL__NAME",
+                f"the model store holds no version of {name}",
             )
         return versions[-1]
 
     def pull(self, name: str, version: str) -> Path:
         """A verified local copy of ``models/<name>/<version>/``, downloading it unless the cache already has it."""
-        target = self.cache_dir / name / version
+        target = self._cache_path(name, version)
         if target.is_dir():
             try:
                 verify_model_dir(target)
@@ -138,17 +159,39 @@ class ModelStore:
         log.info("pulled %s into %s", self.url(name, version), target)
         return target
 
+    def _cache_path(self, name: str, version: str) -> Path:
+        """``<cache>/<name>/<version>``, resolved, and refused unless it is exactly that deep inside the cache.
+
+        Checking the strings is not enough on its own: a symlink in the cache could still point a version
+        elsewhere, and everything this path names may later be deleted.
+        """
+        try:
+            checked_name(name, "model name")
+            checked_name(version, "model version")
+        except ValueError as exc:
+            raise ModelStoreError(str(exc), str(exc)) from None
+        root = self.cache_dir.resolve()
+        target = (root / name / version).resolve()
+        if target.parent.parent != root or target.parent.name != name or target.name != version:
+            raise ModelStoreError(
+                f"refusing cache path {target} for {name!r} {version!r}: it is not a version directory inside {root}",
+                f"version {version} of {name} cannot be cached",
+            )
+        return target
+
     def _download_verified(self, name: str, version: str, staging: Path) -> None:
         prefix, where = model_prefix(name, version), self.url(name, version)
         self._download(prefix + MANIFEST_FILE, staging / MANIFEST_FILE)
+        refused = f"version {version} of {name} failed verification"
         try:
             manifest = read_manifest(staging)
         except ModelError as exc:
-            raise ModelStoreError(f"{where}{MANIFEST_FILE}: {exc}") from exc
+            raise ModelStoreError(f"{where}{MANIFEST_FILE}: {exc}", refused) from exc
         if (manifest.name, manifest.version) != (name, version):
             raise ModelStoreError(
                 f"{where}{MANIFEST_FILE} describes {manifest.name!r} version {manifest.version!r}; "
-                "a version must be published under models/<name>/<version>/ with the same name and version"
+                "a version must be published under models/<name>/<version>/ with the same name and version",
+                refused,
             )
         for relative, expected in sorted(manifest.files.items()):
             path = staging / _inside_model(relative, where)
@@ -158,19 +201,25 @@ class ModelStore:
             if actual != expected:
                 raise ModelStoreError(
                     f"{where}{relative}: sha256 {actual} does not match {expected} in {MANIFEST_FILE}; "
-                    f"refusing to use version {version}"
+                    f"refusing to use version {version}",
+                    refused,
                 )
 
     def _download(self, key: str, path: Path) -> None:
         try:
             self._s3.download_file(self.bucket, key, str(path))
         except (ClientError, BotoCoreError) as exc:
-            raise ModelStoreError(f"cannot download s3://{self.bucket}/{key}: {exc}") from exc
+            is_missing = isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING
+            public = "that version is not in the model store" if is_missing else "the model store could not be read"
+            raise ModelStoreError(f"cannot download s3://{self.bucket}/{key}: {exc}", public) from exc
 
 
 def _inside_model(relative: str, where: str) -> PurePosixPath:
     """A manifest entry as a path, refused when it would write outside the model directory."""
     path = PurePosixPath(relative)
     if path.is_absolute() or ".." in path.parts or relative == MANIFEST_FILE or not path.parts:
-        raise ModelStoreError(f"{where}{MANIFEST_FILE} lists {relative!r}; entries must be paths inside the model")
+        raise ModelStoreError(
+            f"{where}{MANIFEST_FILE} lists {relative!r}; entries must be paths inside the model",
+            "the model's manifest lists a file outside the model",
+        )
     return path

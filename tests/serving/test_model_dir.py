@@ -59,6 +59,14 @@ def test_a_broken_manifest_is_refused(model_copy, content):
         load_engine(model_copy)
 
 
+@pytest.mark.parametrize(("field", "value"), [("version", ".."), ("version", "."), ("name", "../models")])
+def test_a_manifest_naming_a_model_or_version_that_is_not_a_plain_name_is_refused(model_copy, field, value):
+    manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
+    (model_copy / MANIFEST_FILE).write_text(json.dumps({**manifest, field: value}))
+    with pytest.raises(ModelError, match=f"{value!r} is not accepted"):
+        load_engine(model_copy)
+
+
 def test_a_directory_without_a_manifest_is_refused(tmp_path):
     with pytest.raises(ModelError, match=f"needs {MANIFEST_FILE}"):
         load_engine(tmp_path)
