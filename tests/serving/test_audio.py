@@ -100,3 +100,42 @@ def test_audio_longer_than_the_limit_is_refused_with_413():
 def test_a_container_sent_as_raw_pcm_is_refused_instead_of_decoded_as_noise():
     with pytest.raises(audio.AudioError, match="is a wav file but sample_rate=16000 asks for raw PCM16"):
         audio.decode(encoded(tone(16000), 16000, "WAV", "PCM_16"), sample_rate=16000)
+
+
+def flac_declaring(seconds: float, frames_in_header: int | None, channels: int = 1, rate: int = 16_000) -> bytes:
+    """A FLAC of ``seconds`` of tone whose STREAMINFO total-samples field says ``frames_in_header`` (0: unknown)."""
+    body = bytearray(encoded(tone(rate, seconds, channels=channels), rate, "FLAC", "PCM_16"))
+    if frames_in_header is not None:
+        # STREAMINFO starts at byte 8; its low 36 bits at bytes 18-25 hold the total sample count.
+        packed = int.from_bytes(body[18:26], "big")
+        body[18:26] = ((packed & ~((1 << 36) - 1)) | frames_in_header).to_bytes(8, "big")
+    return bytes(body)
+
+
+def test_a_file_whose_header_declares_too_much_audio_is_refused_before_any_sample_is_decoded():
+    # One real second of audio behind a header that claims an hour: a decoder would find out only by decoding.
+    claimed_hour = flac_declaring(1.0, frames_in_header=3600 * 16_000)
+    with pytest.raises(audio.AudioError) as error:
+        audio.decode(claimed_hour, max_audio_s=60)
+    assert error.value.status_code == 413
+    assert str(error.value).startswith("the flac file's header says the audio is 3600.0 s long; at most 60 s")
+
+
+def test_a_flac_that_does_not_say_how_long_it_is_is_refused_with_the_fix():
+    with pytest.raises(audio.AudioError, match="the flac file does not say how long it is") as error:
+        audio.decode(flac_declaring(1.0, frames_in_header=0), max_audio_s=60)
+    assert error.value.status_code == 400
+
+
+def test_more_channels_than_accepted_are_refused_from_the_header():
+    with pytest.raises(audio.AudioError, match="the wav file has 9 channels; at most 8 are accepted"):
+        audio.decode(encoded(tone(16000, 0.1, channels=9), 16000, "WAV", "PCM_16"))
+
+
+@pytest.mark.parametrize(("rate", "fmt", "subtype"), [(48000, "FLAC", "PCM_16"), (44100, "WAV", "PCM_16")])
+def test_audio_longer_than_a_block_is_decoded_block_by_block_without_seams(rate, fmt, subtype):
+    clip = audio.decode(encoded(tone(rate, seconds=3.5, channels=2), rate, fmt, subtype), max_audio_s=60)
+    assert abs(len(clip) - 56_000) < 50
+    steady = clip[1000:-1000]
+    expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(1000, 1000 + len(steady)) / 16_000))
+    assert np.max(np.abs(steady - expected)) < 0.01, "a resampler restarted at each block would leave clicks"
