@@ -51,3 +51,13 @@ def test_a_whole_recording_scores_as_the_stream_scores_it_window_by_window(synth
         probability, state = stream.speech_probability(padded[start : start + _CONTEXT + WINDOW], state)
         expected.append(probability)
     np.testing.assert_allclose(SileroSequence().probabilities(audio), expected, atol=1e-5)
+
+
+def test_the_stream_remembers_where_speech_was_last_heard(synthesize):
+    speech = synthesize("The juice of lemons makes fine punch.", engine="flite")
+    vad = SileroVad().stream(threshold=0.5, end_silence_ms=600)
+    vad.feed(np.concatenate([silence(1.0), speech]))
+    heard_until = vad.last_speech_end
+    assert 1.0 * RATE < heard_until <= (1.0 + len(speech) / RATE) * RATE
+    vad.feed(silence(2.0))
+    assert vad.last_speech_end == heard_until, "silence moves nothing"
