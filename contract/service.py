@@ -78,7 +78,9 @@ METRIC_ACTIVE_STREAMS = "speech_active_streams"  # what stream autoscaling scale
 # Labelled by region only: an admitted request has no model version until an engine is chosen for it.
 METRIC_BATCH_IN_FLIGHT = "speech_batch_requests_in_flight"
 METRIC_ERRORS = "speech_errors_total"
-METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"
+METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"  # reason: superseded or overload
+# Seconds streams were held back (not read) for sending faster than the per-stream pace.
+METRIC_STREAM_HELD_BACK = "speech_stream_held_back_seconds_total"
 METRIC_MODEL_INFO = "speech_model_info"
 METRIC_MODEL_SWAPS = "speech_model_swaps_total"
 # Requests refused because the tenant's home jurisdiction may not be served here (labels: jurisdiction, route).

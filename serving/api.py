@@ -1,46 +1,42 @@
-"""HTTP routes: batch transcription, model listing and reload, health, readiness and metrics."""
+"""HTTP routes: batch transcription, model listing and reload, health, readiness and metrics.
+
+Authentication, body-size limits and upload timeouts are applied before a route runs (``serving/gate.py``), so
+the handlers here only ever see requests that may proceed and bodies that stay within bounds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from functools import partial
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from contract.service import HEALTH_PATH, METRICS_PATH, READINESS_PATH
+from contract.service import BATCH_PATH, HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import audio
-from serving.auth import UNAUTHORIZED_DETAIL
-from serving.engine import SAMPLE_RATE
+from serving.engine import SAMPLE_RATE, Transcription
 from serving.metrics import CONTENT_TYPE
 from serving.model_dir import ModelError
-from serving.model_manager import ReloadInProgressError
+from serving.model_manager import ReloadInProgressError, public_reason
 from serving.model_store import ModelStoreError
+from serving.names import ModelVersion
 from serving.registry import EngineLease, ModelInfo, RegistryClosedError
-from serving.residency import MisdirectedError
 from serving.state import ServingState, serving_state
 
+log = logging.getLogger(__name__)
 State = Annotated[ServingState, Depends(serving_state)]
 LANGUAGE_PATTERN = r"^[a-z]{2,3}$"
+UPLOAD_PATHS = frozenset({BATCH_PATH})
+ADMIN_PATHS = frozenset({"/v1/models/reload"})
 
-
-def require_api_key(request: Request, state: State) -> None:
-    """A valid key whose tenant may be served by this replica; runs before the route reads any of the body."""
-    if not state.auth.is_allowed(request.headers):
-        state.metrics.error(state.current_version(), "unauthorized")
-        raise HTTPException(401, UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
-    refusal = state.residency.refusal(state.auth.home_jurisdiction(request.headers))
-    if refusal is not None:
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        state.metrics.residency_refused(state.current_version(), refusal.jurisdiction, route)
-        raise MisdirectedError(refusal)
-
-
-Authorized = Depends(require_api_key)
 probes = APIRouter(tags=["operations"])
-v1 = APIRouter(prefix="/v1", dependencies=[Authorized], tags=["asr"])
+v1 = APIRouter(prefix="/v1", tags=["asr"])
+admin = APIRouter(prefix="/v1", tags=["admin"])
 
 
 @probes.get(HEALTH_PATH)
@@ -53,7 +49,10 @@ def healthz(state: State) -> JSONResponse:
 
 @probes.get(READINESS_PATH)
 def readyz(state: State) -> JSONResponse:
-    """Readiness: a model is loaded and has decoded its warm-up clip."""
+    """Readiness: a model is loaded and has decoded its warm-up clip, and the server is not shutting down."""
+    if state.is_draining:
+        detail = "the server is shutting down; send new work to another replica"
+        return JSONResponse({"status": "draining", "detail": detail}, status_code=503)
     current = state.models.registry.current
     if not state.models.is_ready or current is None:
         status = "failed" if state.models.load_error else "loading"
@@ -73,7 +72,7 @@ class SegmentResponse(BaseModel):
 
 
 class TranscriptionResponse(BaseModel):
-    text: str
+    text: str = Field(description="empty when the audio holds no speech (silence or noise)")
     language: str
     model: str
     model_version: str
@@ -93,37 +92,25 @@ async def transcribe(
         str | None, Query(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code; default: detect")
     ] = None,
 ) -> TranscriptionResponse:
-    """Transcribe one clip (at most ``SPEECH_LIMITS__MAX_AUDIO_S`` seconds) sent as the request body."""
+    """Transcribe one clip (at most ``SPEECH_LIMITS__MAX_AUDIO_S`` seconds) sent as the request body.
+
+    Admission comes first: a request takes its queue slot and a model reference before its upload is read, so a
+    full server refuses with 503 at once instead of after reading and decoding megabytes it cannot serve.
+    """
     started = time.perf_counter()
-    limits = state.settings.limits
-    body = await _read_body(request, state, limits.max_upload_bytes)
-    try:
-        clip = audio.decode(body, sample_rate=sample_rate, max_audio_s=limits.max_audio_s)
-    except audio.AudioError as exc:
-        state.metrics.error(state.current_version(), "bad_audio")
-        raise HTTPException(exc.status_code, str(exc)) from exc
-    decoded = time.perf_counter()
+    if state.is_draining:
+        state.metrics.error(state.current_version(), "shutting_down")
+        raise HTTPException(503, "the server is shutting down; retry (another replica will answer)", _RETRY)
     if not state.batch_slots.try_enter():
         state.metrics.error(state.current_version(), "overloaded")
-        raise HTTPException(
-            503, "the server is at its limit of queued transcriptions; retry shortly", {"Retry-After": "1"}
-        )
+        raise HTTPException(503, "the server is at its limit of queued transcriptions; retry shortly", _RETRY)
     try:
-        lease = _acquire(state)
-        with lease:
+        with _acquire(state) as lease:
             request.state.model_version = lease.info.version
-            queued = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            try:
-                result = await loop.run_in_executor(state.inference_pool, lease.engine.transcribe, clip, language)
-            except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
-                state.metrics.error(lease.info.version, "bad_audio")
-                raise HTTPException(422, str(exc)) from exc
-            except Exception as exc:
-                state.metrics.error(lease.info.version, "engine")
-                raise HTTPException(500, f"transcription failed: {type(exc).__name__}") from exc
-            engine_seconds = time.perf_counter() - queued
-            state.metrics.inference(lease.info.version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
+            body = await request.body()
+            clip = await _decode(state, body, sample_rate)
+            decoded = time.perf_counter()
+            result, engine_seconds = await _run_engine(state, lease, clip, language)
     finally:
         state.batch_slots.leave()
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
@@ -154,30 +141,43 @@ async def list_models(state: State) -> dict:
         try:
             versions = await asyncio.to_thread(store.versions, name)
         except ModelStoreError as exc:
-            versions, body["store_error"] = [], str(exc)
+            log.warning("listing the model store failed: %s", exc)
+            versions, body["store_error"] = [], exc.public
         body["store"] = {"bucket": store.bucket, "url": store.url(name), "versions": versions}
     return body
 
 
 class ReloadRequest(BaseModel):
-    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", description="default: the newest")
+    version: ModelVersion | None = Field(default=None, description="default: the newest")
 
 
-@v1.post("/models/reload")
+@admin.post("/models/reload")
 async def reload_model(state: State, request: Annotated[ReloadRequest | None, Body()] = None) -> dict:
-    """Pull, verify, load and warm a version, then swap it in; live streams finish on the version they started on."""
+    """Pull, verify, load and warm a version, then swap it in; live streams finish on the version they started on.
+
+    An administrative route: it needs an admin key (``SPEECH_AUTH__ADMIN_KEY_HASHES``) and is off without one.
+    """
     if state.models.store is None:
         raise HTTPException(
             409, "no model store is configured (SPEECH_MODEL__BUCKET); the bundled model cannot be reloaded"
         )
+    requested = request.version if request else None
     try:
-        result = await state.models.reload(request.version if request else None)
+        result = await state.models.reload(requested)
     except ReloadInProgressError as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ModelStoreError, ModelError) as exc:
+        log.warning("reload of version %s failed: %s", requested or "(newest)", exc)
         state.metrics.error(state.current_version(), "model_store")
-        raise HTTPException(502, f"reload failed, still serving the previous version: {exc}") from exc
+        which = f"version {requested}" if requested else "the newest version"
+        raise HTTPException(
+            502,
+            f"reload of {which} failed: {public_reason(exc)}; still serving version {state.current_version()}",
+        ) from exc
     return {"changed": result.is_changed, "previous": _info(result.previous), "current": _info(result.current)}
+
+
+_RETRY = {"Retry-After": "1"}
 
 
 def _acquire(state: ServingState) -> EngineLease:
@@ -190,23 +190,36 @@ def _acquire(state: ServingState) -> EngineLease:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
 
 
-async def _read_body(request: Request, state: ServingState, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it when declared)."""
-    too_big = HTTPException(413, f"the upload exceeds {limit} bytes (SPEECH_LIMITS__MAX_UPLOAD_BYTES)")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+async def _decode(state: ServingState, body: bytes, sample_rate: int | None) -> np.ndarray:
+    """The clip at 16 kHz, decoded on a decoder thread (bounded in number), never on the event loop."""
+    loop = asyncio.get_running_loop()
+    max_audio_s = state.settings.limits.max_audio_s
+    try:
+        return await loop.run_in_executor(
+            state.decode_pool, partial(audio.decode, body, sample_rate=sample_rate, max_audio_s=max_audio_s)
+        )
+    except audio.AudioError as exc:
         state.metrics.error(state.current_version(), "bad_audio")
-        if not declared.isdigit():
-            raise HTTPException(400, f"Content-Length {declared!r} is not a byte count")
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            state.metrics.error(state.current_version(), "bad_audio")
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise HTTPException(exc.status_code, str(exc)) from exc
+
+
+async def _run_engine(
+    state: ServingState, lease: EngineLease, clip: np.ndarray, language: str | None
+) -> tuple[Transcription, float]:
+    queued = time.perf_counter()
+    version = lease.info.version
+    try:
+        result = await state.inference.run(lease.engine.transcribe, clip, language)
+    except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
+        state.metrics.error(version, "bad_audio")
+        raise HTTPException(422, str(exc)) from exc
+    except Exception as exc:
+        log.exception("transcription failed")
+        state.metrics.error(version, "engine")
+        raise HTTPException(500, "transcription failed; the server logged why") from exc
+    engine_seconds = time.perf_counter() - queued
+    state.metrics.inference(version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
+    return result, engine_seconds
 
 
 def _info(info: ModelInfo | None) -> dict | None:

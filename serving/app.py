@@ -1,6 +1,6 @@
-"""The app factory: ``uvicorn --factory serving.app:create_app`` (or ``python -m serving``).
+"""The app factory: ``python -m serving`` (or ``uvicorn --factory serving.app:create_app``, without the drain).
 
-Nothing happens at import time. Each app owns its settings, metrics registry, thread pool and model registry on
+Nothing happens at import time. Each app owns its settings, metrics registry, thread pools and model registry on
 ``app.state.serving``, so tests build apps with their own settings and never patch a module.
 """
 
@@ -9,27 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from contract.service import HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
+from serving.gate import RequestGate, RequestMetrics
+from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
-from serving.residency import MISDIRECTED, MisdirectedError, ResidencyGuard
+from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.state import BatchSlots, ServingState
-from serving.streaming import StreamLimiter
+from serving.stream_control import StreamRegistry
 from serving.vad import SileroVad
 
 log = logging.getLogger(__name__)
-# Probes and scrapes are frequent and uninteresting; counting them would drown the traffic that matters.
-_UNMEASURED_PATHS = frozenset({HEALTH_PATH, READINESS_PATH, METRICS_PATH})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,29 +38,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         metrics=metrics,
         auth=ApiKeyVerifier(frozenset(keys), homes),
+        admin_auth=ApiKeyVerifier(settings.auth.admin_hashes()),
         residency=ResidencyGuard.from_settings(settings, set(homes.values())),
         models=ModelManager(settings, metrics),
         vad=SileroVad(),
-        streams=StreamLimiter(settings.stream.max_sessions),
+        streams=StreamRegistry(settings.stream.max_sessions),
         batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
-        inference_pool=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference"),
+        inference=InferencePool(settings.inference_threads),
+        decode_pool=ThreadPoolExecutor(settings.limits.max_concurrent_decodes, thread_name_prefix="decode"),
+        # One thread: Silero takes well under a millisecond a window, and streams must not compete with Whisper.
+        vad_pool=ThreadPoolExecutor(1, thread_name_prefix="vad"),
     )
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
-    app.include_router(api.probes)
-    app.include_router(api.v1)
-    app.include_router(stream_api.router)
-    app.middleware("http")(_measure_requests)
-    app.add_exception_handler(MisdirectedError, _misdirected)
+    routers = (api.probes, api.v1, api.admin, stream_api.router)
+    for router in routers:
+        app.include_router(router)
+    route_paths = frozenset(route.path for router in routers for route in router.routes)
+    # Added innermost first: metrics see every answer, including the gate's refusals.
+    app.add_middleware(
+        RequestGate,
+        state=state,
+        admin_paths=api.ADMIN_PATHS,
+        upload_paths=api.UPLOAD_PATHS,
+        route_paths=route_paths,
+    )
+    app.add_middleware(RequestMetrics, state=state, route_paths=route_paths)
     return app
-
-
-async def _misdirected(request: Request, exc: Exception) -> Response:
-    """421 with the tenant's regional endpoints, so a client (or a person) can retry where its data may go."""
-    refusal = exc.refusal if isinstance(exc, MisdirectedError) else None
-    if refusal is None:
-        raise exc
-    return JSONResponse(refusal.body(), status_code=MISDIRECTED)
 
 
 @contextlib.asynccontextmanager
@@ -81,22 +82,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         background.cancel()
         await asyncio.gather(background, return_exceptions=True)
-        state.models.close()
-        state.inference_pool.shutdown(wait=False, cancel_futures=True)
+        state.close()
 
 
 async def _load_then_poll(state: ServingState) -> None:
     await state.models.load_initial()
     if state.models.is_ready:
         await state.models.poll()
-
-
-async def _measure_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    if request.url.path not in _UNMEASURED_PATHS:
-        state: ServingState = request.app.state.serving
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        version = getattr(request.state, "model_version", None) or state.current_version()
-        state.metrics.request(version, route, response.status_code, time.perf_counter() - started)
-    return response

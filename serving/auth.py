@@ -1,8 +1,9 @@
-"""Optional API-key authentication for the ASR and model-admin routes.
+"""API-key authentication: optional transcription keys, and separate admin keys for the model-admin routes.
 
-The deployment holds only SHA-256 digests of keys (``SPEECH_AUTH__API_KEY_HASHES`` or a mounted secret file), so
-a leaked environment or config map gives nobody a usable key. A client sends its key as ``Authorization: Bearer
-<key>`` or ``X-API-Key: <key>``. Health, readiness and metrics stay open for probes and scrapers.
+The deployment holds only SHA-256 digests of keys (``SPEECH_AUTH__API_KEY_HASHES``, ``__ADMIN_KEY_HASHES`` or
+mounted secret files), so a leaked environment or config map gives nobody a usable key. A client sends its key as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Health, readiness and metrics stay open for probes and
+scrapers; ``serving/gate.py`` decides which keys a path needs before any body is read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers
 
 UNAUTHORIZED_DETAIL = "missing or invalid API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+ADMIN_UNAUTHORIZED_DETAIL = (
+    "missing or invalid admin key (transcription keys do not work here); send it as 'Authorization: Bearer <key>' "
+    "or 'X-API-Key: <key>'"
+)
+ADMIN_OFF_DETAIL = (
+    "administrative routes are off because no admin key is configured; set SPEECH_AUTH__ADMIN_KEY_HASHES "
+    "(or SPEECH_AUTH__ADMIN_KEY_HASHES_FILE) to SHA-256 digests of admin keys to turn them on"
+)
 
 
 class ApiKeyVerifier:

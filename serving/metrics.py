@@ -4,6 +4,10 @@ Metric names come from :mod:`contract.service`, where the autoscaling and alerti
 Each app owns its own ``CollectorRegistry`` (no process-global default registry), so tests and several apps in
 one process never collide. Every series carries ``region`` (fixed when the app is built) and ``model_version``
 (the version that served the work: after a hot swap, draining streams still report their old version).
+
+Every label takes values from a small fixed set, so no client can grow the number of series: ``model_version`` is
+only ever a version that was loaded (or ``none``; a version that failed to load never becomes a label), ``route``
+a route template or ``unmatched``, ``status`` an HTTP status, a WebSocket close code or ``client_abort``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class ServingMetrics:
         )
         self._streams = Gauge(service.METRIC_ACTIVE_STREAMS, "Open WebSocket streams", _LABELS, registry=r)
         self._batch = Gauge(
-            service.METRIC_BATCH_IN_FLIGHT, "Batch requests admitted: uploading, queued or transcribing",
+            service.METRIC_BATCH_IN_FLIGHT, "Batch requests admitted: uploading, decoding, queued or transcribing",
             ("region",), registry=r,
         )  # fmt: skip
         self._batch.labels(region).set(0)
@@ -55,7 +59,15 @@ class ServingMetrics:
             service.METRIC_ERRORS, "Failed requests and streams, by cause", (*_LABELS, "kind"), registry=r
         )
         self._dropped = Counter(
-            service.METRIC_PARTIALS_DROPPED, "Stream partials skipped because decoding lagged behind the audio",
+            service.METRIC_PARTIALS_DROPPED,
+            "Stream partials skipped: superseded (a newer one replaced it before decoding) or overload (every "
+            "inference thread was busy, so finals and other streams went first)",
+            (*_LABELS, "reason"), registry=r,
+        )  # fmt: skip
+        self._held_back = Counter(
+            service.METRIC_STREAM_HELD_BACK,
+            "Seconds streams were not read because their clients sent audio faster than "
+            "SPEECH_STREAM__MAX_REALTIME_FACTOR times real time",
             _LABELS, registry=r,
         )  # fmt: skip
         self._model = Gauge(
@@ -70,7 +82,7 @@ class ServingMetrics:
             (*_LABELS, "outcome"), registry=r,
         )  # fmt: skip
 
-    def request(self, model_version: str, route: str, status: int, seconds: float) -> None:
+    def request(self, model_version: str, route: str, status: int | str, seconds: float) -> None:
         self._requests.labels(self._region, model_version, route, str(status)).inc()
         self._latency.labels(self._region, model_version, route).observe(seconds)
 
@@ -92,8 +104,11 @@ class ServingMetrics:
     def error(self, model_version: str, kind: str) -> None:
         self._errors.labels(self._region, model_version, kind).inc()
 
-    def partial_dropped(self, model_version: str) -> None:
-        self._dropped.labels(self._region, model_version).inc()
+    def partial_dropped(self, model_version: str, reason: str) -> None:
+        self._dropped.labels(self._region, model_version, reason).inc()
+
+    def stream_held_back(self, model_version: str, seconds: float) -> None:
+        self._held_back.labels(self._region, model_version).inc(seconds)
 
     def model_loaded(self, name: str, model_version: str) -> None:
         self._model.labels(self._region, model_version, name).set(1)

@@ -17,8 +17,8 @@ import soundfile as sf
 
 from serving.engine import AsrEngine
 from serving.metrics import ServingMetrics
-from serving.model_dir import SPEECH_CLIP, cache_root
-from serving.model_store import ModelStore
+from serving.model_dir import SPEECH_CLIP, ModelError, cache_root
+from serving.model_store import ModelStore, ModelStoreError
 from serving.registry import EngineRegistry, ModelInfo
 from serving.settings import Settings
 
@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 
 class ReloadInProgressError(RuntimeError):
     """Another reload is running; reloads are serialised so two versions never race to become current."""
+
+
+def public_reason(exc: Exception) -> str:
+    """Why a model could not be installed, in words fit for a client: no cache paths, bucket keys or SDK errors
+    (those go to the log)."""
+    if isinstance(exc, ModelStoreError):
+        return exc.public
+    if isinstance(exc, ModelError):
+        return "the model failed verification or could not be loaded"
+    return "the model could not be loaded"
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,8 @@ class ModelManager:
         try:
             await self.reload(self._settings.version)
         except Exception as exc:  # the lifespan's background task: nothing above it would see the error
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            # /healthz is open to anyone, so it says what failed, not where: the log has paths and keys.
+            self.load_error = f"{public_reason(exc)}; the server log says why"
             log.exception("the model could not be loaded; /healthz reports failure until the pod restarts")
             return
         self.is_ready = True
@@ -90,7 +101,8 @@ class ModelManager:
             try:
                 engine, info = await asyncio.to_thread(self._load, version)
             except Exception:
-                self._metrics.model_reload(version or "bundled", "failed")
+                # Labelled with the version still serving: a requested version that never loaded is not a label.
+                self._metrics.model_reload(current.version if current else "none", "failed")
                 raise
             previous = self.registry.swap(engine, info)
             if previous is not None and previous.version != info.version:

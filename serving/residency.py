@@ -49,14 +49,6 @@ class Misdirected:
         }
 
 
-class MisdirectedError(Exception):
-    """Raised by a route's dependency; the app answers it with 421 and :meth:`Misdirected.body`."""
-
-    def __init__(self, refusal: Misdirected) -> None:
-        super().__init__(refusal.detail)
-        self.refusal = refusal
-
-
 class ResidencyGuard:
     """Decides, per tenant jurisdiction, whether this replica may serve it; a local run (no region) serves all."""
 

@@ -8,6 +8,7 @@ whatever first touches the value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX
 from contract.topology import DEFAULT_TOPOLOGY, Topology
 from contract.topology import load as load_topology
+from serving.names import ModelName, ModelVersion
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -33,9 +35,9 @@ class ModelSettings(BaseModel):
     """Where the model comes from: the regional store when ``bucket`` is set, else the bundled model."""
 
     bucket: str | None = None
-    name: str = Field(default="whisper-base", pattern=r"^[A-Za-z0-9._-]+$")
+    name: ModelName = "whisper-base"
     # None: the newest version in the store at start-up (and when polling).
-    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    version: ModelVersion | None = None
     profile: str = "base"  # bundled-model profile handed to serving.export.ensure_bundled_model
     cache_dir: Path | None = None  # None: serving.export's default (SPEECH_MODEL_CACHE or ~/.cache)
     # S3-compatible endpoint, for a local store or tests; None means AWS.
@@ -47,6 +49,8 @@ class ModelSettings(BaseModel):
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
+    # Measured with `python -m bench.stream_capacity` (README, "Stream capacity"): what 2 inference threads on 2 cores
+    # keep in real time with finals under 1.5 s; scale it with the cores or GPU a replica really has.
     max_sessions: int = Field(default=8, gt=0)
     # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
     max_frame_bytes: int = Field(default=32_000, gt=0)
@@ -55,11 +59,16 @@ class StreamSettings(BaseModel):
     max_utterance_s: float = Field(default=20.0, gt=1, le=29)
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     end_silence_ms: int = Field(default=600, ge=100)
+    # Audio is taken at most this many times faster than real time (plus `burst_s` ahead), so one client sending a
+    # file as fast as it can does not eat the CPU of everyone else: beyond it the server stops reading and TCP
+    # pushes back. A few times real time lets clients catch up after a network stall.
+    max_realtime_factor: float = Field(default=3.0, ge=1, le=1000)
+    burst_s: float = Field(default=2.0, gt=0, le=60)
     # Frames waiting for the session; when full the reader stops reading and TCP pushes back on the client.
     inbound_queue_frames: int = Field(default=250, gt=0)
     # Finals waiting for the decoder; beyond this the session stops taking audio until one is done.
     max_pending_finals: int = Field(default=2, gt=0)
-    # A client blocked this long by backpressure is closed with 1013 rather than held forever.
+    # A client held back this long stops being read: its pending finals are still sent, then it is closed with 1013.
     backpressure_timeout_s: float = Field(default=10.0, gt=0)
     idle_timeout_s: float = Field(default=30.0, gt=0)
 
@@ -68,13 +77,29 @@ class LimitsSettings(BaseModel):
     """Bounds on batch requests."""
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # Checked after decoding, so the upload limit binds first for lossless audio: 10 MiB holds about 5 min of 16 kHz
-    # PCM16 WAV, 10 of FLAC, an hour of Opus. The engine's memory grows only with the decoded audio (230 MB per hour
-    # of 16 kHz float32; features exist for one batch of windows at a time); the cap bounds that and one request's
-    # hold on an inference thread (minutes for an hour on 2 cores).
+    # Checked from the container's header before anything is decoded, and again while decoding block by block, so
+    # memory grows only with the decoded audio (230 MB per hour of 16 kHz float32; features exist for one batch of
+    # windows at a time); the upload limit binds first for lossless audio: 10 MiB holds about 5 min of 16 kHz PCM16
+    # WAV, 10 of FLAC, an hour of Opus. The cap bounds one request's hold on an inference thread (minutes for an
+    # hour on 2 cores).
     max_audio_s: float = Field(default=3600.0, gt=0, le=4 * 3600)
-    # Batch requests allowed to wait for an inference thread before new ones get 503.
+    # Batch requests allowed to wait for an inference thread before new ones get 503. A request holds its slot
+    # from before its upload is read, so the slots also bound the memory uploads can take.
     max_queued_requests: int = Field(default=8, gt=0)
+    # Uploads decoded (container to 16 kHz PCM) at once, off the event loop; more wait for a decoder thread.
+    max_concurrent_decodes: int = Field(default=2, gt=0, le=64)
+    # An upload that sends nothing for this long, or is not complete after `upload_timeout_s`, gets 408.
+    upload_idle_timeout_s: float = Field(default=10.0, gt=0)
+    upload_timeout_s: float = Field(default=120.0, gt=0)
+    # Silero speech probability some 32 ms window of a clip must reach before the clip is decoded at all:
+    # silence and noise are answered with empty text instead of whatever Whisper imagines in them.
+    speech_threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class ShutdownSettings(BaseModel):
+    """Draining on SIGTERM: readiness fails at once, then live work gets this long to finish."""
+
+    grace_s: float = Field(default=20.0, gt=0, le=3600)
 
 
 class AuthSettings(BaseModel):
@@ -83,12 +108,18 @@ class AuthSettings(BaseModel):
     An entry is ``<sha256 hex>``, or ``<sha256 hex> jurisdiction=<code>`` for a tenant whose data must stay in that
     jurisdiction: a replica elsewhere refuses it (``serving/residency.py``). Entries come comma-separated from
     ``SPEECH_AUTH__API_KEY_HASHES`` or one a line from the secret file (blank lines and ``#`` comments skip).
+
+    Transcription keys (``api_key_hashes``) and administrative keys (``admin_key_hashes``, plain digests, the same
+    two ways) are separate sets: a client that may transcribe may not swap the model. With no admin key configured
+    the admin routes are off.
     """
 
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
+    admin_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_key_hashes_file: Path | None = None
 
-    @field_validator("api_key_hashes", mode="before")
+    @field_validator("api_key_hashes", "admin_key_hashes", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -102,7 +133,12 @@ class AuthSettings(BaseModel):
             parse_key_entry(entry, "entry")
         return entries
 
-    @field_validator("api_key_hashes_file")
+    @field_validator("admin_key_hashes")
+    @classmethod
+    def _admin_sha256_hex(cls, hashes: list[str]) -> list[str]:
+        return [_checked_hash(h, "entry") for h in hashes]
+
+    @field_validator("api_key_hashes_file", "admin_key_hashes_file")
     @classmethod
     def _readable_file(cls, path: Path | None) -> Path | None:
         if path is not None and not path.is_file():
@@ -111,22 +147,17 @@ class AuthSettings(BaseModel):
 
     def keys(self) -> dict[str, str | None]:
         """Every accepted key digest with its home jurisdiction (None: any replica may serve it)."""
-        keys = dict(parse_key_entry(entry, "entry") for entry in self.api_key_hashes)
-        path = self.api_key_hashes_file
-        if path is not None:
-            try:
-                for number, line in enumerate(path.read_text().splitlines(), start=1):
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        digest, jurisdiction = parse_key_entry(line, f"line {number}")
-                        keys[digest] = jurisdiction
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{ENV_PREFIX}AUTH__API_KEY_HASHES_FILE={str(path)!r}: {exc}") from exc
-        return keys
+        return _entries(self.api_key_hashes, self.api_key_hashes_file, "API_KEY_HASHES_FILE", parse_key_entry)
 
     def key_hashes(self) -> frozenset[str]:
-        """Every accepted key digest: the variable's and the secret file's."""
+        """Every accepted transcription key digest: the variable's and the secret file's."""
         return frozenset(self.keys())
+
+    def admin_hashes(self) -> frozenset[str]:
+        """Every accepted admin key digest: the variable's and the secret file's."""
+        return frozenset(
+            _entries(self.admin_key_hashes, self.admin_key_hashes_file, "ADMIN_KEY_HASHES_FILE", _plain_digest)
+        )
 
     @property
     def is_enabled(self) -> bool:
@@ -147,6 +178,27 @@ def parse_key_entry(entry: str, where: str) -> tuple[str, str | None]:
             )
         jurisdiction = field.removeprefix(_JURISDICTION_FIELD)
     return _checked_hash(digest, where), jurisdiction
+
+
+def _plain_digest(entry: str, where: str) -> tuple[str, None]:
+    return _checked_hash(entry, where), None
+
+
+def _entries(
+    listed: list[str], path: Path | None, variable: str, parse: Callable[[str, str], tuple[str, str | None]]
+) -> dict[str, str | None]:
+    """``listed`` and the lines of ``path`` (blank lines and ``#`` comments skip), parsed: digest -> jurisdiction."""
+    entries = dict(parse(entry, "entry") for entry in listed)
+    if path is not None:
+        try:
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    digest, jurisdiction = parse(line, f"line {number}")
+                    entries[digest] = jurisdiction
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{ENV_PREFIX}AUTH__{variable}={str(path)!r}: {exc}") from exc
+    return entries
 
 
 def _checked_hash(value: str, where: str) -> str:
@@ -177,6 +229,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
 
     @field_validator("topology_file")
     @classmethod

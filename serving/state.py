@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from serving.auth import ApiKeyVerifier
+from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
 from serving.residency import ResidencyGuard
 from serving.settings import Settings
-from serving.streaming import StreamLimiter
+from serving.stream_control import StreamRegistry
 from serving.vad import SileroVad
 
 
 @dataclass
 class BatchSlots:
-    """Batch requests admitted: running on an inference thread or waiting for one; beyond ``limit`` they get 503."""
+    """Batch requests admitted (uploading, decoding, queued or transcribing); beyond ``limit`` new ones get 503."""
 
     limit: int
     metrics: ServingMetrics
@@ -42,12 +43,24 @@ class ServingState:
     metrics: ServingMetrics
     auth: ApiKeyVerifier
     residency: ResidencyGuard
+    admin_auth: ApiKeyVerifier
     models: ModelManager
     vad: SileroVad
-    streams: StreamLimiter
+    streams: StreamRegistry
     batch_slots: BatchSlots
-    # Blocking inference runs here, never on the event loop: health checks must answer while transcribing.
-    inference_pool: ThreadPoolExecutor
+    # Blocking work never runs on the event loop, so health checks answer while transcribing. Each kind has its
+    # own threads: a burst of uploads to decode or of streams to endpoint never queues behind (or ahead of) Whisper.
+    inference: InferencePool
+    decode_pool: ThreadPoolExecutor
+    vad_pool: ThreadPoolExecutor
+    # Set on SIGTERM: readiness fails and new work is refused while live work finishes (serving/shutdown.py).
+    is_draining: bool = False
+
+    def close(self) -> None:
+        self.models.close()
+        self.inference.shutdown()
+        for pool in (self.decode_pool, self.vad_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def current_version(self) -> str:
         """The ``model_version`` label for work no engine served (rejected before one was acquired)."""

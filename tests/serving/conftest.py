@@ -28,6 +28,19 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from serving.engine import SAMPLE_RATE
 from serving.export import ensure_bundled_model
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
+from tests.serving.server_fixtures import (
+    ADMIN_KEY,
+    ENV_KEY,
+    FILE_KEY,
+    GUARDED_UPLOAD_IDLE_S,
+    SHARED_INFERENCE_THREADS,
+    SHARED_LIMITS,
+    SHARED_STREAM,
+    LiveServer,
+    digest,
+    live_server,
+    local_settings,
+)
 
 SENTENCES_FILE = Path(__file__).parents[1] / "data" / "asr_sentences.txt"
 # espeak-ng voice per language of SENTENCES_FILE; flite only speaks English.
@@ -224,3 +237,36 @@ def whisper_engine(bundled_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
     engine = load_engine(bundled_model_dir)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def guarded_server(bundled_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
+    """A server as a careful deployment runs it: transcription keys from the variable and a mounted secret file,
+    a separate admin key, and a short upload idle timeout. Shared by the auth and limits tests."""
+    secret = tmp_path_factory.mktemp("secret") / "api-key-hashes"
+    secret.write_text(f"# one digest a line\n{digest(FILE_KEY)}\n")
+    settings = local_settings(
+        bundled_model_dir.parents[1],
+        auth={
+            "api_key_hashes": [digest(ENV_KEY)],
+            "api_key_hashes_file": secret,
+            "admin_key_hashes": [digest(ADMIN_KEY)],
+        },
+        limits={"upload_idle_timeout_s": GUARDED_UPLOAD_IDLE_S, "max_upload_bytes": 2_000_000},
+    )
+    with live_server(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def shared_server(bundled_model_dir) -> Iterator[LiveServer]:
+    """A server without keys and with small limits (``SHARED_*``), shared by the batch and streaming tests: one
+    model load instead of one per module. Tests that count metrics compare before and after."""
+    settings = local_settings(
+        bundled_model_dir.parents[1],
+        inference_threads=SHARED_INFERENCE_THREADS,
+        limits=SHARED_LIMITS,
+        stream=SHARED_STREAM,
+    )
+    with live_server(settings) as live:
+        yield live

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import http.client
 import io
 import json
 import socket
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -27,9 +30,17 @@ from websockets.exceptions import ConnectionClosed
 
 from serving.__main__ import ws_max_size
 from serving.settings import ModelSettings, Settings
+from serving.shutdown import DrainingServer
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
 READY_TIMEOUT_S = 600  # a first run exports the bundled model before it can become ready
+# The guarded server's keys (see the ``guarded_server`` fixture): two transcription keys, one admin key.
+ENV_KEY, FILE_KEY, ADMIN_KEY = "key-from-the-environment", "key-from-the-mounted-secret", "admin-key-for-reloads"
+GUARDED_UPLOAD_IDLE_S = 1.0
+# The shared server's limits (see the ``shared_server`` fixture): no keys, small limits that tests run into.
+SHARED_LIMITS = {"max_upload_bytes": 2_000_000, "max_queued_requests": 1, "max_audio_s": 60}
+SHARED_STREAM = {"max_sessions": 2, "idle_timeout_s": 1.5, "max_frame_bytes": 3200}
+SHARED_INFERENCE_THREADS = 2
 
 
 @dataclass
@@ -44,6 +55,10 @@ class LiveServer:
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def local_settings(cache_root: Path, **overrides: object) -> Settings:
@@ -65,12 +80,12 @@ def live_server(settings: Settings, *, wait_ready: bool = True) -> Iterator[Live
     config = uvicorn.Config(
         app, log_level="warning", ws_max_size=ws_max_size(settings.stream.max_frame_bytes), timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.serving)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     live = LiveServer(app, f"http://127.0.0.1:{port}", settings)
     try:
-        _wait_until(lambda: server.started or not thread.is_alive(), 60, "uvicorn to start")
+        wait_until(lambda: server.started or not thread.is_alive(), 60, "uvicorn to start")
         if not thread.is_alive():
             raise RuntimeError("the server stopped during start-up; see the log above")
         if wait_ready:
@@ -89,10 +104,10 @@ def wait_ready_or_fail(live: LiveServer) -> None:
             raise RuntimeError(f"the model failed to load: {response.json()['detail']}")
         return response.status_code == 200
 
-    _wait_until(is_ready, READY_TIMEOUT_S, "/readyz")
+    wait_until(is_ready, READY_TIMEOUT_S, "/readyz")
 
 
-def _wait_until(condition, timeout_s: float, what: str) -> None:
+def wait_until(condition, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -143,9 +158,10 @@ async def stream_audio(
     timeout_s: float = 120,
     one_second_in: asyncio.Future | None = None,
     then: tuple[asyncio.Future, np.ndarray] | None = None,
+    frame_bytes: int = FRAME_SAMPLES * 2,
 ) -> StreamOutcome:
-    """Send ``audio`` in 20 ms frames (paced at ``realtime`` x real time; None: as fast as the server takes them),
-    then ``stop``, and collect everything the server says until it closes.
+    """Send ``audio`` in frames of ``frame_bytes`` (20 ms by default), paced at ``realtime`` x real time (None: as
+    fast as the server takes them), then ``stop``, and collect everything the server says until it closes.
 
     ``one_second_in`` is resolved after the first second of audio. ``then`` = (event, more audio): after ``audio``,
     keep sending silence in real time until the event resolves, then send the further audio, all in one stream.
@@ -154,30 +170,30 @@ async def stream_audio(
         async with connect(url, additional_headers=headers, max_size=2**20) as ws:
             outcome = StreamOutcome(ready=json.loads(await ws.recv()))
             receiver = asyncio.create_task(_collect(ws, outcome))
-            await _send_frames(ws, pcm16(audio), realtime, one_second_in)
+            await _send_frames(ws, pcm16(audio), realtime, one_second_in, frame_bytes)
             if then is not None:
                 event, more = then
                 while not event.done():
                     await ws.send(pcm16(silence(0.02)))
                     await asyncio.sleep(0.02)
-                await _send_frames(ws, pcm16(more), realtime, None)
+                await _send_frames(ws, pcm16(more), realtime, None, frame_bytes)
             await ws.send(json.dumps({"type": "stop"}))
             await receiver
             return outcome
 
 
 async def _send_frames(
-    ws: ClientConnection, data: bytes, realtime: float | None, marker: asyncio.Future | None
+    ws: ClientConnection, data: bytes, realtime: float | None, marker: asyncio.Future | None, step: int
 ) -> None:
-    step = FRAME_SAMPLES * 2
     started = time.monotonic()
-    for index, offset in enumerate(range(0, len(data), step)):
+    for offset in range(0, len(data), step):
         await ws.send(data[offset : offset + step])
+        sent_s = (offset + step) / 32_000
         if realtime:
-            lag = started + (index + 1) * 0.02 / realtime - time.monotonic()
+            lag = started + sent_s / realtime - time.monotonic()
             if lag > 0:
                 await asyncio.sleep(lag)
-        if marker is not None and index == 50:
+        if marker is not None and not marker.done() and sent_s >= 1.0:
             marker.set_result(None)
 
 
@@ -225,3 +241,32 @@ def sample(samples: dict[tuple[str, frozenset], float], metric: str, /, **labels
             f"no sample {metric}{labels}; have {sorted(n for n, _ in samples if n.startswith(metric))}"
         )
     return samples[key]
+
+
+def start_upload(
+    base_url: str,
+    path: str,
+    sent: bytes,
+    *,
+    declared: int | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    timeout_s: float = 60,
+) -> http.client.HTTPConnection:
+    """Send a request's headers (``Content-Length: declared``, default ``len(sent)``) and ``sent`` of its body,
+    and leave the connection open: the rest of the body may never come. Read the answer with :func:`answer_of`."""
+    address = urlsplit(base_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=timeout_s)
+    connection.putrequest(method, path)
+    for name, value in (headers or {}).items():
+        connection.putheader(name, value)
+    connection.putheader("Content-Length", str(len(sent) if declared is None else declared))
+    connection.endheaders(sent or None)
+    return connection
+
+
+def answer_of(connection: http.client.HTTPConnection) -> tuple[int, dict]:
+    """The status and JSON body the server answered on ``connection`` (waits up to its timeout)."""
+    with contextlib.closing(connection):
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")

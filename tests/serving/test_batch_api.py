@@ -5,21 +5,35 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 
+import numpy as np
 import pytest
 import soxr
 
 from serving.export import MODEL_VERSION
-from tests.serving.server_fixtures import live_server, local_settings, pcm16, sample, scrape, wav_bytes
+from tests.serving.server_fixtures import (
+    SHARED_INFERENCE_THREADS,
+    SHARED_LIMITS,
+    answer_of,
+    pcm16,
+    sample,
+    scrape,
+    silence,
+    start_upload,
+    wait_until,
+    wav_bytes,
+)
 
-UPLOAD_LIMIT = 2_000_000
+UPLOAD_LIMIT = SHARED_LIMITS["max_upload_bytes"]
+BATCH_SLOTS = SHARED_INFERENCE_THREADS + SHARED_LIMITS["max_queued_requests"]
+# Accuracy over every test sentence is the engine's test (test_whisper_onnx.py). Through the server, the everyday
+# sentences (the list's last five; the Harvard ones before them are the hard, phonetically balanced kind) prove each
+# encoding on the wire at half the cost.
+WIRE_SENTENCES = slice(-5, None)
 
 
-@pytest.fixture(scope="module")
-def server(bundled_model_dir):
-    limits = {"max_upload_bytes": UPLOAD_LIMIT, "max_audio_s": 60}
-    settings = local_settings(bundled_model_dir.parents[1], limits=limits)
-    with live_server(settings) as live:
-        yield live
+@pytest.fixture(name="server", scope="module")
+def server_fixture(shared_server):
+    return shared_server
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +81,7 @@ def transcribe_all(http, texts: list[str], tts: str, encodings: tuple[str, ...],
 def test_espeak_and_flite_speech_is_transcribed_from_wav_ogg_opus_and_raw_pcm(
     http, reference_sentences, synthesize, word_error_rate
 ):
-    english = [s.text for s in reference_sentences if s.language == "en"]
+    english = [s.text for s in reference_sentences if s.language == "en"][WIRE_SENTENCES]
     references, hypotheses = [], []
     for tts in ("espeak-ng", "flite"):
         heard = transcribe_all(http, english, tts, WIDEBAND_ENCODINGS, synthesize)
@@ -84,7 +98,7 @@ def test_espeak_and_flite_speech_is_transcribed_from_wav_ogg_opus_and_raw_pcm(
 def test_telephone_band_pcm_at_8_khz_is_resampled_and_transcribed(
     http, reference_sentences, synthesize, word_error_rate
 ):
-    english = [s.text for s in reference_sentences if s.language == "en"]
+    english = [s.text for s in reference_sentences if s.language == "en"][WIRE_SENTENCES]
     heard = transcribe_all(http, english, "flite", ("pcm16-8k",), synthesize)
     wer = word_error_rate(english, heard)
     print(f"batch WER through the server, flite as 8 kHz PCM16: {wer:.1%}")
@@ -137,6 +151,7 @@ def test_language_can_be_forced_and_must_be_one_the_model_knows(http, synthesize
         (b"\x00" * (UPLOAD_LIMIT + 1), {"sample_rate": 16000}, 413, f"the upload exceeds {UPLOAD_LIMIT} bytes"),
         (b"\x00\x01" * 16000 * 61, {"sample_rate": 16000}, 413, "the audio is 61.0 s long; at most 60 s per request"),
     ],
+    ids=["empty", "not audio", "truncated wav", "unsupported rate", "odd pcm", "too big", "too long"],
 )  # fmt: skip
 def test_bad_uploads_get_a_4xx_that_says_why_and_the_server_keeps_serving(
     http, synthesize, body, params, status, detail
@@ -160,13 +175,47 @@ def test_an_oversize_upload_streamed_without_content_length_is_cut_off_with_413(
     assert "SPEECH_LIMITS__MAX_UPLOAD_BYTES" in response.json()["detail"]
 
 
-def test_models_lists_the_bundled_model_and_reload_needs_a_store(http):
+def test_models_lists_the_bundled_model_and_reload_is_off_without_an_admin_key(http):
     models = http.get("/v1/models").json()
     assert models["current"] == {"name": "whisper-base", "version": MODEL_VERSION, "source": "bundled"}
     assert models["store"] is None
-    reload = http.post("/v1/models/reload")
-    assert reload.status_code == 409
-    assert "SPEECH_MODEL__BUCKET" in reload.json()["detail"]
+    for body in (None, {"version": "."}, {"version": ".."}):
+        reload = http.post("/v1/models/reload", json=body)
+        assert reload.status_code == 403
+        assert "administrative routes are off because no admin key is configured" in reload.json()["detail"]
+        assert "SPEECH_AUTH__ADMIN_KEY_HASHES" in reload.json()["detail"]
+    assert http.get("/readyz").status_code == 200
+
+
+def test_uploads_take_their_queue_slot_before_the_body_is_read(server, http, synthesize):
+    body = wav_bytes(synthesize("Rice is often served in round bowls.", engine="flite"))
+    stalled = [
+        start_upload(server.base_url, "/v1/asr", body[: len(body) // 2], declared=len(body)) for _ in range(BATCH_SLOTS)
+    ]
+    slots = server.app.state.serving.batch_slots
+    wait_until(lambda: slots.active == BATCH_SLOTS, 30, "every half-sent upload to hold a slot")
+    refused = start_upload(server.base_url, "/v1/asr", b"", declared=len(body))
+    status, answer = answer_of(refused)
+    assert status == 503
+    assert answer["detail"] == "the server is at its limit of queued transcriptions; retry shortly"
+    for upload in stalled:
+        upload.send(body[len(body) // 2 :])
+    assert [answer_of(upload)[0] for upload in stalled] == [200] * BATCH_SLOTS
+    assert slots.active == 0
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [silence(3.0), np.random.default_rng(7).normal(0, 0.1, 48_000).astype(np.float32)],
+    ids=["digital silence", "white noise"],
+)
+def test_silence_and_noise_transcribe_to_nothing(http, clip):
+    response = http.post("/v1/asr", content=wav_bytes(clip, subtype="FLOAT"))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["text"], result["language"]) == ("", None)
+    assert result["audio_seconds"] == 3.0
+    assert http.post("/v1/asr", content=wav_bytes(clip), params={"language": "de"}).json()["language"] == "de"
 
 
 def test_metrics_expose_requests_latency_rtf_and_errors_labelled_by_region_and_version(server, http, synthesize):

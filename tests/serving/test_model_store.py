@@ -26,7 +26,16 @@ from contract.topology import DEFAULT_TOPOLOGY
 from serving.model_dir import MANIFEST_FILE, verify_model_dir
 from serving.model_store import ModelStore, ModelStoreError, version_order
 from serving.settings import ModelSettings, Settings
-from tests.serving.server_fixtures import live_server, sample, scrape, stream_audio, wav_bytes, with_silence
+from tests.serving.server_fixtures import (
+    ADMIN_KEY,
+    digest,
+    live_server,
+    sample,
+    scrape,
+    stream_audio,
+    wav_bytes,
+    with_silence,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "whisper-base"
@@ -34,6 +43,7 @@ EU_BUCKET, US_BUCKET, JP_BUCKET = "speech-models-eu-west", "speech-models-us-wes
 VIRGINIA_BUCKET = "speech-models-virginia"  # us-east-1: no region of the topology
 BAD_BUCKET = "speech-models-eu-west-bad"  # tampered and mislabelled versions, kept out of EU_BUCKET's "newest"
 POLL_BUCKET = "speech-models-eu-west-poll"
+ODD_BUCKET = "speech-models-eu-west-odd"  # prefixes that are not version names
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 SPEECH = "Please call Stella and ask her to bring these things with her from the store."
 OTHER_SPEECH = "The weather forecast says it will rain heavily over the weekend."
@@ -70,7 +80,8 @@ def store(bundled_model_dir):
         endpoint = f"http://{host}:{port}"
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         for bucket, region in ((EU_BUCKET, "eu-west-1"), (US_BUCKET, "us-west-2"), (JP_BUCKET, "ap-northeast-1"),
-                               (BAD_BUCKET, "eu-west-1"), (POLL_BUCKET, "eu-west-1")):  # fmt: skip
+                               (BAD_BUCKET, "eu-west-1"), (POLL_BUCKET, "eu-west-1"),
+                               (ODD_BUCKET, "eu-west-1")):  # fmt: skip
             regional = boto3.client("s3", region_name=region, endpoint_url=endpoint)
             regional.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
         boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint).create_bucket(Bucket=VIRGINIA_BUCKET)
@@ -172,14 +183,25 @@ def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> S
     return Settings(
         region="eu-west-1",
         model=ModelSettings(bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
+        auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
     )
 
 
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+
+@pytest.fixture(scope="module")
+def eu_cache(tmp_path_factory) -> Path:
+    """One cache for the servers on EU_BUCKET: each verified version is pulled once per module, not per server."""
+    return tmp_path_factory.mktemp("eu-cache")
+
+
+@pytest.mark.slow
 def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_the_new_one(
-    store, tmp_path, synthesize, word_error_rate
+    store, eu_cache, synthesize, word_error_rate
 ):
     speech, other = synthesize(SPEECH, engine="flite"), synthesize(OTHER_SPEECH, engine="flite")
-    settings = store_settings(store, EU_BUCKET, tmp_path, version="1.0.0")
+    settings = store_settings(store, EU_BUCKET, eu_cache, version="1.0.0")
     with live_server(settings) as server, server.client() as http:
         assert http.get("/readyz").json()["model_version"] == "1.0.0"
         assert http.get("/v1/models").json()["store"]["versions"] == ["1.0.0", "1.1.0"]
@@ -189,10 +211,11 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
             one_second_in, swapped = loop.create_future(), loop.create_future()
             first, second = with_silence(speech), with_silence(other)
             stream = asyncio.create_task(
-                stream_audio(server.ws_url, first, one_second_in=one_second_in, then=(swapped, second))
+                # Faster than real time (within the server's pace): the swap needs a live stream, not a slow one.
+                stream_audio(server.ws_url, first, realtime=2.5, one_second_in=one_second_in, then=(swapped, second))
             )
             await one_second_in
-            reload = await asyncio.to_thread(http.post, "/v1/models/reload")
+            reload = await asyncio.to_thread(http.post, "/v1/models/reload", headers=ADMIN)
             during = await asyncio.to_thread(http.get, "/v1/models")
             batch = await asyncio.to_thread(http.post, "/v1/asr", content=wav_bytes(speech))
             swapped.set_result(None)
@@ -217,9 +240,7 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
         assert word_error_rate([SPEECH, OTHER_SPEECH], [f["text"] for f in finals]) <= 0.15, finals
 
         assert [m["version"] for m in http.get("/v1/models").json()["loaded"]] == ["1.1.0"], "1.0.0 closed on release"
-        assert http.post("/v1/models/reload").json()["changed"] is False
-        missing = http.post("/v1/models/reload", json={"version": "9.9.9"})
-        assert missing.status_code == 502 and "still serving the previous version" in missing.json()["detail"]
+        assert http.post("/v1/models/reload", headers=ADMIN).json()["changed"] is False
         assert http.get("/readyz").json()["model_version"] == "1.1.0"
         samples = scrape(server.base_url)
         assert (
@@ -232,6 +253,7 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
         ) not in samples
 
 
+@pytest.mark.slow
 def test_polling_swaps_to_a_newly_published_version(store, tmp_path):
     store.publish(POLL_BUCKET, "1.0.0", "1.0.0")
     settings = store_settings(store, POLL_BUCKET, tmp_path, poll_interval_s=0.5)
@@ -251,7 +273,8 @@ def test_a_tampered_store_model_fails_health_instead_of_serving(store, tmp_path)
         while (health := httpx.get(server.base_url + "/healthz")).status_code == 200:
             assert time.monotonic() < deadline, "the failed load was never reported"
             time.sleep(0.2)
-        assert health.status_code == 503 and "config.json: sha256" in health.json()["detail"]
+        assert health.status_code == 503
+        assert health.json()["detail"] == "version 2.0.0 of whisper-base failed verification; the server log says why"
         assert httpx.get(server.base_url + "/readyz").status_code == 503
 
 
@@ -259,3 +282,70 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pinned_server(store, eu_cache):
+    """Serving 1.0.0 from the EU store, with an admin key: the target of the reload attacks below."""
+    with live_server(store_settings(store, EU_BUCKET, eu_cache, version="1.0.0")) as server:
+        yield server, eu_cache
+
+
+def test_reload_refuses_versions_that_are_not_plain_names_and_the_cache_survives(pinned_server, synthesize):
+    """The attack: ``{"version": "."}`` deleted the live model's cached files, ``".."`` the whole bucket cache."""
+    server, cache = pinned_server
+    live = cache / "s3" / EU_BUCKET / NAME / "1.0.0"
+    with server.client(headers=ADMIN) as http:
+        for version in (".", "..", "...", "a/b", "../1.0.0", ".hidden", "x" * 65, ""):
+            response = http.post("/v1/models/reload", json={"version": version})
+            assert response.status_code == 422, response.text
+            assert "model version" in response.text and "starting with a letter or digit" in response.text
+            assert verify_model_dir(live).version == "1.0.0", f"{version!r} touched the live version's files"
+        assert http.get("/readyz").json()["model_version"] == "1.0.0"
+        transcribed = http.post("/v1/asr", content=wav_bytes(synthesize(SPEECH, engine="flite")))
+    assert transcribed.status_code == 200 and "stella" in transcribed.json()["text"].lower()
+
+
+def test_a_failed_reload_says_what_failed_without_paths_or_keys_and_adds_no_metric_series(pinned_server):
+    server, _ = pinned_server
+    asked = ["9.9.9", "v" + "9" * 63]
+    with server.client(headers=ADMIN) as http:
+        for version in asked:
+            response = http.post("/v1/models/reload", json={"version": version})
+            assert response.status_code == 502
+            assert response.json()["detail"] == (
+                f"reload of version {version} failed: that version is not in the model store; "
+                "still serving version 1.0.0"
+            )
+    exposition = httpx.get(server.base_url + "/metrics").text
+    assert not any(version in exposition for version in asked), "a version that never loaded became a label"
+    samples = scrape(server.base_url)
+    assert sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.0.0", outcome="failed") >= 2
+
+
+def test_the_store_client_refuses_names_that_would_leave_its_cache(store, tmp_path):
+    client = ModelStore(
+        EU_BUCKET, "eu-west-1", tmp_path / "cache", topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint
+    )
+    victim = client.pull(NAME, "1.0.0")
+    for name, version in ((NAME, "."), (NAME, ".."), ("..", "1.0.0"), (NAME, "../1.0.0"), (NAME, "a/b")):
+        with pytest.raises(ModelStoreError, match="is not accepted; use 1-64 letters"):
+            client.pull(name, version)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "cache" / NAME / "2.0.0").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ModelStoreError, match="is not a version directory inside"):
+        client.pull(NAME, "2.0.0")
+    assert outside.is_dir() and verify_model_dir(victim).version == "1.0.0"
+
+
+def test_versions_in_the_store_that_are_not_plain_names_are_ignored(store):
+    odd = ("..", ".hidden", "-dash")
+    for version in (*odd, "1.2.0"):
+        store.s3.put_object(Bucket=ODD_BUCKET, Key=f"models/{NAME}/{version}/{MANIFEST_FILE}", Body=b"{}")
+    listed = store.s3.list_objects_v2(Bucket=ODD_BUCKET, Prefix=f"models/{NAME}/", Delimiter="/")
+    assert {p["Prefix"] for p in listed["CommonPrefixes"]} >= {f"models/{NAME}/{v}/" for v in odd}, "S3 keeps them"
+    client = ModelStore(
+        ODD_BUCKET, "eu-west-1", Path("/nonexistent"), topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint
+    )
+    assert client.versions(NAME) == ["1.2.0"]

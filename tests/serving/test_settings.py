@@ -47,6 +47,12 @@ def test_nested_variables_use_double_underscores(monkeypatch):
         ("SPEECH_REGION", "us-east-1", "SPEECH_REGION='us-east-1': no region is deployed to AWS region 'us-east-1'"),
         ("SPEECH_LOG_LEVEL", "loud", "SPEECH_LOG_LEVEL='loud': Input should be 'debug', 'info', 'warning' or 'error'"),
         ("SPEECH_AUTH__API_KEY_HASHES", "secret", "API_KEY_HASHES='secret': entry 'secret'... is not a SHA-256"),
+        ("SPEECH_AUTH__ADMIN_KEY_HASHES", "pw", "SPEECH_AUTH__ADMIN_KEY_HASHES='pw': entry 'pw'... is not a SHA-256"),
+        ("SPEECH_MODEL__VERSION", "..", "SPEECH_MODEL__VERSION='..': model version '..' is not accepted; use 1-64"),
+        ("SPEECH_MODEL__VERSION", ".", "SPEECH_MODEL__VERSION='.': model version '.' is not accepted"),
+        ("SPEECH_MODEL__NAME", "a/b", "SPEECH_MODEL__NAME='a/b': model name 'a/b' is not accepted"),
+        ("SPEECH_STREAM__MAX_REALTIME_FACTOR", "0.5", "FACTOR='0.5': Input should be greater than or equal to 1"),
+        ("SPEECH_SHUTDOWN__GRACE_S", "0", "SPEECH_SHUTDOWN__GRACE_S='0': Input should be greater than 0"),
     ],
 )  # fmt: skip
 def test_a_bad_variable_is_named_with_its_value_and_what_is_allowed(monkeypatch, variable, value, expected):
@@ -86,6 +92,19 @@ def test_api_keys_come_as_comma_separated_hashes_and_from_a_secret_file(monkeypa
     auth = load_settings().auth
     assert auth.is_enabled
     assert auth.key_hashes() == {first, second}
+
+
+def test_admin_keys_are_a_separate_set_and_off_by_default(monkeypatch, tmp_path):
+    api, admin, from_file = (hashlib.sha256(key).hexdigest() for key in (b"transcribe", b"admin", b"admin-2"))
+    assert load_settings().auth.admin_hashes() == frozenset()
+    secret = tmp_path / "admin-hashes"
+    secret.write_text(f"{from_file}\n")
+    monkeypatch.setenv("SPEECH_AUTH__API_KEY_HASHES", api)
+    monkeypatch.setenv("SPEECH_AUTH__ADMIN_KEY_HASHES", admin)
+    monkeypatch.setenv("SPEECH_AUTH__ADMIN_KEY_HASHES_FILE", str(secret))
+    auth = load_settings().auth
+    assert auth.key_hashes() == {api}
+    assert auth.admin_hashes() == {admin, from_file}
 
 
 def test_a_bad_line_in_the_hash_file_names_the_file_variable(monkeypatch, tmp_path):

@@ -1,0 +1,214 @@
+"""The streaming session on its own, driven frame by frame with the real engine and VAD: pacing, shedding partials
+under overload, finals that survive backpressure, the VAD off the event loop, and empty finals for silence."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serving.inference import InferencePool
+from serving.metrics import ServingMetrics
+from serving.registry import EngineLease, EngineRegistry, ModelInfo
+from serving.settings import StreamSettings
+from serving.stream_control import AudioPacer
+from serving.streaming import PREROLL_SAMPLES, StreamSession
+from serving.vad import SileroVad, VadStream
+from tests.serving.server_fixtures import pcm16, silence, with_silence
+
+FIRST = "Please call Stella and ask her to bring these things with her from the store."
+SECOND = "Can you turn off the lights in the kitchen before you leave?"
+THIRD = "The birch canoe slid on the smooth planks."
+FRAME = 640  # 20 ms of PCM16
+
+
+@pytest.fixture(scope="module")
+def silero() -> SileroVad:
+    return SileroVad()
+
+
+@pytest.fixture
+def lease(whisper_engine) -> Iterator[EngineLease]:
+    """A lease on the session's shared engine; the registry is never closed, so the engine outlives the test."""
+    registry = EngineRegistry()
+    registry.swap(whisper_engine, ModelInfo(whisper_engine.name, whisper_engine.version, "bundled"))
+    with registry.acquire() as held:
+        yield held
+
+
+class Harness:
+    """A session with its own pools and metrics; ``messages`` collects what it would send."""
+
+    def __init__(self, lease: EngineLease, vad: VadStream, settings: StreamSettings, threads: int = 1) -> None:
+        self.inference = InferencePool(threads)
+        self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self.metrics = ServingMetrics("local")
+        self.session = StreamSession(lease, vad, settings, self.inference, self.vad_pool, self.metrics, "en")
+        self.messages: list[dict] = []
+
+    async def send(self, message: dict) -> None:
+        self.messages.append(message)
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    def count(self, metric: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(metric, {"region": "local", **labels})
+        return value or 0.0
+
+    def close(self) -> None:
+        self.inference.shutdown()
+        self.vad_pool.shutdown()
+
+
+def frames_of(audio: np.ndarray) -> list[bytes]:
+    data = pcm16(audio)
+    return [data[at : at + FRAME] for at in range(0, len(data), FRAME)]
+
+
+async def wait_for(condition, timeout_s: float = 60) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def test_the_pacer_takes_a_burst_then_audio_at_its_factor_and_never_delays_a_real_time_client():
+    now = [0.0]
+    pacer = AudioPacer(factor=3.0, burst_s=2.0, clock=lambda: now[0])
+    accepted = 0.0
+    while now[0] < 10.0:  # a client with 20 ms frames that sends the moment it may
+        now[0] += pacer.delay()
+        pacer.consume(0.02)
+        accepted += 0.02
+    assert accepted == pytest.approx(2.0 + 3.0 * 10.0, abs=0.021), "burst plus factor x elapsed, one frame over"
+
+    real_time = AudioPacer(factor=3.0, burst_s=2.0, clock=lambda: now[0])
+    for _ in range(1000):
+        assert real_time.delay() == 0.0
+        real_time.consume(0.02)
+        now[0] += 0.02
+
+
+def test_partials_are_shed_while_every_inference_thread_is_busy_and_the_final_still_comes(lease, silero, synthesize):
+    speech = with_silence(synthesize(FIRST, engine="flite"), after_s=0.0)  # the utterance stays open
+
+    async def scenario(harness: Harness) -> int:
+        busy = threading.Event()
+        occupant = asyncio.create_task(harness.inference.run(busy.wait))  # holds the only inference thread
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        for frame in frames_of(speech):
+            assert await harness.session.put_frame(frame)
+        await wait_for(lambda: harness.count("speech_partials_dropped_total", **_version(lease), reason="overload"))
+        sent_while_busy = len(harness.messages)
+        busy.set()
+        await occupant
+        harness.session.end_input()
+        await runner
+        return sent_while_busy
+
+    harness = Harness(lease, silero.stream(0.5, 600), StreamSettings())
+    try:
+        sent_while_busy = asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    assert sent_while_busy == 0, "no partial was decoded while the pool was saturated"
+    finals = harness.of_type("final")
+    assert len(finals) == 1 and "stella" in finals[0]["text"].lower(), harness.messages
+
+
+def test_a_client_held_back_too_long_still_gets_every_final_of_the_audio_taken(lease, silero, synthesize):
+    """The old failure: with a short backpressure timeout the stream closed 1013 with zero finals."""
+    audio = np.concatenate([with_silence(synthesize(text, engine="flite")) for text in (FIRST, SECOND, THIRD)])
+    settings = StreamSettings(backpressure_timeout_s=0.05, inbound_queue_frames=2, max_pending_finals=1)
+
+    async def scenario(harness: Harness) -> bool:
+        busy = threading.Event()
+        occupant = asyncio.create_task(harness.inference.run(busy.wait))
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        was_held_back = False
+        for frame in frames_of(audio):
+            if not await harness.session.put_frame(frame):
+                was_held_back = True
+                break
+        harness.session.end_input()
+        busy.set()
+        await occupant
+        await runner
+        return was_held_back
+
+    harness = Harness(lease, silero.stream(0.5, 600), settings)
+    try:
+        was_held_back = asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    assert was_held_back, "with every decode blocked, the session stopped taking audio"
+    finals = harness.of_type("final")
+    assert [f["utterance"] for f in finals] == [0, 1, 2], harness.messages
+    assert all(f["text"] for f in finals[:2]), finals
+
+
+def test_the_vad_runs_on_its_own_thread_not_the_event_loop(lease, silero, synthesize):
+    class RecordingVad:
+        def __init__(self, inner: VadStream) -> None:
+            self.inner, self.threads = inner, set()
+
+        def feed(self, audio: np.ndarray) -> list:
+            self.threads.add(threading.current_thread().name)
+            return self.inner.feed(audio)
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    vad = RecordingVad(silero.stream(0.5, 600))
+
+    async def scenario(harness: Harness) -> None:
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        for frame in frames_of(with_silence(synthesize(THIRD, engine="flite"))):
+            assert await harness.session.put_frame(frame)
+        harness.session.end_input()
+        await runner
+
+    harness = Harness(lease, vad, StreamSettings())
+    try:
+        asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    assert vad.threads == {"vad_0"}
+    assert "smooth planks" in " ".join(f["text"] for f in harness.of_type("final")).lower()
+
+
+def test_an_utterance_cut_where_the_speech_had_already_ended_gets_an_empty_final_without_a_decode(
+    lease, silero, synthesize
+):
+    audio = np.concatenate([synthesize(THIRD, engine="flite"), silence(2.0)])
+    probe = silero.stream(0.5, 600)
+    start = next(event.sample for event in probe.feed(audio) if event.kind == "start")
+    utterance_start = max(start - PREROLL_SAMPLES, 0)
+    cut = probe.last_speech_end + 1600  # 100 ms into the silence, well before the VAD ends the utterance
+    settings = StreamSettings(max_utterance_s=(cut - utterance_start) / 16_000, max_frame_bytes=len(audio) * 2)
+
+    async def scenario(harness: Harness) -> None:
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        # Two frames of over a second each: the session steps through each whole, so the cut falls in the first.
+        first, rest = pcm16(audio[: cut + 320]), pcm16(audio[cut + 320 :])
+        assert await harness.session.put_frame(first) and await harness.session.put_frame(rest)
+        harness.session.end_input()
+        await runner
+
+    harness = Harness(lease, silero.stream(0.5, 600), settings)
+    try:
+        asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    finals = harness.of_type("final")
+    assert len(finals) == 2, harness.messages
+    assert "smooth planks" in finals[0]["text"].lower() and finals[1]["text"] == "", finals
+    assert harness.count("speech_inference_duration_seconds_count", **_version(lease), kind="final") == 1
+
+
+def _version(lease: EngineLease) -> dict[str, str]:
+    return {"model_version": lease.info.version}
