@@ -1,7 +1,7 @@
 """``python -m serving [--host H] [--port P]``: run the speech server with uvicorn.
 
 Settings come from ``SPEECH_*`` environment variables (see ``serving/settings.py``); a bad one stops here with one
-line naming it, before uvicorn starts.
+line naming it, before uvicorn starts. SIGTERM drains before uvicorn shuts down (``serving/shutdown.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contract.service import SERVING_PORT
 from serving.app import create_app
 from serving.logs import uvicorn_log_config
 from serving.settings import ConfigError, load_settings
+from serving.shutdown import UVICORN_CLOSE_S, DrainingServer
 
 
 def ws_max_size(max_frame_bytes: int) -> int:
@@ -36,15 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
         log_config=uvicorn_log_config(),
         ws_max_size=ws_max_size(settings.stream.max_frame_bytes),
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=UVICORN_CLOSE_S,
     )
+    DrainingServer(config, app.state.serving).run()
     return 0
 
 

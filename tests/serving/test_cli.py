@@ -1,7 +1,13 @@
-"""``python -m serving`` on this machine: starts uvicorn with the bundled model and stops cleanly on SIGTERM."""
+"""``python -m serving`` on this machine: serves the bundled model, and on SIGTERM drains before it exits.
+
+The drain is tested on a real process with a real signal, because what it protects against is uvicorn's own
+shutdown, which closes every WebSocket with 1012 the moment the signal arrives.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -11,22 +17,34 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.serving.server_fixtures import answer_of, close_of, pcm16, sample, scrape, start_upload, wav_bytes
 
 REPO = Path(__file__).resolve().parents[2]
+SPOKEN = "Please call Stella and ask her to bring these things with her from the store."
+UPLOADED = "Rice is often served in round bowls."
 
 
-def test_python_m_serving_serves_the_bundled_model_and_stops_on_sigterm(bundled_model_dir):
+@pytest.fixture
+def server_process(bundled_model_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECH_")}
-    env["SPEECH_MODEL_CACHE"] = str(bundled_model_dir.parents[1])
+    env |= {
+        "SPEECH_MODEL_CACHE": str(bundled_model_dir.parents[1]),
+        "SPEECH_SHUTDOWN__GRACE_S": "120",
+        "SPEECH_LIMITS__UPLOAD_IDLE_TIMEOUT_S": "120",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while True:
             assert process.poll() is None, process.communicate()[0][-3000:]
@@ -37,10 +55,56 @@ def test_python_m_serving_serves_the_bundled_model_and_stops_on_sigterm(bundled_
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
-        assert httpx.get(base + "/v1/models").json()["current"]["source"] == "bundled"
+        yield process, base
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_sigterm_drains_streams_and_requests_then_exits(server_process, synthesize):
+    process, base = server_process
+    assert httpx.get(base + "/v1/models").json()["current"]["source"] == "bundled"
+    ws_url = base.replace("http://", "ws://") + "/v1/asr/stream"
+    upload = wav_bytes(synthesize(UPLOADED, engine="flite"))
+
+    async def scenario():
+        async with connect(ws_url) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            speech = pcm16(synthesize(SPOKEN, engine="flite"))  # no trailing silence: the utterance stays open
+            for offset in range(0, len(speech), 640):
+                await ws.send(speech[offset : offset + 640])
+            while json.loads(await ws.recv())["type"] != "partial":
+                pass
+            in_flight = start_upload(base, "/v1/asr", upload[:-1], declared=len(upload))
+            while sample(scrape(base), "speech_batch_requests_in_flight", region="local") < 1:
+                await asyncio.sleep(0.05)  # the server has taken the upload's queue slot
+            process.send_signal(signal.SIGTERM)
+            messages = []
+            try:
+                async for message in ws:
+                    messages.append(json.loads(message))
+            except ConnectionClosed:
+                pass
+            closed = (ws.close_code, ws.close_reason)
+        async with httpx.AsyncClient(base_url=base) as http:
+            ready = await http.get("/readyz")
+            refused_batch = await http.post("/v1/asr", content=upload)
+        refused_stream = await close_of(ws_url)
+        in_flight.send(upload[-1:])
+        return messages, closed, ready, refused_batch, refused_stream, answer_of(in_flight)
+
+    messages, closed, ready, refused_batch, refused_stream, (status, answer) = asyncio.run(scenario())
+    finals = [m for m in messages if m["type"] == "final"]
+    assert len(finals) == 1 and "stella" in finals[0]["text"].lower(), messages
+    assert closed == (1001, "server is shutting down")
+    assert messages[-1]["type"] == "error" and "every final of the audio it took was sent" in messages[-1]["detail"]
+    assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+    assert refused_batch.status_code == 503 and "shutting down" in refused_batch.json()["detail"]
+    assert refused_stream[:2] == (1013, "server is shutting down; reconnect")
+    assert status == 200 and "round bowls" in answer["text"].lower(), "the request in flight was finished"
+    output, _ = process.communicate(timeout=120)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status still says SIGTERM.
     assert process.returncode in (0, -signal.SIGTERM), output[-3000:]
+    assert "drained: no stream or batch request is left" in output
     assert "Application shutdown complete." in output
