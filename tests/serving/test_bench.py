@@ -16,6 +16,7 @@ from bench.asr_speed import main
 from serving.export import MODEL_VERSION
 
 
+@pytest.mark.slow
 def test_the_benchmark_compares_both_engines_on_the_same_clips(bundled_model_dir, capsys):
     main(["--limit", "2", "--passes", "1", "--compute-types", "int8", "--threads", "2"])
     out = capsys.readouterr().out

@@ -11,6 +11,7 @@ from serving.export_check import compare_to_torch
 from serving.model_dir import DECODER_FILE, MANIFEST_FILE, read_manifest, verify_model_dir
 
 
+@pytest.mark.slow
 def test_onnx_graphs_match_torch_on_speech_they_were_not_checked_on(bundled_model_dir, synthesize):
     encoder, decoder, config = load_torch_whisper("base")
     speech = synthesize("Please call Stella and ask her to bring these things with her from the store.", engine="flite")
@@ -31,6 +32,7 @@ def test_a_sound_cached_model_is_reused_not_rebuilt(bundled_model_dir):
     assert (bundled_model_dir / MANIFEST_FILE).stat().st_mtime_ns == written
 
 
+@pytest.mark.slow
 def test_a_tampered_cached_model_is_rebuilt(tiny_en_model_dir, tmp_path):
     target = model_dir_for("tiny.en", tmp_path)
     shutil.copytree(tiny_en_model_dir, target)

@@ -18,6 +18,7 @@ def _english(reference_sentences) -> list[str]:
     return [s.text for s in reference_sentences if s.language == "en"]
 
 
+@pytest.mark.slow
 def test_base_transcribes_espeak_and_flite_speech_within_15_percent_wer(
     whisper_engine, reference_sentences, synthesize, word_error_rate
 ):
@@ -33,6 +34,7 @@ def test_base_transcribes_espeak_and_flite_speech_within_15_percent_wer(
     assert overall <= MAX_WER, f"WER {summary}: {per_tts}"
 
 
+@pytest.mark.slow
 def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
     whisper_engine, reference_sentences, synthesize, word_error_rate
 ):
@@ -48,6 +50,7 @@ def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
     assert heard == len(halves), f"a draft of half an utterance must hear its first words: {halves}"
 
 
+@pytest.mark.slow
 def test_tiny_en_transcribes_english(tiny_en_model_dir, reference_sentences, synthesize, word_error_rate):
     engine = load_engine(tiny_en_model_dir)
     english = _english(reference_sentences)
