@@ -49,9 +49,10 @@ class ModelSettings(BaseModel):
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
-    # Measured with `python -m bench.stream_capacity` (README, "Stream capacity"): what 2 inference threads on 2 cores
-    # keep in real time with finals under 1.5 s; scale it with the cores or GPU a replica really has.
-    max_sessions: int = Field(default=8, gt=0)
+    # From `python -m bench.stream_capacity` on 2 cores with 2 inference threads (README, "Stream capacity"): three
+    # real-time streams cost 1.3 CPU-seconds a second, two thirds of the machine, which keeps finals from queueing
+    # behind each other; the fourth is where partials all but stop. Set it from the bench on other hardware.
+    max_sessions: int = Field(default=3, gt=0)
     # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
     max_frame_bytes: int = Field(default=32_000, gt=0)
     partial_interval_ms: int = Field(default=500, ge=100)

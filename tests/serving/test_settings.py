@@ -32,10 +32,10 @@ def test_defaults_serve_the_bundled_model_locally():
 
 def test_nested_variables_use_double_underscores(monkeypatch):
     monkeypatch.setenv("SPEECH_REGION", "eu-west-1")
-    monkeypatch.setenv("SPEECH_STREAM__MAX_SESSIONS", "3")
+    monkeypatch.setenv("SPEECH_STREAM__MAX_SESSIONS", "5")
     monkeypatch.setenv("SPEECH_LIMITS__MAX_UPLOAD_BYTES", "1000")
     settings = load_settings()
-    assert (settings.stream.max_sessions, settings.limits.max_upload_bytes) == (3, 1000)
+    assert (settings.stream.max_sessions, settings.limits.max_upload_bytes) == (5, 1000)
     assert settings.region_label == "eu-west"
 
 
