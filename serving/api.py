@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from contract.service import BATCH_PATH, HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving import audio
@@ -107,7 +108,7 @@ async def transcribe(
     try:
         with _acquire(state) as lease:
             request.state.model_version = lease.info.version
-            body = await request.body()
+            body = await _upload(request, state, lease)
             clip = await _decode(state, body, sample_rate)
             decoded = time.perf_counter()
             result, engine_seconds = await _run_engine(state, lease, clip, language)
@@ -188,6 +189,16 @@ def _acquire(state: ServingState) -> EngineLease:
         return state.models.registry.acquire()
     except RegistryClosedError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
+
+
+async def _upload(request: Request, state: ServingState, lease: EngineLease) -> bytes:
+    """The request body; the gate bounds its size and how long it may take (``serving/gate.py``)."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        state.metrics.error(lease.info.version, "client_abort")
+        # 499, as nginx logs it: there is nobody left to read the answer, but the metrics and access log are right.
+        raise HTTPException(499, "the client closed the connection before its upload was complete") from None
 
 
 async def _decode(state: ServingState, body: bytes, sample_rate: int | None) -> np.ndarray:

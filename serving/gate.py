@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contract.service import API_PREFIX, HEALTH_PATH, METRICS_PATH, READINESS_PATH
 from serving.auth import ADMIN_OFF_DETAIL, ADMIN_UNAUTHORIZED_DETAIL, UNAUTHORIZED_DETAIL
 from serving.residency import MISDIRECTED
+from serving.settings import LimitsSettings
 from serving.state import ServingState
 
 OPEN_PATHS = frozenset({HEALTH_PATH, READINESS_PATH, METRICS_PATH})
@@ -65,12 +66,14 @@ class RequestGate:
             await refusal(scope, receive, send)
             return
         limits = self._state.settings.limits
-        limit = limits.max_upload_bytes if path in self._upload_paths else CONTROL_BODY_BYTES
+        is_upload = path in self._upload_paths
+        limit = limits.max_upload_bytes if is_upload else CONTROL_BODY_BYTES
+        too_big = _too_big_detail(limit, is_upload)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._too_big(declared, limit)(scope, receive, send)
+            await self._refuse_declared(declared, too_big)(scope, receive, send)
             return
-        bounded = _BoundedBody(receive, limit, limits.upload_idle_timeout_s, limits.upload_timeout_s, self._state)
+        bounded = _BoundedBody(receive, limit, too_big, limits, self._state)
         await self.app(scope, bounded.receive, send)
 
     def _refusal(self, path: str, headers: Headers) -> JSONResponse | None:
@@ -95,11 +98,11 @@ class RequestGate:
             return JSONResponse(misdirected.body(), MISDIRECTED, _CLOSE)
         return None
 
-    def _too_big(self, declared: str, limit: int) -> JSONResponse:
+    def _refuse_declared(self, declared: str, too_big: str) -> JSONResponse:
         self._state.metrics.error(self._state.current_version(), "too_large")
         if not declared.isdigit():
             return JSONResponse({"detail": f"Content-Length {declared[:40]!r} is not a byte count"}, 400, _CLOSE)
-        return JSONResponse({"detail": _too_big_detail(limit)}, 413, _CLOSE)
+        return JSONResponse({"detail": too_big}, 413, _CLOSE)
 
 
 class _BoundedBody:
@@ -109,11 +112,12 @@ class _BoundedBody:
     ``finally`` blocks release whatever it had taken, such as its queue slot).
     """
 
-    def __init__(self, receive: Receive, limit: int, idle_s: float, total_s: float, state: ServingState) -> None:
+    def __init__(self, receive: Receive, limit: int, too_big: str, limits: LimitsSettings, state: ServingState) -> None:
         self._receive = receive
         self._limit = limit
-        self._idle_s = idle_s
-        self._total_s = total_s
+        self._too_big = too_big
+        self._idle_s = limits.upload_idle_timeout_s
+        self._total_s = limits.upload_timeout_s
         self._state = state
         self._size = 0
         self._deadline: float | None = None
@@ -136,7 +140,7 @@ class _BoundedBody:
             self._size += len(message.get("body", b""))
             if self._size > self._limit:
                 self._state.metrics.error(self._state.current_version(), "too_large")
-                raise HTTPException(413, _too_big_detail(self._limit), _CLOSE)
+                raise HTTPException(413, self._too_big, _CLOSE)
             self._is_complete = not message.get("more_body", False)
         return message
 
@@ -148,8 +152,10 @@ class _BoundedBody:
         )
 
 
-def _too_big_detail(limit: int) -> str:
-    return f"the upload exceeds {limit} bytes (SPEECH_LIMITS__MAX_UPLOAD_BYTES)"
+def _too_big_detail(limit: int, is_upload: bool) -> str:
+    if is_upload:
+        return f"the upload exceeds {limit} bytes (SPEECH_LIMITS__MAX_UPLOAD_BYTES)"
+    return f"the request body exceeds {limit} bytes, the most this route takes"
 
 
 class RequestMetrics:

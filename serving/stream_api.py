@@ -139,13 +139,12 @@ async def _serve(
         detail = f"language {language!r} is not supported by {lease.info.name}; use one of {', '.join(languages)}"
         await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", detail))
         return CLOSE_POLICY_VIOLATION
-    await websocket.send_json(
-        {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": SAMPLE_RATE}
-    )
+    ready = {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": SAMPLE_RATE}
     ending: StreamError | None = None
     departure: _ClientGone | WebSocketDisconnect | None = None
     reader = None
     try:
+        await websocket.send_json(ready)
         async with asyncio.TaskGroup() as tasks:
             reader = tasks.create_task(_read_frames(websocket, session, settings, state.metrics))
             live.attach(session, reader)
