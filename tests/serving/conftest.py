@@ -27,6 +27,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from serving.engine import SAMPLE_RATE
 from serving.export import ensure_bundled_model
+from serving.settings import ModelSettings
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
@@ -240,13 +241,15 @@ def whisper_engine(bundled_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
 
 
 @pytest.fixture(scope="session")
-def guarded_server(bundled_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
+def guarded_server(tiny_en_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
     """A server as a careful deployment runs it: transcription keys from the variable and a mounted secret file,
-    a separate admin key, and a short upload idle timeout. Shared by the auth and limits tests."""
+    a separate admin key, and a short upload idle timeout. Shared by the auth and limits tests, which check who
+    gets in and what is refused, not accuracy: it serves tiny.en, the quickest model to load and run."""
     secret = tmp_path_factory.mktemp("secret") / "api-key-hashes"
     secret.write_text(f"# one digest a line\n{digest(FILE_KEY)}\n")
     settings = local_settings(
-        bundled_model_dir.parents[1],
+        tiny_en_model_dir.parents[1],
+        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
         auth={
             "api_key_hashes": [digest(ENV_KEY)],
             "api_key_hashes_file": secret,

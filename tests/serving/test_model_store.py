@@ -1,6 +1,7 @@
 """The model store client and hot swap, against a moto S3 server on loopback holding real model files.
 
-Versions are the bundled model's real files under ``models/whisper-base/<version>/`` with the version rewritten in
+Versions are the bundled tiny.en model's real files (the smallest: these tests move and load many copies) under
+``models/whisper-tiny.en/<version>/`` with the version rewritten in
 ``manifest.json``, so every hash that is checked is a real one.
 """
 
@@ -38,7 +39,7 @@ from tests.serving.server_fixtures import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-NAME = "whisper-base"
+NAME = "whisper-tiny.en"
 EU_BUCKET, US_BUCKET, JP_BUCKET = "speech-models-eu-west", "speech-models-us-west", "speech-models-ap-northeast"
 VIRGINIA_BUCKET = "speech-models-virginia"  # us-east-1: no region of the topology
 BAD_BUCKET = "speech-models-eu-west-bad"  # tampered and mislabelled versions, kept out of EU_BUCKET's "newest"
@@ -69,7 +70,7 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(bundled_model_dir):
+def store(tiny_en_model_dir):
     with pytest.MonkeyPatch.context() as env:
         for variable, value in CREDENTIALS.items():
             env.setenv(variable, value)
@@ -86,7 +87,7 @@ def store(bundled_model_dir):
             regional.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
         boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint).create_bucket(Bucket=VIRGINIA_BUCKET)
         # The bundled model, relabelled 1.0.0 whatever version the exporter gives it: these tests name versions.
-        for path in sorted(bundled_model_dir.iterdir()):
+        for path in sorted(tiny_en_model_dir.iterdir()):
             body = path.read_bytes()
             if path.name == MANIFEST_FILE:
                 body = json.dumps({**json.loads(body), "version": "1.0.0"}).encode()
@@ -130,7 +131,7 @@ def test_a_tampered_object_is_refused_and_nothing_is_cached(store, tmp_path):
 
 def test_a_manifest_published_under_the_wrong_version_is_refused(store, tmp_path):
     client = ModelStore(BAD_BUCKET, "eu-west-1", tmp_path, topology=DEFAULT_TOPOLOGY, endpoint_url=store.endpoint)
-    with pytest.raises(ModelStoreError, match="3.0.0/manifest.json describes 'whisper-base' version '1.0.0'"):
+    with pytest.raises(ModelStoreError, match=f"3.0.0/manifest.json describes '{NAME}' version '1.0.0'"):
         client.pull(NAME, "3.0.0")
 
 
@@ -182,7 +183,7 @@ def test_python_m_serving_refuses_a_cross_jurisdiction_bucket_at_start_up(store,
 def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> Settings:
     return Settings(
         region="eu-west-1",
-        model=ModelSettings(bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
+        model=ModelSettings(name=NAME, bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
         auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
     )
 
@@ -274,7 +275,7 @@ def test_a_tampered_store_model_fails_health_instead_of_serving(store, tmp_path)
             assert time.monotonic() < deadline, "the failed load was never reported"
             time.sleep(0.2)
         assert health.status_code == 503
-        assert health.json()["detail"] == "version 2.0.0 of whisper-base failed verification; the server log says why"
+        assert health.json()["detail"] == f"version 2.0.0 of {NAME} failed verification; the server log says why"
         assert httpx.get(server.base_url + "/readyz").status_code == 503
 
 

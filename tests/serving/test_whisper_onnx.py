@@ -42,7 +42,8 @@ def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
     english = _english(reference_sentences)
     clips = [synthesize(text, engine=tts) for text in english for tts in ("espeak-ng", "flite")]
     drafts = [whisper_engine.transcribe(clip, draft=True).text for clip in clips]
-    halves = [whisper_engine.transcribe(clip[: len(clip) // 2], draft=True).text for clip in clips]
+    # Half utterances from a few sentences in each voice: whether the first words come through, not accuracy.
+    halves = [whisper_engine.transcribe(clip[: len(clip) // 2], draft=True).text for clip in clips[:6]]
     wer = word_error_rate([t for t in english for _ in range(2)], drafts)
     print(f"\nbase draft WER over {len(clips)} clips: {wer:.1%}")
     assert wer <= 0.2, list(zip(english, drafts))
