@@ -9,19 +9,23 @@ import asyncio
 import numpy as np
 import pytest
 
+from serving.settings import ModelSettings
 from tests.serving.server_fixtures import live_server, local_settings, stream_audio, with_silence
 
 SENTENCES = (
     "Can you turn off the lights in the kitchen before you leave?",
-    "Rice is often served in round bowls.",
     "The juice of lemons makes fine punch.",
+    "Please call Stella and ask her to bring these things with her from the store.",
 )
 
 
 @pytest.fixture(scope="module")
-def server(bundled_model_dir):
+def server(tiny_en_model_dir):
+    """tiny.en, the quickest model to load: what is tested is who waits for whom, not accuracy."""
+    cache = tiny_en_model_dir.parents[1]
     settings = local_settings(
-        bundled_model_dir.parents[1],
+        cache,
+        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
         inference_threads=1,
         stream={
             "backpressure_timeout_s": 0.1,
@@ -48,4 +52,4 @@ def test_a_stream_cut_off_by_backpressure_still_gets_its_finals_first(server, sy
         assert outcome.close_code == 1000 and len(finals) == len(SENTENCES), outcome.messages
     speech = with_silence(synthesize(SENTENCES[1], engine="flite"))
     again = asyncio.run(stream_audio(server.ws_url, speech, realtime=None))
-    assert again.close_code == 1000 and "round bowls" in again.final_text.lower()
+    assert again.close_code == 1000 and "juice of lemons" in again.final_text.lower()

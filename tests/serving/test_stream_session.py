@@ -18,6 +18,7 @@ from serving.settings import StreamSettings
 from serving.stream_control import AudioPacer
 from serving.streaming import PREROLL_SAMPLES, StreamSession
 from serving.vad import SileroVad, VadStream
+from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 from tests.serving.server_fixtures import pcm16, silence, with_silence
 
 FIRST = "Please call Stella and ask her to bring these things with her from the store."
@@ -31,11 +32,19 @@ def silero() -> SileroVad:
     return SileroVad()
 
 
+@pytest.fixture(scope="module")
+def tiny_en_engine(tiny_en_model_dir) -> Iterator[WhisperOnnxEngine]:
+    """tiny.en: these tests are about who waits for whom inside a session, so the quickest model serves."""
+    engine = load_engine(tiny_en_model_dir)
+    yield engine
+    engine.close()
+
+
 @pytest.fixture
-def lease(whisper_engine) -> Iterator[EngineLease]:
-    """A lease on the session's shared engine; the registry is never closed, so the engine outlives the test."""
+def lease(tiny_en_engine) -> Iterator[EngineLease]:
+    """A lease on the module's engine; the registry is never closed, so the engine outlives the test."""
     registry = EngineRegistry()
-    registry.swap(whisper_engine, ModelInfo(whisper_engine.name, whisper_engine.version, "bundled"))
+    registry.swap(tiny_en_engine, ModelInfo(tiny_en_engine.name, tiny_en_engine.version, "bundled"))
     with registry.acquire() as held:
         yield held
 
