@@ -30,8 +30,8 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from serving.engine import SAMPLE_RATE
-from serving.settings import ModelSettings, Settings
-from tests.serving.conftest import load_sentences, synthesize
+from serving.settings import ModelSettings, Settings, StreamSettings
+from tests.serving.conftest import TtsEngine, load_sentences, synthesize
 from tests.serving.server_fixtures import live_server, pcm16, scrape, silence
 
 FRAME_SECONDS = 0.02
@@ -52,7 +52,7 @@ def conversation(seconds: float, offset: int) -> np.ndarray:
     parts: list[np.ndarray] = [silence(0.5)]
     index = offset
     while sum(len(p) for p in parts) < seconds * SAMPLE_RATE:
-        engine = "flite" if index % 2 else "espeak-ng"
+        engine: TtsEngine = "flite" if index % 2 else "espeak-ng"
         parts += [synthesize(texts[index % len(texts)], engine=engine), silence(PAUSE_S)]
         index += 1
     return np.concatenate(parts)
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=1.5, help="p95 final delay that keeps up, in s (default 1.5)")
     args = parser.parse_args(argv)
     levels = sorted(int(n) for n in args.streams.split(","))
-    settings = Settings(model=ModelSettings(), inference_threads=args.threads, stream={"max_sessions": max(levels)})
+    stream = StreamSettings(max_sessions=max(levels))
+    settings = Settings(model=ModelSettings(), inference_threads=args.threads, stream=stream)
     clips = [conversation(args.seconds, offset) for offset in range(max(levels))]
     print(f"{args.seconds:g} s of speech per stream, {args.threads} inference threads, target p95 {args.target:g} s")
     columns = ("streams", 7), ("finals", 6), ("p50 delay", 9), ("p95 delay", 9), ("partials/s", 10), ("shed", 6)

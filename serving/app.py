@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from starlette.routing import Route, WebSocketRoute
 
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (api.probes, api.v1, api.admin, stream_api.router)
     for router in routers:
         app.include_router(router)
-    route_paths = frozenset(route.path for router in routers for route in router.routes)
+    route_paths = frozenset(
+        route.path for router in routers for route in router.routes if isinstance(route, Route | WebSocketRoute)
+    )
     # Added innermost first: metrics see every answer, including the gate's refusals.
     app.add_middleware(
         RequestGate,

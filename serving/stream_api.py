@@ -15,9 +15,11 @@ upgrade would only show it a bare 403. Audio is read at most ``max_realtime_fact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from typing import TypeVar
 
 from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -45,6 +47,7 @@ from serving.streaming import (
 )
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
 router = APIRouter(tags=["asr"])
 ROUTE = STREAM_PATH
 CLIENT_ABORT = "client_abort"  # the metrics status of a stream the client left without a close we sent
@@ -53,14 +56,6 @@ _PCM16_BYTES_PER_SECOND = 2 * SAMPLE_RATE
 # Codes the WebSocket protocol layer closes with on the server's behalf (bad framing, invalid UTF-8, a message
 # over ws_max_size); any other disconnect is the client leaving, whatever code it sent.
 _PROTOCOL_CLOSE_CODES = frozenset({1002, 1007, CLOSE_TOO_BIG})
-
-
-class _ClientGone(Exception):
-    """The client disconnected; there is nobody left to tell anything."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"client disconnected ({code})")
-        self.code = code
 
 
 @router.websocket(ROUTE)
@@ -141,7 +136,7 @@ async def _serve(
         return CLOSE_POLICY_VIOLATION
     ready = {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": SAMPLE_RATE}
     ending: StreamError | None = None
-    departure: _ClientGone | WebSocketDisconnect | None = None
+    departure: WebSocketDisconnect | None = None
     reader = None
     try:
         await websocket.send_json(ready)
@@ -150,11 +145,11 @@ async def _serve(
             live.attach(session, reader)
             tasks.create_task(session.run(websocket.send_json))
     except* StreamError as group:
-        ending = group.exceptions[0]
-    except* (_ClientGone, WebSocketDisconnect) as group:
-        departure = group.exceptions[0]
+        ending = _first(group, StreamError)
+    except* WebSocketDisconnect as group:
+        departure = _first(group, WebSocketDisconnect)
     except* Exception as group:
-        log.error("stream failed", exc_info=group.exceptions[0])
+        log.error("stream failed", exc_info=_first(group, Exception))
         ending = StreamError(CLOSE_INTERNAL_ERROR, "internal error")
     if departure is not None:
         return _status_of_disconnect(departure.code)
@@ -188,7 +183,7 @@ async def _read_frames(
                 "to end",
             ) from None
         if message["type"] == "websocket.disconnect":
-            raise _ClientGone(message.get("code"))
+            raise WebSocketDisconnect(message.get("code", 1005))
         if message.get("bytes") is not None:
             frame = message["bytes"]
             if not await session.put_frame(frame):
@@ -234,6 +229,17 @@ async def _close(websocket: WebSocket, error: StreamError | None) -> None:
         await websocket.close(error.code, reason)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left while we were saying goodbye
+
+
+def _first(group: BaseExceptionGroup, kind: type[E]) -> E:
+    """The first ``kind`` in ``group``, however deep: the session's own task group nests its errors one level down."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            with contextlib.suppress(LookupError):
+                return _first(exc, kind)
+        elif isinstance(exc, kind):
+            return exc
+    raise LookupError(f"no {kind} in {group!r}")
 
 
 def _status_of_disconnect(code: int | None) -> int | str:

@@ -191,7 +191,8 @@ class StreamSession:
                 return None
             self._has_input.clear()
             await self._has_input.wait()
-        frames, size = [], 0
+        frames: list[bytes] = []
+        size = 0
         while self._inbound and (not frames or size + len(self._inbound[0]) <= _MAX_STEP_BYTES):
             frames.append(self._inbound.popleft())
             size += len(frames[-1])
@@ -273,7 +274,8 @@ class StreamSession:
                 self._metrics.partial_dropped(version, "overload")
                 continue
             started = time.perf_counter()
-            text, language, timings = "", self._language, {}
+            text, language = "", self._language
+            timings: dict[str, float] = {}
             if job.has_speech:
                 text, language, timings = await self._transcribe(job)
                 elapsed = time.perf_counter() - started
