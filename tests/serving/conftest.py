@@ -255,7 +255,7 @@ def guarded_server(tiny_en_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
             "api_key_hashes_file": secret,
             "admin_key_hashes": [digest(ADMIN_KEY)],
         },
-        limits={"upload_idle_timeout_s": GUARDED_UPLOAD_IDLE_S, "max_upload_bytes": 2_000_000},
+        limits={"upload_idle_timeout_s": GUARDED_UPLOAD_IDLE_S, "max_upload_bytes": 2_000_000, "max_audio_s": 60},
     )
     with live_server(settings) as live:
         yield live

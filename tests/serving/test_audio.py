@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -139,3 +140,20 @@ def test_audio_longer_than_a_block_is_decoded_block_by_block_without_seams(rate,
     steady = clip[1000:-1000]
     expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(1000, 1000 + len(steady)) / 16_000))
     assert np.max(np.abs(steady - expected)) < 0.01, "a resampler restarted at each block would leave clicks"
+
+
+def test_a_long_many_channel_file_within_the_limit_decodes_in_bounded_memory():
+    """Two minutes of 8-channel 48 kHz audio: decoded whole it is 184 MB of float samples before the downmix; block
+    by block the peak is the 16 kHz mono result (7.7 MB) a few times over, plus one block."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", 48_000, 8, format="FLAC", subtype="PCM_16") as source:
+        for _ in range(12):
+            source.write(np.zeros((480_000, 8), dtype=np.int16))
+    tracemalloc.start()
+    try:
+        clip = audio.decode(buffer.getvalue(), max_audio_s=3600)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(clip) == 120 * 16_000
+    assert peak < 40 * 1024 * 1024, f"decoding peaked at {peak / 2**20:.0f} MiB"

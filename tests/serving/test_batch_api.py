@@ -213,7 +213,7 @@ def test_silence_and_noise_transcribe_to_nothing(http, clip):
     response = http.post("/v1/asr", content=wav_bytes(clip, subtype="FLOAT"))
     assert response.status_code == 200, response.text
     result = response.json()
-    assert (result["text"], result["language"]) == ("", None)
+    assert (result["text"], result["segments"]) == ("", [])
     assert result["audio_seconds"] == 3.0
     assert http.post("/v1/asr", content=wav_bytes(clip), params={"language": "de"}).json()["language"] == "de"
 
