@@ -89,12 +89,10 @@ class LimitsSettings(BaseModel):
     max_queued_requests: int = Field(default=8, gt=0)
     # Uploads decoded (container to 16 kHz PCM) at once, off the event loop; more wait for a decoder thread.
     max_concurrent_decodes: int = Field(default=2, gt=0, le=64)
-    # An upload that sends nothing for this long, or is not complete after `upload_timeout_s`, gets 408.
+    # An upload that sends nothing for this long, or is not complete after `upload_timeout_s`, gets 408. The total
+    # must allow MAX_UPLOAD_BYTES at the slowest link clients use: 10 MiB in 120 s needs 0.7 Mbit/s.
     upload_idle_timeout_s: float = Field(default=10.0, gt=0)
     upload_timeout_s: float = Field(default=120.0, gt=0)
-    # Silero speech probability some 32 ms window of a clip must reach before the clip is decoded at all:
-    # silence and noise are answered with empty text instead of whatever Whisper imagines in them.
-    speech_threshold: float = Field(default=0.5, gt=0, lt=1)
 
 
 class ShutdownSettings(BaseModel):
