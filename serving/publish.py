@@ -29,6 +29,7 @@ from contract.topology import DEFAULT_TOPOLOGY, Region, Topology, TopologyError
 from contract.topology import load as load_topology
 from serving.model_dir import ModelError, verify_model_dir
 from serving.model_store import ModelStoreError, bucket_location
+from serving.names import checked_name
 
 _DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys a call
 
@@ -77,7 +78,15 @@ def upload(stores: Stores, region: Region, model_dir: Path) -> str:
 
 
 def withdraw(stores: Stores, jurisdiction: str, name: str, version: str) -> dict[str, int]:
-    """Delete every version of ``models/<name>/<version>/`` in each store of ``jurisdiction``: {bucket: count}."""
+    """Delete every version of ``models/<name>/<version>/`` in each store of ``jurisdiction``: {bucket: count}.
+
+    Both are checked as names first: an empty version would make the prefix every version of the model.
+    """
+    try:
+        checked_name(name, "model name")
+        checked_name(version, "model version")
+    except ValueError as exc:
+        raise PublishError(f"{exc}; nothing was withdrawn") from None
     prefix = model_prefix(name, version)
     deleted: dict[str, int] = {}
     for region in stores.topology.regions_in(jurisdiction):

@@ -113,6 +113,15 @@ def test_withdrawing_a_version_no_store_has_fails_naming_the_stores(aws, capsys)
     assert f"whisper-base 9.9.9 is in no store of jurisdiction eu ({bucket('eu-west')}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("version", ["", ".", "..", "2.0.0/.."])
+def test_withdrawing_a_version_that_is_not_a_plain_name_deletes_nothing(aws, capsys, version):
+    for number in ("1.0.0", "2.0.0"):
+        s3_of("eu-west").put_object(Bucket=bucket("eu-west"), Key=f"models/{NAME}/{number}/{MANIFEST_FILE}", Body=b"{}")
+    assert main(["withdraw", NAME, version, "--jurisdiction", "eu", *COMMON]) == 1
+    assert "is not accepted; use 1-64 letters" in capsys.readouterr().err
+    assert len(keys("eu-west")) == 2, "an empty version once meant every version of the model"
+
+
 def test_a_store_in_the_wrong_region_is_refused(aws, tmp_path, capsys):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.delete_bucket(Bucket=bucket("eu-central"))
