@@ -93,7 +93,7 @@ def test_an_unsupported_container_rate_is_refused():
 
 
 def test_audio_longer_than_the_limit_is_refused_with_413():
-    with pytest.raises(audio.AudioError, match="the audio is 3.0 s long; at most 2 s per request") as error:
+    with pytest.raises(audio.AudioError, match=r"the audio is 3\.0 s long; at most 2 s per request") as error:
         audio.decode(encoded(tone(16000, seconds=3), 16000, "WAV", "PCM_16"), max_audio_s=2)
     assert error.value.status_code == 413
 
