@@ -64,6 +64,8 @@ ENV_AUTH_API_KEY_HASHES_FILE = "SPEECH_AUTH__API_KEY_HASHES_FILE"
 # The public domain (e.g. speech.example.com): a tenant refused here is sent to https://<region key>.<domain>.
 ENV_PUBLIC_DOMAIN = "SPEECH_PUBLIC_DOMAIN"
 ENV_INFERENCE_THREADS = "SPEECH_INFERENCE_THREADS"
+# How long live streams and in-flight requests get to finish after SIGTERM; the pod's termination grace covers it.
+ENV_SHUTDOWN_GRACE_S = "SPEECH_SHUTDOWN__GRACE_S"
 ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
 
 # Prometheus metrics (exposed names: counters end in _total). Every series has these labels, fixed per replica.

@@ -171,11 +171,14 @@ def settings(
     model_name: str,
     model_version: str,
     inference_threads: int,
+    drain_seconds: int,
     public_domain: str | None = None,
 ) -> dict[str, str]:
     """The container's environment, by the contract's variable names (a ConfigMap takes strings only).
 
-    ``public_domain`` lets the container send a tenant of another jurisdiction to its regional endpoint.
+    ``drain_seconds`` is the container's drain grace, the number :func:`termination_grace_seconds` sizes the pod's
+    termination grace from. ``public_domain`` lets the container send a tenant of another jurisdiction to its
+    regional endpoint.
     """
     domain = {service.ENV_PUBLIC_DOMAIN: public_domain} if public_domain else {}
     return {
@@ -188,5 +191,6 @@ def settings(
         service.ENV_MODEL_CACHE_DIR: MODEL_CACHE_DIR,
         service.ENV_MODEL_CACHE: MODEL_CACHE_DIR,
         service.ENV_INFERENCE_THREADS: str(inference_threads),
+        service.ENV_SHUTDOWN_GRACE_S: str(drain_seconds),
         service.ENV_LOG_LEVEL: "info",
     }

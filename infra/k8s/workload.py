@@ -95,6 +95,7 @@ class ServingWorkload(pulumi.ComponentResource):
                 args.model.name,
                 args.model.version,
                 INFERENCE_THREADS,
+                args.serving.drain_seconds,
                 args.public_domain,
             )
         )

@@ -131,6 +131,8 @@ def test_termination_grace_covers_the_containers_drain_after_the_pre_stop_pause(
         assert pause == grace.PRE_STOP_SLEEP_S
         assert pod["terminationGracePeriodSeconds"] == pause + cfg.serving.drain_seconds + 10
         assert pod["terminationGracePeriodSeconds"] == grace.termination_grace_seconds(cfg.serving.drain_seconds)
+    settings = kube.find(program(stack), "ConfigMap", "speech-serving-settings")["data"]
+    assert float(settings[service.ENV_SHUTDOWN_GRACE_S]) == cfg.serving.drain_seconds, "the container drains as long"
 
 
 def test_grace_derivation_adds_pause_drain_close_and_unload():
