@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.build.export import bundled_weights, ensure_bundled_model
+from serving.bundled import PROFILES, package_file
 from serving.engine import SAMPLE_RATE
-from serving.export import PROFILES, bundled_weights, ensure_bundled_model, package_file
 from serving.whisper_onnx import default_threads, load_engine
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
+from serving.build.export import ensure_bundled_model
 from serving.engine import SAMPLE_RATE
-from serving.export import ensure_bundled_model
 from serving.whisper_onnx import default_threads, load_engine
 
 SENTENCES = REPO / "bench" / "harvard_sentences.txt"

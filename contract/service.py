@@ -26,6 +26,9 @@ BATCH_PATH = "/v1/asr"
 # every file with its SHA-256 and is written last, so its presence means the version is complete.
 MODELS_PREFIX = "models/"
 MANIFEST_FILE = "manifest.json"
+# What a model directory serves, as its manifest's `kind` says (a manifest without one is an ASR model, as every
+# manifest was before the field existed): speech recognition, speech synthesis (a voice), speaker verification.
+MODEL_KINDS = ("asr", "tts", "speaker")
 
 
 def model_prefix(name: str, version: str | None = None) -> str:
@@ -57,7 +60,7 @@ ENV_MODEL_NAME = "SPEECH_MODEL__NAME"
 ENV_MODEL_VERSION = "SPEECH_MODEL__VERSION"  # unset: the newest version in the store
 ENV_MODEL_POLL_INTERVAL_S = "SPEECH_MODEL__POLL_INTERVAL_S"
 ENV_MODEL_CACHE_DIR = "SPEECH_MODEL__CACHE_DIR"  # this server's model cache
-ENV_MODEL_CACHE = "SPEECH_MODEL_CACHE"  # the cache root shared by the server and `python -m serving.export`
+ENV_MODEL_CACHE = "SPEECH_MODEL_CACHE"  # the cache root shared by the server and `python -m serving.build.export`
 ENV_AUTH_API_KEY_HASHES = "SPEECH_AUTH__API_KEY_HASHES"
 # A mounted secret, one SHA-256 hex a line, optionally followed by the key's home jurisdiction: `<hex> jurisdiction=eu`.
 ENV_AUTH_API_KEY_HASHES_FILE = "SPEECH_AUTH__API_KEY_HASHES_FILE"

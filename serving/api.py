@@ -23,9 +23,9 @@ from serving import audio
 from serving.engine import SAMPLE_RATE, Transcription
 from serving.metrics import CONTENT_TYPE
 from serving.model_dir import ModelError
-from serving.model_manager import ReloadInProgressError, public_reason
+from serving.model_manager import ModelManager, ReloadInProgressError, public_reason
 from serving.model_store import ModelStoreError
-from serving.names import ModelVersion
+from serving.names import ModelName, ModelVersion
 from serving.registry import EngineLease, ModelInfo, RegistryClosedError
 from serving.state import ServingState, serving_state
 
@@ -50,15 +50,19 @@ def healthz(state: State) -> JSONResponse:
 
 @probes.get(READINESS_PATH)
 def readyz(state: State) -> JSONResponse:
-    """Readiness: a model is loaded and has decoded its warm-up clip, and the server is not shutting down."""
+    """Readiness: every served model is loaded and has done its warm-up run, and the server is not shutting down.
+
+    ``model`` and ``model_version`` name the ASR model; ``models`` lists every served model with its kind."""
     if state.is_draining:
         detail = "the server is shutting down; send new work to another replica"
         return JSONResponse({"status": "draining", "detail": detail}, status_code=503)
-    current = state.models.registry.current
+    current = state.models.asr.registry.current
     if not state.models.is_ready or current is None:
         status = "failed" if state.models.load_error else "loading"
         return JSONResponse({"status": status, "detail": state.models.load_error}, status_code=503)
-    return JSONResponse({"status": "ready", "model": current.name, "model_version": current.version})
+    served = [m.registry.current for m in state.models.managers.values()]
+    models = [{"kind": info.kind, "name": info.name, "version": info.version} for info in served if info is not None]
+    return JSONResponse({"status": "ready", "model": current.name, "model_version": current.version, "models": models})
 
 
 @probes.get(METRICS_PATH)
@@ -129,16 +133,22 @@ async def transcribe(
 
 @v1.get("/models")
 async def list_models(state: State) -> dict:
-    """The version serving new work, older ones still draining live streams, and what the store offers."""
-    registry, store = state.models.registry, state.models.store
-    current = registry.current
+    """Every served model: the version serving new work, older ones still draining live work, and what the store
+    offers. The top-level keys describe the ASR model; ``models`` lists each model of every kind the same way."""
+    listings = [await _listing(state, manager) for manager in state.models.managers.values()]
+    (asr,) = (listing for listing in listings if listing["kind"] == "asr")
+    return {**asr, "models": listings}
+
+
+async def _listing(state: ServingState, manager: ModelManager) -> dict:
+    registry, store, name = manager.registry, manager.store, manager.spec.name
     loaded = [
         {"name": info.name, "version": info.version, "source": info.source, "holders": holders}
         for info, holders in registry.loaded()
     ]
-    body: dict = {"current": _info(current), "loaded": loaded, "store": None}
+    body: dict = {"kind": manager.spec.kind, "name": name, "current": _info(registry.current), "loaded": loaded}
+    body["store"] = None
     if store is not None:
-        name = state.settings.model.name
         try:
             versions = await asyncio.to_thread(store.versions, name)
         except ModelStoreError as exc:
@@ -150,6 +160,7 @@ async def list_models(state: State) -> dict:
 
 class ReloadRequest(BaseModel):
     version: ModelVersion | None = Field(default=None, description="default: the newest")
+    model: ModelName | None = Field(default=None, description="which served model (GET /v1/models); default: ASR")
 
 
 @admin.post("/models/reload")
@@ -163,19 +174,30 @@ async def reload_model(state: State, request: Annotated[ReloadRequest | None, Bo
             409, "no model store is configured (SPEECH_MODEL__BUCKET); the bundled model cannot be reloaded"
         )
     requested = request.version if request else None
+    manager = _manager_named(state, request.model if request else None)
     try:
-        result = await state.models.reload(requested)
+        result = await manager.reload(requested)
     except ReloadInProgressError as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ModelStoreError, ModelError) as exc:
-        log.warning("reload of version %s failed: %s", requested or "(newest)", exc)
+        log.warning("reload of %s version %s failed: %s", manager.spec.name, requested or "(newest)", exc)
         state.metrics.error(state.current_version(), "model_store")
         which = f"version {requested}" if requested else "the newest version"
         raise HTTPException(
             502,
-            f"reload of {which} failed: {public_reason(exc)}; still serving version {state.current_version()}",
+            f"reload of {which} failed: {public_reason(exc)}; still serving version {manager.current_version}",
         ) from exc
     return {"changed": result.is_changed, "previous": _info(result.previous), "current": _info(result.current)}
+
+
+def _manager_named(state: ServingState, name: str | None) -> ModelManager:
+    if name is None:
+        return state.models.asr
+    found = [manager for (_, served), manager in state.models.managers.items() if served == name]
+    if not found:
+        served = ", ".join(sorted(served for _, served in state.models.managers))
+        raise HTTPException(404, f"model {name!r} is not served here; served models: {served}")
+    return found[0]
 
 
 _RETRY = {"Retry-After": "1"}
@@ -186,7 +208,7 @@ def _acquire(state: ServingState) -> EngineLease:
         state.metrics.error("none", "not_ready")
         raise HTTPException(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
     try:
-        return state.models.registry.acquire()
+        return state.models.asr.registry.acquire()
     except RegistryClosedError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
 

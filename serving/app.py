@@ -20,7 +20,7 @@ from serving.auth import ApiKeyVerifier
 from serving.gate import RequestGate, RequestMetrics
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager
+from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.state import BatchSlots, ServingState
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth=ApiKeyVerifier(frozenset(keys), homes),
         admin_auth=ApiKeyVerifier(settings.auth.admin_hashes()),
         residency=ResidencyGuard.from_settings(settings, set(homes.values())),
-        models=ModelManager(settings, metrics),
+        models=ModelCatalog(settings, metrics),
         vad=SileroVad(),
         streams=StreamRegistry(settings.stream.max_sessions),
         batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
@@ -72,14 +72,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Check the store (a refused bucket stops start-up), then load and warm in the background.
+    """Check the store (a refused bucket stops start-up), then load and warm every model in the background.
 
-    Loading in the background keeps /healthz answering while a first start builds the bundled model (minutes),
+    Loading in the background keeps /healthz answering while a first start pulls large models from the store,
     so a liveness probe does not kill the pod that is doing exactly what it should.
     """
     state: ServingState = app.state.serving
     await state.models.check_store()
-    background = asyncio.create_task(_load_then_poll(state), name="model-load")
+    background = asyncio.create_task(state.models.load_then_poll(), name="model-load")
     try:
         yield
     finally:
@@ -87,8 +87,3 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(background, return_exceptions=True)
         state.close()
 
-
-async def _load_then_poll(state: ServingState) -> None:
-    await state.models.load_initial()
-    if state.models.is_ready:
-        await state.models.poll()

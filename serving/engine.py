@@ -1,6 +1,6 @@
-"""The ASR engine protocol: the only thing routes and streaming sessions know about a model.
+"""The engine protocols: what the registry knows of any model, and what routes and streams know of an ASR model.
 
-A model directory (built by ``serving/export.py`` into the local cache, or pulled from the regional model store
+A model directory (built by ``serving/build/export.py`` into the local cache, or pulled from the regional model store
 under ``models/<name>/<version>/``) holds::
 
     manifest.json        {"name", "version", "profile", "files": {relative path: sha256 hex}}
@@ -54,11 +54,20 @@ class Transcription:
 
 
 @runtime_checkable
-class AsrEngine(Protocol):
-    """A loaded speech-recognition model. Implementations must be safe to call from several threads."""
+class Engine(Protocol):
+    """Any loaded model (ASR, TTS, speaker verification): what the registry needs to hand it out and retire it."""
 
     name: str
     version: str
+
+    def close(self) -> None:
+        """Release sessions and memory; called once no request holds the engine any more."""
+        ...
+
+
+@runtime_checkable
+class AsrEngine(Engine, Protocol):
+    """A loaded speech-recognition model. Implementations must be safe to call from several threads."""
 
     @property
     def languages(self) -> list[str]:
@@ -71,8 +80,4 @@ class AsrEngine(Protocol):
 
         ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it.
         """
-        ...
-
-    def close(self) -> None:
-        """Release sessions and memory; called once no request holds the engine any more."""
         ...

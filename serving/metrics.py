@@ -71,15 +71,16 @@ class ServingMetrics:
             _LABELS, registry=r,
         )  # fmt: skip
         self._model = Gauge(
-            service.METRIC_MODEL_INFO, "1 for each loaded model version", (*_LABELS, "name"), registry=r
-        )
+            service.METRIC_MODEL_INFO, "1 for each loaded model version, by kind (asr, tts, speaker) and name",
+            (*_LABELS, "kind", "name"), registry=r,
+        )  # fmt: skip
         self._misdirected = Counter(
             service.METRIC_RESIDENCY_REFUSALS, "Requests refused because the tenant's data may not be processed here",
             (*_LABELS, "jurisdiction", "route"), registry=r,
         )  # fmt: skip
         self._swaps = Counter(
-            service.METRIC_MODEL_SWAPS, "Model reloads by outcome (swapped, unchanged, failed)",
-            (*_LABELS, "outcome"), registry=r,
+            service.METRIC_MODEL_SWAPS, "Model reloads of each served model by outcome (swapped, unchanged, failed)",
+            (*_LABELS, "kind", "name", "outcome"), registry=r,
         )  # fmt: skip
 
     def request(self, model_version: str, route: str, status: int | str, seconds: float) -> None:
@@ -110,14 +111,15 @@ class ServingMetrics:
     def stream_held_back(self, model_version: str, seconds: float) -> None:
         self._held_back.labels(self._region, model_version).inc(seconds)
 
-    def model_loaded(self, name: str, model_version: str) -> None:
-        self._model.labels(self._region, model_version, name).set(1)
+    def model_loaded(self, kind: str, name: str, model_version: str) -> None:
+        self._model.labels(self._region, model_version, kind, name).set(1)
 
-    def model_unloaded(self, name: str, model_version: str) -> None:
-        self._model.remove(self._region, model_version, name)
+    def model_unloaded(self, kind: str, name: str, model_version: str) -> None:
+        self._model.remove(self._region, model_version, kind, name)
 
-    def model_reload(self, model_version: str, outcome: str) -> None:
-        self._swaps.labels(self._region, model_version, outcome).inc()
+    def model_reload(self, kind: str, name: str, model_version: str, outcome: str) -> None:
+        """``name`` is a configured model's name: a bounded set, like the versions that loaded."""
+        self._swaps.labels(self._region, model_version, kind, name, outcome).inc()
 
     def residency_refused(self, model_version: str, jurisdiction: str, route: str) -> None:
         """``jurisdiction`` is a topology code and ``route`` a route template: both bounded sets."""

@@ -1,8 +1,10 @@
-"""The on-disk model directory that ``serving/engine.py`` documents: its files, manifest and config schema.
+"""The on-disk model directory of every engine kind: its manifest, the files each kind needs, the Whisper config.
 
-The exporter writes it, the model-store client ships it, and the engine refuses to load it unless every file's
-sha256 matches the manifest: a half-copied or tampered model must fail at load time with a named file, not
-transcribe garbage later.
+A model directory is ``manifest.json`` (name, version, kind, the profile that built it, and every file with its
+sha256) beside the files of one engine: a Whisper model (``serving/engine.py``), a voice (``serving/tts.py``).
+The build tools write it, the model-store client ships it, and an engine refuses to load it unless it is of the
+engine's kind and every file's sha256 matches the manifest: a half-copied or tampered model must fail at load time
+with a named file, not transcribe (or say) garbage later.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from contract.service import ENV_MODEL_CACHE, MANIFEST_FILE
+from contract.service import ENV_MODEL_CACHE, MANIFEST_FILE, MODEL_KINDS
 from serving.names import checked_name
 
 ENCODER_FILE = "encoder.int8.onnx"
@@ -21,6 +23,12 @@ DECODER_FILE = "decoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE)
+# A Piper voice: the VITS graph and Piper's config beside it (sample rate, phoneme ids, inference scales).
+VOICE_MODEL_FILE = "voice.onnx"
+VOICE_CONFIG_FILE = "voice.onnx.json"
+VOICE_FILES = (VOICE_MODEL_FILE, VOICE_CONFIG_FILE)
+# The files a manifest of each kind must list; a kind missing here needs no particular file.
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {"asr": MODEL_FILES, "tts": VOICE_FILES}
 
 # A few seconds of English speech shipped with the package: the export checks its graphs on it and every loaded
 # model decodes it before serving (silence would skip the decoder now that the engine runs a VAD first).
@@ -41,6 +49,7 @@ class Manifest:
     version: str
     profile: str
     files: dict[str, str]
+    kind: str = "asr"
 
 
 @dataclass(frozen=True)
@@ -110,9 +119,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(model_dir: Path, name: str, version: str, profile: str) -> Manifest:
-    """Hash every model file in ``model_dir`` and write ``manifest.json`` last, so its presence means complete."""
-    manifest = Manifest(name, version, profile, {f: sha256_of(model_dir / f) for f in MODEL_FILES})
+def write_manifest(model_dir: Path, name: str, version: str, profile: str, kind: str = "asr") -> Manifest:
+    """Hash the files ``kind`` needs and write ``manifest.json`` last, so its presence means complete."""
+    files = {f: sha256_of(model_dir / f) for f in REQUIRED_FILES[kind]}
+    manifest = Manifest(name, version, profile, files, kind)
     (model_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -123,7 +133,11 @@ def read_manifest(model_dir: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text())
         manifest = Manifest(
-            name=str(raw["name"]), version=str(raw["version"]), profile=str(raw["profile"]), files=dict(raw["files"])
+            name=str(raw["name"]),
+            version=str(raw["version"]),
+            profile=str(raw["profile"]),
+            files=dict(raw["files"]),
+            kind=str(raw.get("kind", "asr")),
         )
     except FileNotFoundError as err:
         raise ModelError(f"{path} does not exist; a model directory needs {MANIFEST_FILE} next to its files") from err
@@ -136,15 +150,26 @@ def read_manifest(model_dir: Path) -> Manifest:
         checked_name(manifest.version, "the manifest's version")
     except ValueError as err:
         raise ModelError(f"{path}: {err}") from err
-    missing = [f for f in MODEL_FILES if f not in manifest.files]
+    if manifest.kind not in MODEL_KINDS:
+        raise ModelError(f"{path} has kind {manifest.kind!r}; a model's kind is one of {', '.join(MODEL_KINDS)}")
+    required = REQUIRED_FILES.get(manifest.kind, ())
+    missing = [f for f in required if f not in manifest.files]
     if missing:
-        raise ModelError(f"{path} lists no hash for {', '.join(missing)}; a model needs {', '.join(MODEL_FILES)}")
+        raise ModelError(
+            f"{path} lists no hash for {', '.join(missing)}; a {manifest.kind} model needs {', '.join(required)}"
+        )
     return manifest
 
 
-def verify_model_dir(model_dir: Path) -> Manifest:
-    """Raise ``ModelError`` naming the first file that is missing or whose sha256 differs from the manifest."""
+def verify_model_dir(model_dir: Path, kind: str | None = None) -> Manifest:
+    """Raise ``ModelError`` if the model is not of ``kind`` (None: any), or naming the first file that is missing
+    or whose sha256 differs from the manifest."""
     manifest = read_manifest(model_dir)
+    if kind is not None and manifest.kind != kind:
+        raise ModelError(
+            f"{model_dir} holds a {manifest.kind} model ({manifest.name} {manifest.version}), not the {kind} model "
+            "this engine loads; check the model name in the settings"
+        )
     for relative, expected in sorted(manifest.files.items()):
         path = model_dir / relative
         if not path.is_file():

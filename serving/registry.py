@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from serving.engine import AsrEngine
+from serving.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -21,28 +22,32 @@ class RegistryClosedError(RuntimeError):
     """The server is shutting down and hands out no more engines."""
 
 
+E = TypeVar("E", bound=Engine)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is being served, and where it came from (``bundled`` or an ``s3://`` URL)."""
+    """What is being served, of which kind (asr, tts, speaker), and where it came from (``bundled`` or ``s3://``)."""
 
     name: str
     version: str
     source: str
+    kind: str = "asr"
 
 
-class _Entry:
-    def __init__(self, engine: AsrEngine, info: ModelInfo) -> None:
+class _Entry(Generic[E]):
+    def __init__(self, engine: E, info: ModelInfo) -> None:
         self.engine = engine
         self.info = info
         self.references = 1  # the registry's own, while this entry is current
 
 
-class EngineLease:
+class EngineLease(Generic[E]):
     """One holder's reference to an engine; release it exactly once (or use it as a context manager)."""
 
-    def __init__(self, registry: EngineRegistry, entry: _Entry) -> None:
+    def __init__(self, registry: EngineRegistry[E], entry: _Entry[E]) -> None:
         self._registry = registry
-        self._entry: _Entry | None = entry
+        self._entry: _Entry[E] | None = entry
         self.engine = entry.engine
         self.info = entry.info
 
@@ -51,20 +56,21 @@ class EngineLease:
         if entry is not None:
             self._registry._unreference(entry)
 
-    def __enter__(self) -> EngineLease:
+    def __enter__(self) -> EngineLease[E]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
-class EngineRegistry:
-    """Hands out the current engine and closes each engine once nobody holds it. Thread-safe."""
+class EngineRegistry(Generic[E]):
+    """Hands out the current engine of one configured model and closes each engine once nobody holds it.
+    Thread-safe. Generic over the engine's kind: one registry per served model (ASR, each voice, ...)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._current: _Entry | None = None
-        self._open: list[_Entry] = []  # the current engine and older ones still held by someone
+        self._current: _Entry[E] | None = None
+        self._open: list[_Entry[E]] = []  # the current engine and older ones still held by someone
         self._is_closed = False
 
     @property
@@ -77,14 +83,14 @@ class EngineRegistry:
         with self._lock:
             return [(e.info, e.references - (e is self._current)) for e in self._open]
 
-    def acquire(self) -> EngineLease:
+    def acquire(self) -> EngineLease[E]:
         with self._lock:
             if self._is_closed or self._current is None:
                 raise RegistryClosedError("no model is loaded" if not self._is_closed else "the server is stopping")
             self._current.references += 1
             return EngineLease(self, self._current)
 
-    def swap(self, engine: AsrEngine, info: ModelInfo) -> ModelInfo | None:
+    def swap(self, engine: E, info: ModelInfo) -> ModelInfo | None:
         """Make ``engine`` current; return what it replaced. The old engine closes when its last lease ends."""
         with self._lock:
             if self._is_closed:
@@ -104,7 +110,7 @@ class EngineRegistry:
         if current is not None:
             self._unreference(current)
 
-    def _unreference(self, entry: _Entry) -> None:
+    def _unreference(self, entry: _Entry[E]) -> None:
         with self._lock:
             entry.references -= 1
             is_last = entry.references == 0

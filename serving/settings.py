@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -38,12 +39,23 @@ class ModelSettings(BaseModel):
     name: ModelName = "whisper-base"
     # None: the newest version in the store at start-up (and when polling).
     version: ModelVersion | None = None
-    profile: str = "base"  # bundled-model profile handed to serving.export.ensure_bundled_model
-    cache_dir: Path | None = None  # None: serving.export's default (SPEECH_MODEL_CACHE or ~/.cache)
+    profile: str = "base"  # the bundled model (serving/bundled.py) served when no bucket is set
+    cache_dir: Path | None = None  # None: SPEECH_MODEL_CACHE, else ~/.cache/speech-serving/models
     # S3-compatible endpoint, for a local store or tests; None means AWS.
     endpoint_url: str | None = None
     # Seconds between checks for a newer version in the store; None turns polling off.
     poll_interval_s: float | None = Field(default=None, gt=0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model this server serves: its kind, its name in the store, a pinned version (None: the newest) and the
+    bundled profile loaded from the local cache when no store is configured."""
+
+    kind: str
+    name: str
+    version: str | None
+    profile: str
 
 
 class StreamSettings(BaseModel):
@@ -273,6 +285,11 @@ class Settings(BaseSettings):
     def topology(self) -> Topology:
         """The regions and residency rules this replica answers to."""
         return _topology_at(self.topology_file)
+
+    def served_models(self) -> list[ModelSpec]:
+        """Every model this server loads and warms before it is ready, each with its own registry."""
+        model = self.model
+        return [ModelSpec("asr", model.name, model.version, model.profile)]
 
     @property
     def region_label(self) -> str:

@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 from serving.auth import ApiKeyVerifier
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager
+from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings
 from serving.stream_control import StreamRegistry
@@ -44,7 +44,7 @@ class ServingState:
     auth: ApiKeyVerifier
     residency: ResidencyGuard
     admin_auth: ApiKeyVerifier
-    models: ModelManager
+    models: ModelCatalog
     vad: SileroVad
     streams: StreamRegistry
     batch_slots: BatchSlots
@@ -63,9 +63,9 @@ class ServingState:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def current_version(self) -> str:
-        """The ``model_version`` label for work no engine served (rejected before one was acquired)."""
-        current = self.models.registry.current
-        return current.version if current else "none"
+        """The ``model_version`` label for work no engine served (rejected before one was acquired): the ASR
+        model's, the version most of the traffic is served by."""
+        return self.models.asr.current_version
 
 
 def serving_state(connection: HTTPConnection) -> ServingState:

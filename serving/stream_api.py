@@ -79,7 +79,7 @@ async def stream(websocket: WebSocket, language: str | None = Query(default=None
         return
     live = admitted
     try:
-        lease = state.models.registry.acquire()
+        lease = state.models.asr.registry.acquire()
     except RegistryClosedError as exc:
         state.streams.close(live)
         await _close(websocket, StreamError(CLOSE_TRY_AGAIN_LATER, "server is stopping", str(exc)))

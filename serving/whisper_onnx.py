@@ -93,7 +93,7 @@ class WhisperOnnxEngine:
     """
 
     def __init__(self, model_dir: Path, *, threads: int | None = None, batch: int | None = None) -> None:
-        manifest = verify_model_dir(model_dir)
+        manifest = verify_model_dir(model_dir, "asr")
         self.name = manifest.name
         self.version = manifest.version
         self.profile = manifest.profile

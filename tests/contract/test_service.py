@@ -109,8 +109,8 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.partial_dropped("1.0.0", "overload")
     metrics.stream_held_back("1.0.0", 0.5)
     metrics.residency_refused("1.0.0", "eu", "/v1/asr")
-    metrics.model_loaded("whisper-base", "1.0.0")
-    metrics.model_reload("1.0.0", "swapped")
+    metrics.model_loaded("asr", "whisper-base", "1.0.0")
+    metrics.model_reload("asr", "whisper-base", "1.0.0", "swapped")
     samples = {s.name: s.labels for family in metrics.registry.collect() for s in family.samples}
     named = {value for key, value in vars(service).items() if key.startswith("METRIC_") and key != "METRIC_LABELS"}
     for name in named:

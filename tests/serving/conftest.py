@@ -25,8 +25,8 @@ import soundfile as sf
 import soxr
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from serving.build.export import ensure_bundled_model
 from serving.engine import SAMPLE_RATE
-from serving.export import ensure_bundled_model
 from serving.settings import ModelSettings
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 from tests.serving.server_fixtures import (

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soxr
 
-from serving.export import MODEL_VERSION
+from serving.bundled import MODEL_VERSION
 from tests.serving.server_fixtures import (
     SHARED_INFERENCE_THREADS,
     SHARED_LIMITS,
@@ -62,7 +62,12 @@ def test_probes_report_a_loaded_warmed_model(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "whisper-base", "model_version": MODEL_VERSION}
+    assert ready.json() == {
+        "status": "ready",
+        "model": "whisper-base",
+        "model_version": MODEL_VERSION,
+        "models": [{"kind": "asr", "name": "whisper-base", "version": MODEL_VERSION}],
+    }
 
 
 def transcribe_all(http, texts: list[str], tts: str, encodings: tuple[str, ...], synthesize) -> list[str]:
@@ -230,5 +235,5 @@ def test_metrics_expose_requests_latency_rtf_and_errors_labelled_by_region_and_v
     assert sample(samples, "speech_real_time_factor_ratio_count", **fixed, kind="batch") >= 1
     assert sample(samples, "speech_audio_processed_seconds_total", **fixed, kind="batch") > 1
     assert sample(samples, "speech_errors_total", **fixed, kind="bad_audio") >= 1
-    assert sample(samples, "speech_model_info", **fixed, name="whisper-base") == 1
+    assert sample(samples, "speech_model_info", **fixed, kind="asr", name="whisper-base") == 1
     assert not any(("route", "/healthz") in labels for _, labels in samples), "probes are not counted as traffic"

@@ -13,7 +13,7 @@ import pytest
 
 from bench import longform
 from bench.asr_speed import main
-from serving.export import MODEL_VERSION
+from serving.bundled import MODEL_VERSION
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from serving.ct2_weights import Ct2FormatError, parse_ct2_model
-from serving.export import bundled_weights
-from serving.whisper_torch import dims_of
+from serving.build.ct2_weights import Ct2FormatError, parse_ct2_model
+from serving.build.export import bundled_weights
+from serving.build.whisper_torch import dims_of
 
 
 def _string(text: str) -> bytes:

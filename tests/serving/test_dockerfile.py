@@ -45,13 +45,18 @@ def _run_lines() -> str:
 
 def test_serving_image_installs_the_gpu_onnxruntime_instead_of_the_cpu_one():
     text = _run_lines()
-    assert "image_requirements.py serving build gpu --without onnxruntime torch" in text
+    assert "image_requirements.py serving gpu --without onnxruntime torch silero-vad" in text
     assert "onnxruntime==" not in text and "onnxruntime-gpu==" not in text, "versions come from pyproject.toml"
 
 
-def test_serving_image_takes_torch_from_the_cpu_index_at_the_pinned_version():
-    torch = '"$(python3 /tmp/deps/image_requirements.py serving --only torch)"'
-    assert f"--index-url https://download.pytorch.org/whl/cpu {torch}" in _run_lines()
+def test_serving_image_installs_no_torch_and_no_build_tools():
+    runs = " ".join(line for line in _run_lines().splitlines() if line.startswith("RUN "))
+    extras = runs.split("image_requirements.py ", 1)[1].split(" --without", 1)[0]
+    assert extras.split() == ["serving", "gpu"], f"the image installs the extras {extras}; build brings torch"
+    assert "torch" not in runs.replace("--without onnxruntime torch silero-vad", ""), "torch is installed somewhere"
+    silero = '"$(python3 /tmp/deps/image_requirements.py serving --only silero-vad)"'
+    assert f"pip install --no-cache-dir --no-deps {silero}" in runs, "silero-vad would pull torch in"
+    assert "serving/build/" in (REPO / ".dockerignore").read_text().splitlines()
 
 
 def test_serving_image_installs_the_projects_package_without_the_pulumi_sdks():

@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 
-from serving.export import MODEL_VERSION, ExportError, ensure_bundled_model, load_torch_whisper, model_dir_for
-from serving.export_check import compare_to_torch
-from serving.model_dir import DECODER_FILE, MANIFEST_FILE, read_manifest, verify_model_dir
+from serving.build.export import ensure_bundled_model, load_torch_whisper
+from serving.build.export_check import compare_to_torch
+from serving.bundled import MODEL_VERSION, model_dir_for
+from serving.model_dir import DECODER_FILE, MANIFEST_FILE, ModelError, read_manifest, verify_model_dir
 
 
 @pytest.mark.slow
@@ -45,5 +46,5 @@ def test_a_tampered_cached_model_is_rebuilt(tiny_en_model_dir, tmp_path):
 
 
 def test_an_unknown_profile_is_refused_with_the_choices():
-    with pytest.raises(ExportError, match="profile 'large' is not bundled; choose one of base, tiny.en"):
+    with pytest.raises(ModelError, match="profile 'large' is not bundled; choose one of base, tiny.en"):
         ensure_bundled_model("large")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.export import MODEL_VERSION
+from serving.bundled import MODEL_VERSION
 from serving.model_dir import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, MANIFEST_FILE, TOKENIZER_FILE
 from serving.whisper_onnx import ModelError, load_engine
 

@@ -244,14 +244,10 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
         assert http.post("/v1/models/reload", headers=ADMIN).json()["changed"] is False
         assert http.get("/readyz").json()["model_version"] == "1.1.0"
         samples = scrape(server.base_url)
-        assert (
-            sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.1.0", outcome="swapped") == 1
-        )
-        assert sample(samples, "speech_model_info", region="eu-west", model_version="1.1.0", name=NAME) == 1
-        assert (
-            "speech_model_info",
-            frozenset({("region", "eu-west"), ("model_version", "1.0.0"), ("name", NAME)}),
-        ) not in samples
+        labels = {"region": "eu-west", "kind": "asr", "name": NAME}
+        assert sample(samples, "speech_model_swaps_total", **labels, model_version="1.1.0", outcome="swapped") == 1
+        assert sample(samples, "speech_model_info", **labels, model_version="1.1.0") == 1
+        assert ("speech_model_info", frozenset({**labels, "model_version": "1.0.0"}.items())) not in samples
 
 
 @pytest.mark.slow
@@ -321,7 +317,8 @@ def test_a_failed_reload_says_what_failed_without_paths_or_keys_and_adds_no_metr
     exposition = httpx.get(server.base_url + "/metrics").text
     assert not any(version in exposition for version in asked), "a version that never loaded became a label"
     samples = scrape(server.base_url)
-    assert sample(samples, "speech_model_swaps_total", region="eu-west", model_version="1.0.0", outcome="failed") >= 2
+    labels = {"region": "eu-west", "model_version": "1.0.0", "kind": "asr", "name": NAME}
+    assert sample(samples, "speech_model_swaps_total", **labels, outcome="failed") >= 2
 
 
 def test_the_store_client_refuses_names_that_would_leave_its_cache(store, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from serving.export import MODEL_VERSION
+from serving.bundled import MODEL_VERSION
 from tests.serving.server_fixtures import (
     SHARED_STREAM,
     close_of,

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from serving.bundled import MODEL_VERSION
 from serving.engine import AsrEngine
-from serving.export import MODEL_VERSION
 from serving.whisper_onnx import ModelError, load_engine
 
 MAX_WER = 0.15

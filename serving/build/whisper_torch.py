@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from serving.ct2_weights import Ct2FormatError, Ct2Model
+from serving.build.ct2_weights import Ct2FormatError, Ct2Model
 from serving.model_dir import WhisperDims
 
 _LAYER_NORM_EPS = 1e-5

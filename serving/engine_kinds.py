@@ -1,0 +1,61 @@
+"""How the models of each kind are loaded, proved to work, and found locally when no model store is configured.
+
+The model manager, the registry and the store client know nothing of Whisper or voices: they ask the
+:class:`EngineKind` of a model's kind. A new kind of engine (speaker verification) adds one entry to
+:data:`ENGINE_KINDS`. Loading a model directory never imports the build tools (``serving/build/``), so serving a
+model the store or the cache already holds needs no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from serving.bundled import model_dir_for
+from serving.engine import AsrEngine, Engine
+from serving.model_dir import SPEECH_CLIP
+from serving.settings import ModelSpec
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """What the model manager needs to know about one kind of model."""
+
+    kind: str
+    # Verify a model directory (manifest, kind, hashes) and load it; raises ModelError.
+    load: Callable[[Path], Engine]
+    # One real run, so a model that loads but cannot work never becomes current.
+    warm: Callable[[Engine], None]
+    # Where the bundled model of a spec lives in the local cache (built by set-up, not by the server).
+    bundled_dir: Callable[[ModelSpec, Path | None], Path]
+    # The command that builds the bundled model, for the error a replica without it reports.
+    build_command: Callable[[ModelSpec], str]
+
+
+def _load_asr(model_dir: Path) -> Engine:
+    from serving.whisper_onnx import load_engine
+
+    return load_engine(model_dir)
+
+
+def _warm_asr(engine: Engine) -> None:
+    if not isinstance(engine, AsrEngine):
+        raise TypeError(f"{engine!r} is not an ASR engine")
+    speech, _ = sf.read(SPEECH_CLIP, dtype="float32")
+    engine.transcribe(speech, "en")
+    engine.transcribe(speech, "en", draft=True)  # streaming partials take the short-window path
+
+
+ASR = EngineKind(
+    kind="asr",
+    load=_load_asr,
+    warm=_warm_asr,
+    bundled_dir=lambda spec, cache_dir: model_dir_for(spec.profile, cache_dir),
+    build_command=lambda spec: f"python -m serving.build.export --profile {spec.profile}",
+)
+
+
+ENGINE_KINDS: dict[str, EngineKind] = {"asr": ASR}

@@ -1,0 +1,107 @@
+"""The generic engine core: models of every kind behind one catalog, served without the build tools or torch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from serving.bundled import MODEL_VERSION, VOICE_VERSION, voice_dir_for
+from serving.metrics import ServingMetrics
+from serving.model_dir import MANIFEST_FILE, VOICE_FILES, ModelError, read_manifest, verify_model_dir
+from serving.model_manager import ModelCatalog
+from serving.settings import ModelSettings, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_app_loads_and_warms_a_model_directory_without_importing_torch(tiny_en_model_dir):
+    """What the image does (it has no torch): build the app, load and warm the model, transcribe; torch blocked."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from pathlib import Path
+        from serving.app import create_app
+        from serving.settings import ModelSettings, Settings
+
+        cache = Path({str(tiny_en_model_dir.parents[1])!r})
+        app = create_app(Settings(model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache)))
+        models = app.state.serving.models
+        asyncio.run(models.load_then_poll())
+        assert models.is_ready, models.load_error
+        with models.asr.registry.acquire() as lease:
+            print(lease.info.kind, lease.info.name, lease.info.version, lease.info.source)
+        imported = [name for name, module in sys.modules.items() if module is not None]
+        loaded = sorted(m for m in imported if m.split(".")[0] in ("torch", "onnx", "silero_vad"))
+        loaded += sorted(m for m in imported if m.startswith("serving.build"))
+        print("imported:", loaded)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"asr whisper-tiny.en {MODEL_VERSION} bundled" in result.stdout
+    assert "imported: []" in result.stdout, result.stdout
+
+
+def test_a_server_without_a_store_or_a_built_model_names_the_build_command(tmp_path):
+    settings = Settings(model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tmp_path))
+    catalog = ModelCatalog(settings, ServingMetrics("local"))
+    asyncio.run(catalog.load_then_poll())
+    assert not catalog.is_ready
+    assert catalog.load_error == (
+        "no model store is configured and the bundled asr model was never built; "
+        "run `python -m serving.build.export --profile tiny.en`; the server log says why"
+    )
+    assert list(tmp_path.iterdir()) == [], "the server built nothing"
+
+
+def _manifest_copy(model_dir: Path, tmp_path: Path, **changes: object) -> Path:
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    manifest.update(changes)
+    manifest = {key: value for key, value in manifest.items() if value is not None}
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in manifest["files"]:
+        (copy / name).symlink_to(model_dir / name)
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_manifest_without_a_kind_is_an_asr_model(tiny_en_model_dir, tmp_path):
+    assert read_manifest(_manifest_copy(tiny_en_model_dir, tmp_path, kind=None)).kind == "asr"
+
+
+def test_a_manifest_of_an_unknown_kind_is_refused_with_the_kinds(tiny_en_model_dir, tmp_path):
+    with pytest.raises(ModelError, match="has kind 'video'; a model's kind is one of asr, tts, speaker"):
+        read_manifest(_manifest_copy(tiny_en_model_dir, tmp_path, kind="video"))
+
+
+def test_a_model_of_another_kind_is_refused_by_the_asr_engine(tiny_en_model_dir, tmp_path):
+    from serving.whisper_onnx import load_engine
+
+    copy = _manifest_copy(tiny_en_model_dir, tmp_path, kind="speaker")
+    with pytest.raises(ModelError, match=r"holds a speaker model \(whisper-tiny.en 1.1.0\), not the asr model"):
+        load_engine(copy)
+
+
+def test_the_bundled_voice_is_built_into_a_tts_model_directory_from_its_package(tmp_path):
+    from serving.build.voice import ensure_bundled_voice
+
+    voice_dir = ensure_bundled_voice("joe", tmp_path)
+    assert voice_dir == voice_dir_for("joe", tmp_path)
+    manifest = verify_model_dir(voice_dir, "tts")
+    assert (manifest.kind, manifest.name, manifest.version, manifest.profile) == (
+        "tts", "piper-en-us-joe-medium", VOICE_VERSION, "joe",
+    )  # fmt: skip
+    assert sorted(manifest.files) == sorted(VOICE_FILES)
+    assert json.loads((voice_dir / "voice.onnx.json").read_text())["audio"]["sample_rate"] == 22050
+    with pytest.raises(ModelError, match="voice 'nobody' is not bundled; choose one of joe"):
+        ensure_bundled_voice("nobody", tmp_path)
