@@ -2,8 +2,9 @@
 
 The deployment holds only SHA-256 digests of keys (``SPEECH_AUTH__API_KEY_HASHES``, ``__ADMIN_KEY_HASHES`` or
 mounted secret files), so a leaked environment or config map gives nobody a usable key. A client sends its key as
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Health, readiness and metrics stay open for probes and
-scrapers; ``serving/gate.py`` decides which keys a path needs before any body is read.
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; gRPC calls send the same names as metadata. Health,
+readiness and metrics stay open for probes and scrapers; ``serving/gate.py`` decides which keys a path needs before
+any body is read.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-
-from starlette.datastructures import Headers
 
 UNAUTHORIZED_DETAIL = "missing or invalid API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 ADMIN_UNAUTHORIZED_DETAIL = (
@@ -39,7 +38,7 @@ class ApiKeyVerifier:
     def is_enabled(self) -> bool:
         return bool(self._digests)
 
-    def is_allowed(self, headers: Headers) -> bool:
+    def is_allowed(self, headers: Mapping[str, str]) -> bool:
         """Whether the request may proceed: auth is off, or it carries a key whose digest is configured."""
         if not self.is_enabled:
             return True
@@ -51,7 +50,7 @@ class ApiKeyVerifier:
         matches = [hmac.compare_digest(presented, digest) for digest in self._digests]
         return any(matches)
 
-    def home_jurisdiction(self, headers: Headers) -> str | None:
+    def home_jurisdiction(self, headers: Mapping[str, str]) -> str | None:
         """The home jurisdiction of the presented key (call after :meth:`is_allowed`), or None when it has none."""
         key = key_from(headers)
         return None if key is None else self._jurisdictions.get(hashlib.sha256(key.encode()).digest())
@@ -62,7 +61,7 @@ class ApiKeyVerifier:
         return set(self._jurisdictions.values())
 
 
-def key_from(headers: Headers) -> str | None:
+def key_from(headers: Mapping[str, str]) -> str | None:
     authorization = headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
