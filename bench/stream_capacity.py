@@ -30,7 +30,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from serving.engine import SAMPLE_RATE
-from serving.settings import ModelSettings, Settings, StreamSettings
+from serving.settings import GrpcSettings, ModelSettings, Settings, StreamSettings
 from tests.serving.conftest import TtsEngine, load_sentences, synthesize
 from tests.serving.server_fixtures import live_server, pcm16, scrape, silence
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     levels = sorted(int(n) for n in args.streams.split(","))
     stream = StreamSettings(max_sessions=max(levels))
-    settings = Settings(model=ModelSettings(), inference_threads=args.threads, stream=stream)
+    settings = Settings(model=ModelSettings(), inference_threads=args.threads, stream=stream, grpc=GrpcSettings(port=0))
     clips = [conversation(args.seconds, offset) for offset in range(max(levels))]
     print(f"{args.seconds:g} s of speech per stream, {args.threads} inference threads, target p95 {args.target:g} s")
     columns = ("streams", 7), ("finals", 6), ("p50 delay", 9), ("p95 delay", 9), ("partials/s", 10), ("shed", 6)

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 # The HTTP (and WebSocket) port the container listens on; load balancers and the Kubernetes Service target it.
 SERVING_PORT = 8000
+# The gRPC port (HTTP/2, `speech.v1.Speech` and the standard `grpc.health.v1.Health`), served by the same process.
+GRPC_PORT = 50051
+GRPC_PORT_NAME = "grpc"
+# The gRPC service's full name (package speech.v1 in serving/grpc_api/speech.proto): routes match its path prefix.
+GRPC_SERVICE = "speech.v1.Speech"
 
 # Liveness: the process serves HTTP. Answers 200 while the model is still loading.
 HEALTH_PATH = "/healthz"
@@ -70,6 +75,7 @@ ENV_INFERENCE_THREADS = "SPEECH_INFERENCE_THREADS"
 # How long live streams and in-flight requests get to finish after SIGTERM; the pod's termination grace covers it.
 ENV_SHUTDOWN_GRACE_S = "SPEECH_SHUTDOWN__GRACE_S"
 ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
+ENV_GRPC_PORT = "SPEECH_GRPC__PORT"  # 0: any free port
 
 # Prometheus metrics (exposed names: counters end in _total). Every series has these labels, fixed per replica.
 METRIC_LABELS = ("region", "model_version")

@@ -17,6 +17,9 @@ command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get 
 # (torch), the benchmark and the tests. Every version comes from pyproject.toml.
 python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,test]"
 
+# The gRPC API's Python modules, generated from serving/grpc_api/speech.proto (never committed; .gitignore).
+python3 -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. serving/grpc_api/speech.proto
+
 # The @kubernetes-models validators at the versions package-lock.json pins.
 npm ci --prefix tests/k8s_schemas --no-audit --no-fund
 

@@ -1,4 +1,4 @@
-"""``python -m serving [--host H] [--port P]``: run the speech server with uvicorn.
+"""``python -m serving [--host H] [--port P] [--grpc-port G]``: run the speech server (HTTP and gRPC).
 
 Settings come from ``SPEECH_*`` environment variables (see ``serving/settings.py``); a bad one stops here with one
 line naming it, before uvicorn starts. SIGTERM drains before uvicorn shuts down (``serving/shutdown.py``).
@@ -12,8 +12,9 @@ import sys
 
 import uvicorn
 
-from contract.service import SERVING_PORT
+from contract.service import ENV_GRPC_PORT, GRPC_PORT, SERVING_PORT
 from serving.app import create_app
+from serving.grpc_api.generated import GeneratedCodeMissingError
 from serving.logs import uvicorn_log_config
 from serving.settings import ConfigError, load_settings
 from serving.shutdown import UVICORN_CLOSE_S, DrainingServer
@@ -29,11 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description="Speech recognition server (ASR).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=SERVING_PORT, help=f"TCP port (default {SERVING_PORT})")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help=f"gRPC port, on the same address (default {ENV_GRPC_PORT} or {GRPC_PORT}; 0: any free port)",
+    )
     args = parser.parse_args(argv)
+    grpc_overrides: dict[str, object] = {"host": args.host}
+    if args.grpc_port is not None:
+        grpc_overrides["port"] = args.grpc_port
     try:
-        settings = load_settings()
+        settings = load_settings(grpc=grpc_overrides)
         app = create_app(settings)
-    except ConfigError as exc:
+    except (ConfigError, GeneratedCodeMissingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,7 +1,9 @@
 """The app factory: ``python -m serving`` (or ``uvicorn --factory serving.app:create_app``, without the drain).
 
 Nothing happens at import time. Each app owns its settings, metrics registry, thread pools and model registry on
-``app.state.serving``, so tests build apps with their own settings and never patch a module.
+``app.state.serving``, so tests build apps with their own settings and never patch a module. The gRPC API
+(``serving/grpc_api/``, ``app.state.grpc``; None when ``SPEECH_GRPC__ENABLED=false``) runs on the same state and
+event loop, started and stopped by the lifespan.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from starlette.routing import Route, WebSocketRoute
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
 from serving.gate import RequestGate, RequestMetrics
+from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
+from serving.shutdown import UVICORN_CLOSE_S
 from serving.state import BatchSlots, ServingState
 from serving.stream_control import StreamRegistry
 from serving.vad import SileroVad
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
+    app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
     routers = (api.probes, api.v1, api.admin, stream_api.router)
     for router in routers:
         app.include_router(router)
@@ -78,12 +83,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     so a liveness probe does not kill the pod that is doing exactly what it should.
     """
     state: ServingState = app.state.serving
+    grpc_server: GrpcServer | None = app.state.grpc
     await state.models.check_store()
+    if grpc_server is not None:
+        await grpc_server.start()
     background = asyncio.create_task(state.models.load_then_poll(), name="model-load")
     try:
         yield
     finally:
         background.cancel()
         await asyncio.gather(background, return_exceptions=True)
+        if grpc_server is not None:
+            # After the drain (serving/shutdown.py): what is left are calls that outlived its grace.
+            await grpc_server.stop(UVICORN_CLOSE_S)
         state.close()
 

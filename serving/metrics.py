@@ -7,7 +7,8 @@ one process never collide. Every series carries ``region`` (fixed when the app i
 
 Every label takes values from a small fixed set, so no client can grow the number of series: ``model_version`` is
 only ever a version that was loaded (or ``none``; a version that failed to load never becomes a label), ``route``
-a route template or ``unmatched``, ``status`` an HTTP status, a WebSocket close code or ``client_abort``.
+a route template (or a gRPC method path) or ``unmatched``, ``status`` an HTTP status, a WebSocket close code, a gRPC
+status code name or ``client_abort``.
 """
 
 from __future__ import annotations

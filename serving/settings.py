@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX
+from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX, GRPC_PORT
 from contract.topology import DEFAULT_TOPOLOGY, Topology
 from contract.topology import load as load_topology
 from serving.names import ModelName, ModelVersion
@@ -111,6 +111,14 @@ class ShutdownSettings(BaseModel):
     """Draining on SIGTERM: readiness fails at once, then live work gets this long to finish."""
 
     grace_s: float = Field(default=20.0, gt=0, le=3600)
+
+
+class GrpcSettings(BaseModel):
+    """The gRPC API (``speech.v1.Speech`` and the gRPC health service), served by the same process on its own port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # `python -m serving --host` sets it with the HTTP address
+    port: int = Field(default=GRPC_PORT, ge=0, le=65535)  # 0: any free port, logged at start
 
 
 class AuthSettings(BaseModel):
@@ -241,6 +249,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
 
     @field_validator("topology_file")
     @classmethod

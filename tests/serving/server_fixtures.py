@@ -53,6 +53,11 @@ class LiveServer:
     def ws_url(self) -> str:
         return self.base_url.replace("http://", "ws://") + "/v1/asr/stream"
 
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the app's gRPC API (bound when the app started)."""
+        return f"127.0.0.1:{self.app.state.grpc.port}"
+
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
 
@@ -62,8 +67,10 @@ def digest(key: str) -> str:
 
 
 def local_settings(cache_root: Path, **overrides: object) -> Settings:
-    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise."""
+    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise, and
+    gRPC on any free port (never the fixed default another run may hold)."""
     model = overrides.pop("model", None) or ModelSettings(cache_dir=cache_root)
+    overrides.setdefault("grpc", {"port": 0})
     return Settings(model=model, **overrides)
 
 

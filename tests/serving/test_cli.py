@@ -39,6 +39,7 @@ def server_process(tiny_en_model_dir):
         "SPEECH_MODEL__PROFILE": "tiny.en",  # the quickest to load: this is about the process, not accuracy
         "SPEECH_SHUTDOWN__GRACE_S": "120",
         "SPEECH_LIMITS__UPLOAD_IDLE_TIMEOUT_S": "120",
+        "SPEECH_GRPC__PORT": "0",  # any free port: never a fixed one other test runs may hold
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],

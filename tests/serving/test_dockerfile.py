@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from contract.service import HEALTH_PATH, SERVING_PORT
+from contract.service import GRPC_PORT, HEALTH_PATH, SERVING_PORT
+from serving.grpc_api.generated import PROTOC_COMMAND
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "serving" / "Dockerfile"
@@ -72,7 +73,13 @@ def test_serving_image_installs_the_projects_package_without_the_pulumi_sdks():
 
 def test_serving_image_listens_and_checks_health_where_the_contract_says():
     lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
-    assert f"EXPOSE {SERVING_PORT}" in lines
+    assert f"EXPOSE {SERVING_PORT} {GRPC_PORT}" in lines
     healthcheck = _run_lines().split("HEALTHCHECK", 1)[1].split("\n", 1)[0]
     assert f"http://127.0.0.1:{SERVING_PORT}{HEALTH_PATH}" in healthcheck
     assert lines[-1] == f'CMD ["python", "-m", "serving", "--host", "0.0.0.0", "--port", "{SERVING_PORT}"]'
+
+
+def test_serving_image_generates_the_grpc_modules_with_the_setups_command():
+    assert PROTOC_COMMAND in _run_lines()
+    assert PROTOC_COMMAND in (REPO / "scripts" / "setup.sh").read_text()
+    assert "serving/grpc_api/speech_pb2*" in (REPO / ".dockerignore").read_text().splitlines()

@@ -52,7 +52,7 @@ def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(bundl
     env.update(
         HOME=str(home), TMPDIR=str(temp), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO),
         PYTHONDONTWRITEBYTECODE="1", SPEECH_MODEL_CACHE=str(model_cache), SPEECH_LOG_LEVEL="debug",
-        SPEECH_AUTH__API_KEY_HASHES=hashlib.sha256(API_KEY.encode()).hexdigest(),
+        SPEECH_AUTH__API_KEY_HASHES=hashlib.sha256(API_KEY.encode()).hexdigest(), SPEECH_GRPC__PORT="0",
     )  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],

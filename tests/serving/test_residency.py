@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import grpc
 import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.residency import ResidencyGuard
 from serving.settings import ConfigError, Settings, load_settings
 from tests.serving.server_fixtures import close_of, live_server, local_settings, sample, scrape, wav_bytes
+from tests.serving.test_grpc import config, recognize, refusal_of, streaming, transcript
 
 EU_KEY, US_KEY, ANY_KEY = "tenant-in-the-eu", "tenant-in-the-us", "tenant-anywhere"
 DOMAIN = "speech.example.com"
@@ -71,6 +73,24 @@ def test_an_eu_tenants_stream_is_closed_with_1008_naming_its_endpoint(us_replica
     samples = scrape(us_replica.base_url)
     labels = {"region": "us-west", "jurisdiction": "eu", "route": "/v1/asr/stream"}
     assert sample(samples, "speech_residency_refusals_total", model_version=us_replica_version(samples), **labels) >= 1
+
+
+def test_an_eu_tenants_grpc_calls_fail_their_precondition_naming_its_endpoint(us_replica, synthesize):
+    eu, us = (("x-api-key", EU_KEY),), (("authorization", f"Bearer {US_KEY}"),)
+    clip = wav_bytes(synthesize(SPEECH, engine="flite"))
+    code, details = refusal_of(recognize, us_replica.grpc_target, clip, eu)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "outside it; send the request to https://eu-west.speech.example.com" in details
+    refused = streaming(us_replica.grpc_target, iter([config()]), eu)
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "https://eu-west.speech.example.com" in refused.details
+    served = recognize(us_replica.grpc_target, clip, us)
+    assert "round bowls" in transcript(served.results).lower()
+    samples = scrape(us_replica.base_url)
+    version = us_replica_version(samples)
+    for route in ("/speech.v1.Speech/Recognize", "/speech.v1.Speech/StreamingRecognize"):
+        labels = {"region": "us-west", "jurisdiction": "eu", "route": route}
+        assert sample(samples, "speech_residency_refusals_total", model_version=version, **labels) >= 1
 
 
 def test_the_refusal_comes_before_the_route_reads_a_byte_of_the_body(us_replica):
