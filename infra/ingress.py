@@ -165,8 +165,9 @@ class RegionalIngress(pulumi.ComponentResource):
             protocol="TLS",
             certificate_arn=certificate_arn,
             ssl_policy=TLS_POLICY,
-            # The server speaks HTTP/1.1 (WebSocket upgrades); never let a client negotiate h2 over a TCP pass-through.
-            alpn_policy="HTTP1Only",
+            # gRPC clients offer only h2, so h2 must be negotiable; clients offering both (browsers, WebSocket
+            # libraries) get HTTP/1.1, which WebSocket upgrades need. The gateway's Envoy takes either in clear text.
+            alpn_policy="HTTP2Optional",
             default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
             opts=child,
         )

@@ -4,7 +4,8 @@ NLB listener (infra.ingress) -> target group -> TargetGroupBinding -> the ingres
 IPs on the gateway's HTTP port) -> Istio Gateway (selects those pods) -> VirtualService -> serving Services ->
 serving pods. The security-group rule lets the load balancer reach the gateway pods' port on the nodes.
 
-Routes: the streaming WebSocket, batch requests (to the batch replicas where there are any, retried once on
+Routes: gRPC (HTTP/2, the `speech.v1.Speech` service's path prefix) to the realtime pods' gRPC port, the streaming
+WebSocket, batch requests (to the batch replicas where there are any, retried once on
 another replica when a draining or reclaimed one refuses or resets them: a transcription has no side effects),
 the rest of the API, and the two probe paths. Nothing else is routed, so `/metrics` answers 404 at the gateway
 and is only reachable inside the cluster (NetworkPolicy: Prometheus).
@@ -32,13 +33,20 @@ PUBLIC_GATEWAY = "speech-public"
 BATCH_TIMEOUT = "900s"
 
 
-def _destination(host: str) -> list[dict[str, Any]]:
-    return [{"destination": {"host": host, "port": {"number": service.SERVING_PORT}}}]
+def _destination(host: str, port: int = service.SERVING_PORT) -> list[dict[str, Any]]:
+    return [{"destination": {"host": host, "port": {"number": port}}}]
 
 
 def http_routes(realtime_host: str, batch_host: str) -> list[dict[str, Any]]:
     """The VirtualService's HTTP routes, first match wins. ``*_host`` are the serving Services' cluster names."""
     return [
+        {
+            "name": "grpc",
+            # HTTP/2 calls to /speech.v1.Speech/<method>; no timeout: a streaming call lasts as long as speech. The
+            # gateway's HTTP server takes h2 in clear text (TLS ended at the NLB, which negotiated h2 by ALPN).
+            "match": [{"uri": {"prefix": f"/{service.GRPC_SERVICE}/"}}],
+            "route": _destination(realtime_host, service.GRPC_PORT),
+        },
         {
             "name": "stream",
             # WebSocket upgrades pass through Envoy's HTTP routes; no timeout, a stream lasts as long as speech.

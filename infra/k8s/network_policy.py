@@ -1,8 +1,9 @@
 """Who may talk to the serving pods, and where they may connect: deny by default, then exactly what serving needs.
 
-Ingress: the ingress gateway's pods and Prometheus, on the serving port only (kubelet probes come from the node's
-own address, which the VPC CNI's policy agent always admits). `/metrics` shares that port, so what keeps it off
-the internet is the gateway, which has no route to it; the policy keeps everything else in the cluster away.
+Ingress: the ingress gateway's pods on the serving and gRPC ports, and Prometheus on the serving port only (kubelet
+probes, HTTP and gRPC, come from the node's own address, which the VPC CNI's policy agent always admits). `/metrics`
+shares the serving port, so what keeps it off the internet is the gateway, which has no route to it; the policy keeps
+everything else in the cluster away.
 
 Egress: DNS (CoreDNS), the EKS Pod Identity agent on its link-local address (it hands out the pod's AWS
 credentials, so the pod never calls STS), and S3 in the region over HTTPS, the only AWS API the container calls:
@@ -46,13 +47,14 @@ def policy_specs(
 ) -> dict[str, dict[str, Any]]:
     """NetworkPolicy specs by object name. ``gateway`` and ``prometheus`` are (namespace, pod labels)."""
     serving_port = [{"protocol": "TCP", "port": service.SERVING_PORT}]
+    public_ports = [*serving_port, {"protocol": "TCP", "port": service.GRPC_PORT}]
     return {
         "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         "serving-ingress": {
             "podSelector": {"matchLabels": dict(serving_labels)},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [_from_pods(*gateway)], "ports": serving_port},
+                {"from": [_from_pods(*gateway)], "ports": public_ports},
                 {"from": [_from_pods(*prometheus)], "ports": serving_port},
             ],
         },

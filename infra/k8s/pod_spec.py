@@ -16,6 +16,7 @@ from infra.node_pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, SPOT_TAINT, to
 
 CONTAINER = "serving"
 PORT_NAME = "http"
+GRPC_PORT_NAME = service.GRPC_PORT_NAME
 APP_LABEL = "app.kubernetes.io/name"
 ROLE_LABEL = "speech.io/role"
 # The image runs as this user (serving/Dockerfile); the pod insists on it.
@@ -81,18 +82,33 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
     }
 
 
+def grpc_probe(period_s: int, failures: int) -> dict[str, Any]:
+    """Kubernetes' own gRPC probe (grpc.health.v1) of the speech service; it takes a port number, not a name."""
+    return {
+        "grpc": {"port": service.GRPC_PORT, "service": service.GRPC_SERVICE},
+        "periodSeconds": period_s,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
 def container(image: str, where: Placement, settings_config_map: str) -> dict[str, Any]:
     """The serving container: non-root, read-only root, probes from the contract, a drain-friendly preStop."""
     return {
         "name": CONTAINER,
         "image": image,
-        "ports": [{"name": PORT_NAME, "containerPort": service.SERVING_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": service.SERVING_PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": service.GRPC_PORT, "protocol": "TCP"},
+        ],
         "envFrom": [{"configMapRef": {"name": settings_config_map}}],
         "resources": {"requests": dict(where.requests), "limits": dict(where.limits)},
         # Readiness gates traffic; startup allows the first model pull and warm-up before liveness begins, so a
-        # slow pull is never mistaken for a hung process; liveness then only asks whether HTTP answers.
+        # slow pull is never mistaken for a hung process; liveness then only asks whether HTTP answers. Readiness
+        # asks the gRPC health service, which is SERVING exactly when /readyz is 200, so a pod whose gRPC server
+        # does not answer takes no traffic on either port.
         "startupProbe": _probe(service.READINESS_PATH, STARTUP_PERIOD_S, STARTUP_FAILURES),
-        "readinessProbe": _probe(service.READINESS_PATH, 5, 2),
+        "readinessProbe": grpc_probe(5, 2),
         "livenessProbe": _probe(service.HEALTH_PATH, 10, 3),
         # Kubernetes' own sleep action: the image needs no shell for it.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_S}}},
@@ -192,5 +208,6 @@ def settings(
         service.ENV_MODEL_CACHE: MODEL_CACHE_DIR,
         service.ENV_INFERENCE_THREADS: str(inference_threads),
         service.ENV_SHUTDOWN_GRACE_S: str(drain_seconds),
+        service.ENV_GRPC_PORT: str(service.GRPC_PORT),
         service.ENV_LOG_LEVEL: "info",
     }

@@ -218,7 +218,15 @@ class ServingWorkload(pulumi.ComponentResource):
                         protocol="TCP",
                         # Istio (and the gateway's Envoy) take the protocol from here: HTTP/1.1 with upgrades.
                         app_protocol="http",
-                    )
+                    ),
+                    kubernetes.core.v1.ServicePortArgs(
+                        name=pod_spec.GRPC_PORT_NAME,
+                        port=service.GRPC_PORT,
+                        target_port=pod_spec.GRPC_PORT_NAME,
+                        protocol="TCP",
+                        # HTTP/2 to the pods, whatever the client spoke to the gateway.
+                        app_protocol="grpc",
+                    ),
                 ],
             ),
             opts=opts,

@@ -42,7 +42,7 @@ def test_tls_on_443_forwards_to_ip_targets_on_the_gateway_port_checked_for_readi
     validation = _one(graph, "aws:acm/certificateValidation:CertificateValidation")
     assert (listener.inputs["port"], listener.inputs["protocol"]) == (443, "TLS")
     assert listener.inputs["certificateArn"] == validation.inputs["certificateArn"], "listener must wait for issuance"
-    assert listener.inputs["alpnPolicy"] == "HTTP1Only"
+    assert listener.inputs["alpnPolicy"] == "HTTP2Optional"  # h2 for gRPC clients, HTTP/1.1 for the rest
     assert listener.inputs["defaultActions"] == [{"type": "forward", "targetGroupArn": graph.exports["targetGroupArn"]}]
     assert (target_group.inputs["targetType"], target_group.inputs["protocol"], target_group.inputs["port"]) == (
         "ip",

@@ -15,6 +15,8 @@ from infra import offline
 from tests.conftest import REGIONAL_STACKS
 from tests.infra import kube
 
+GRPC_STREAM_PATH = f"/{service.GRPC_SERVICE}/StreamingRecognize"
+
 
 def _one(matches: list, what: str):
     assert len(matches) == 1, f"{len(matches)} {what}"
@@ -80,7 +82,11 @@ def _follow_to_pod(graph: offline.Graph, target_group_arn: str, path: str) -> tu
     )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (container_port,) = [p for p in container["ports"] if p["name"] == svc_port["targetPort"]]
-    return deployment, {"gateway_target_port": port["targetPort"], **container_port}
+    return deployment, {
+        "gateway_target_port": port["targetPort"],
+        "app_protocol": svc_port["appProtocol"],
+        **container_port,
+    }
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -116,6 +122,10 @@ def test_a_request_to_the_global_name_reaches_a_serving_pods_port(program, stack
         deployment, port = _follow_to_pod(graph, target_group.outputs["arn"], path)
         assert deployment["metadata"]["name"] == f"{service.SERVICE_ACCOUNT}{role}", path
         assert port["containerPort"] == service.SERVING_PORT
+    # gRPC (HTTP/2) calls reach the realtime pods' gRPC port, and Envoy speaks HTTP/2 to it.
+    deployment, port = _follow_to_pod(graph, target_group.outputs["arn"], GRPC_STREAM_PATH)
+    assert deployment["metadata"]["name"] == service.SERVICE_ACCOUNT
+    assert (port["containerPort"], port["app_protocol"]) == (service.GRPC_PORT, "grpc")
     # The load balancer sends to the gateway's pods on the port its target group and health checks use.
     assert kube.as_json(target_group.inputs["port"]) == port["gateway_target_port"]
     assert target_group.inputs["healthCheck"]["path"] == service.READINESS_PATH
@@ -155,6 +165,8 @@ def test_batch_requests_are_retried_on_another_replica_and_streams_never_time_ou
     batch, stream = _route_for(routes, service.BATCH_PATH), _route_for(routes, service.STREAM_PATH)
     assert "503" in batch["retries"]["retryOn"] and "reset" in batch["retries"]["retryOn"]
     assert "timeout" not in stream and "retries" not in stream
+    grpc_stream = _route_for(routes, GRPC_STREAM_PATH)
+    assert "timeout" not in grpc_stream and "retries" not in grpc_stream
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

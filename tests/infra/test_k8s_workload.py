@@ -99,12 +99,16 @@ def test_batch_pods_run_on_spot_first_and_tolerate_its_taint(program, stack):
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_pods_are_probed_on_the_contracts_paths_with_room_to_pull_and_warm_the_model(program, stack):
     container = _container(program(stack), REALTIME)
-    assert container["readinessProbe"]["httpGet"]["path"] == service.READINESS_PATH
+    # Readiness by the gRPC health protocol, which reports SERVING exactly when /readyz is 200.
+    assert container["readinessProbe"]["grpc"] == {"port": service.GRPC_PORT, "service": service.GRPC_SERVICE}
     assert container["livenessProbe"]["httpGet"]["path"] == service.HEALTH_PATH
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == service.READINESS_PATH
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    assert container["ports"] == [{"name": "http", "containerPort": service.SERVING_PORT, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": service.SERVING_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": service.GRPC_PORT, "protocol": "TCP"},
+    ]
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -198,8 +202,12 @@ def test_the_namespace_denies_by_default_and_admits_only_the_gateway_and_prometh
         "monitoring",
     ]
     assert sources[0][0]["podSelector"]["matchLabels"] == GATEWAY_LABELS
-    for rule in policies["serving-ingress"]["ingress"]:
-        assert rule["ports"] == [{"protocol": "TCP", "port": service.SERVING_PORT}]
+    from_gateway, from_prometheus = policies["serving-ingress"]["ingress"]
+    assert from_gateway["ports"] == [
+        {"protocol": "TCP", "port": service.SERVING_PORT},
+        {"protocol": "TCP", "port": service.GRPC_PORT},
+    ]
+    assert from_prometheus["ports"] == [{"protocol": "TCP", "port": service.SERVING_PORT}]
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
