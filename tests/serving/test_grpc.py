@@ -21,6 +21,7 @@ from contract.service import GRPC_SERVICE
 from serving.export import MODEL_VERSION
 from serving.grpc_api import generated
 from serving.grpc_api.server import GrpcServerError
+from serving.grpc_api.service import draft_stability, language_of
 from serving.settings import ConfigError, ModelSettings, load_settings
 from tests.serving.server_fixtures import (
     ENV_KEY,
@@ -360,3 +361,19 @@ def test_a_grpc_port_out_of_range_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv("SPEECH_GRPC__PORT", "70000")
     with pytest.raises(ConfigError, match="SPEECH_GRPC__PORT='70000': Input should be less than or equal to 65535"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "stability"),
+    [(None, "please call", 0.0), ("please call", "please call stella", 2 / 3), ("please cost", "please call", 0.5),
+     ("please call stella", "please call", 1.0), ("please", "", 0.0)],
+)  # fmt: skip
+def test_an_interim_results_stability_is_the_share_of_its_words_the_previous_draft_already_had(
+    previous, current, stability
+):
+    assert draft_stability(previous, current) == pytest.approx(stability)
+
+
+@pytest.mark.parametrize(("code", "language"), [("", None), ("en", "en"), ("en-US", "en"), ("EN-gb", "en")])
+def test_a_bcp47_language_code_selects_its_primary_language(code, language):
+    assert language_of(code) == language
