@@ -120,7 +120,7 @@ class Replica:
         self._timeout_s = timeout_s
 
     def _call(
-        self, path: str, body: dict[str, Any] | None = None, key: str | None = None
+        self, path: str, body: dict[str, Any] | None = None, key: str | None = None, timeout_s: float | None = None
     ) -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json"}
         if key:
@@ -128,7 +128,7 @@ class Replica:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base_url + path, data=data, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s or self._timeout_s) as response:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
@@ -142,8 +142,9 @@ class Replica:
             raise RollbackError(f"{self.base_url}{MODELS_PATH} answered {status}: {body.get('detail', body)}")
         return body["current"]["version"], list(body["store"]["versions"])
 
-    def reload(self, version: str) -> None:
-        status, body = self._call(RELOAD_PATH, {"version": version}, key=self._keys.admin)
+    def reload(self, version: str, timeout_s: float) -> None:
+        """The replica answers once it has pulled, verified, loaded and warmed ``version``: minutes, not seconds."""
+        status, body = self._call(RELOAD_PATH, {"version": version}, key=self._keys.admin, timeout_s=timeout_s)
         if status != 200:
             raise RollbackError(
                 f"{self.base_url}{RELOAD_PATH} refused version {version}: {status} {body.get('detail')}"
@@ -176,9 +177,9 @@ def roll_back(
             if target not in store:
                 raise RollbackError(f"{region.region} ({endpoint}): the store holds no version {target!r}: {store}")
             report(f"{region.region}: {endpoint} serves {current}; rolling back to {target}")
-            if current != target:
-                replica.reload(target)
             deadline = started + wait_s
+            if current != target:
+                replica.reload(target, max(1.0, deadline - time.monotonic()))
             while replica.ready_version() != target:
                 if time.monotonic() > deadline:
                     raise RollbackError(
