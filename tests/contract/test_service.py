@@ -71,6 +71,15 @@ def test_the_container_serves_the_api_paths_the_gateway_routes():
     assert all(p.startswith(service.API_PREFIX) for p in (service.BATCH_PATH, service.STREAM_PATH))
 
 
+def test_the_container_serves_the_grpc_service_the_gateway_routes_on_the_contracts_port():
+    from serving.grpc_api import generated
+    from serving.settings import Settings
+
+    messages, _ = generated.load()
+    assert messages.DESCRIPTOR.services_by_name["Speech"].full_name == service.GRPC_SERVICE
+    assert Settings().grpc.port == service.GRPC_PORT
+
+
 def test_batch_admission_is_exported_as_the_gauge_batch_autoscaling_reads():
     from serving.metrics import ServingMetrics
     from serving.state import BatchSlots
@@ -84,15 +93,16 @@ def test_batch_admission_is_exported_as_the_gauge_batch_autoscaling_reads():
     assert metrics.registry.get_sample_value(service.METRIC_BATCH_IN_FLIGHT, {"region": "eu-west"}) == 1
 
 
-def test_the_workload_targets_the_serving_port_and_health_checks_probe_readiness(program):
+def test_the_workload_targets_the_serving_and_grpc_ports_and_health_checks_probe_readiness(program):
     graph = program("eu-west")
     (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
     assert target_group.inputs["healthCheck"]["path"] == service.READINESS_PATH
     for deployment in graph.of_type("kubernetes:apps/v1:Deployment"):
         (container,) = deployment.inputs["spec"]["template"]["spec"]["containers"]
-        assert [p["containerPort"] for p in container["ports"]] == [service.SERVING_PORT]
+        assert [p["containerPort"] for p in container["ports"]] == [service.SERVING_PORT, service.GRPC_PORT]
+        assert container["readinessProbe"]["grpc"]["service"] == service.GRPC_SERVICE
     for svc in graph.of_type("kubernetes:core/v1:Service"):
-        assert [p["port"] for p in svc.inputs["spec"]["ports"]] == [service.SERVING_PORT]
+        assert [p["port"] for p in svc.inputs["spec"]["ports"]] == [service.SERVING_PORT, service.GRPC_PORT]
     (check,) = graph.of_type("aws:route53/healthCheck:HealthCheck")
     assert check.inputs["resourcePath"] == service.READINESS_PATH
 
