@@ -40,7 +40,7 @@ from moto.server import ThreadedMotoServer
 from contract.topology import DEFAULT_TOPOLOGY, Region
 from infra import rollback
 from infra.deploy_order import deploy_waves
-from serving.export import ensure_bundled_model
+from serving.build.export import ensure_bundled_model
 from serving.model_dir import MANIFEST_FILE
 from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings
 from tests.serving.conftest import load_sentences, synthesize

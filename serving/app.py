@@ -97,4 +97,3 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             # After the drain (serving/shutdown.py): what is left are calls that outlived its grace.
             await grpc_server.stop(UVICORN_CLOSE_S)
         state.close()
-

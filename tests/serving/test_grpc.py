@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from contract.service import GRPC_SERVICE
-from serving.export import MODEL_VERSION
+from serving.bundled import MODEL_VERSION
 from serving.grpc_api import generated
 from serving.grpc_api.server import GrpcServerError
 from serving.grpc_api.service import draft_stability, language_of
