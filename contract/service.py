@@ -74,6 +74,10 @@ ENV_PUBLIC_DOMAIN = "SPEECH_PUBLIC_DOMAIN"
 ENV_INFERENCE_THREADS = "SPEECH_INFERENCE_THREADS"
 # How long live streams and in-flight requests get to finish after SIGTERM; the pod's termination grace covers it.
 ENV_SHUTDOWN_GRACE_S = "SPEECH_SHUTDOWN__GRACE_S"
+# A candidate model version every replica also runs, off the response path, on a sample of batch requests
+# (the fraction in ENV_SHADOW_SAMPLE_RATE); loaded from the same store as the served model, with the same checks.
+ENV_SHADOW_VERSION = "SPEECH_SHADOW__VERSION"
+ENV_SHADOW_SAMPLE_RATE = "SPEECH_SHADOW__SAMPLE_RATE"
 ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
 ENV_GRPC_PORT = "SPEECH_GRPC__PORT"  # 0: any free port
 
@@ -94,6 +98,14 @@ METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"  # reason: superseded 
 METRIC_STREAM_HELD_BACK = "speech_stream_held_back_seconds_total"
 METRIC_MODEL_INFO = "speech_model_info"
 METRIC_MODEL_SWAPS = "speech_model_swaps_total"
+# The shadow comparison, labelled with the served model_version and the shadow's candidate_version: the WER of the
+# candidate's transcript against the served one (a histogram of fractions), the candidate's engine seconds minus the
+# served model's on the same audio, and the samples skipped (label reason) because the replica was busy.
+METRIC_SHADOW_WER = "speech_shadow_word_error_ratio"
+METRIC_SHADOW_LATENCY_DIFFERENCE = "speech_shadow_latency_difference_seconds"
+METRIC_SHADOW_SKIPPED = "speech_shadow_skipped_total"
+# Lookups in the container's caches (labels: cache, e.g. tts; result: hit, miss or error), for the hit-rate panel.
+METRIC_CACHE_LOOKUPS = "speech_cache_lookups_total"
 # Requests refused because the tenant's home jurisdiction may not be served here (labels: jurisdiction, route).
 METRIC_RESIDENCY_REFUSALS = "speech_residency_refusals_total"
 

@@ -7,9 +7,9 @@ value, what is allowed and the file to edit, instead of a provider stack trace h
 
 One module per section: `region` (which topology region), `domain` (DNS names, Cloudflare, stack prefix),
 `network` (VPC), `cluster` (Kubernetes version, API access, node pools), `workload` (model, image),
-`serving` (profile, replicas, autoscaling targets, drain), `release` (who may assume each jurisdiction's publisher
-role), `deploy` (the order CI deploys the regional stacks in); `reader` formats every error alike and `stack`
-assembles a regional or global stack's sections.
+`serving` (profile, replicas, autoscaling targets, drain), `delivery` (canary steps, mirroring, gate thresholds),
+`release` (who may assume each jurisdiction's publisher role), `deploy` (the order CI deploys the regional stacks
+in); `reader` formats every error alike and `stack` assembles a regional or global stack's sections.
 """
 
 from infra.config.cluster import (
@@ -20,11 +20,12 @@ from infra.config.cluster import (
     PoolSize,
     SpotPoolConfig,
 )
+from infra.config.delivery import DeliveryConfig, GateThresholds
 from infra.config.domain import CloudflareBalancerConfig, CloudflareConfig
 from infra.config.reader import ConfigError
 from infra.config.serving import ReplicaBounds, ServingConfig
 from infra.config.stack import GlobalConfig, RegionalConfig, StackConfig, from_pulumi, load
-from infra.config.workload import ModelConfig
+from infra.config.workload import ModelConfig, ShadowConfig
 
 __all__ = [
     "GPU_FAMILIES",
@@ -32,6 +33,8 @@ __all__ = [
     "CloudflareConfig",
     "ClusterAccessConfig",
     "ConfigError",
+    "DeliveryConfig",
+    "GateThresholds",
     "GlobalConfig",
     "GpuPoolConfig",
     "ModelConfig",
@@ -40,6 +43,7 @@ __all__ = [
     "RegionalConfig",
     "ReplicaBounds",
     "ServingConfig",
+    "ShadowConfig",
     "SpotPoolConfig",
     "StackConfig",
     "from_pulumi",

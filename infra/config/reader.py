@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -53,6 +54,15 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             raise self.fail(key, value, f"must be a whole number from {minimum} to {maximum}")
         return value
+
+    def number(self, key: str, value: Any, above: float, at_most: float) -> float:
+        """A number in (``above``, ``at_most``]: a threshold or a fraction, never a bool."""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a non-number keeps its text for the error message
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not above < value <= at_most:
+            raise self.fail(key, value, f"must be a number above {above:g} and at most {at_most:g}")
+        return float(value)
 
     def unknown_keys(self, allowed: set[str]) -> None:
         for full_key in sorted(self.raw):

@@ -18,6 +18,7 @@ from infra.config.cluster import (
     read_kubernetes_version,
     read_spot_pool,
 )
+from infra.config.delivery import DeliveryConfig, read_delivery
 from infra.config.deploy import read_deploy_order
 from infra.config.domain import (
     CloudflareBalancerConfig,
@@ -54,6 +55,7 @@ class RegionalConfig:
     model: ModelConfig
     image: str
     serving: ServingConfig
+    delivery: DeliveryConfig
     cloudflare: CloudflareConfig | None
 
 
@@ -78,7 +80,7 @@ StackConfig = RegionalConfig | GlobalConfig
 _COMMON_KEYS = {"scope", "domain", "hostedZoneId", "cloudflare"}
 _REGIONAL_KEYS = _COMMON_KEYS | {
     "region", "jurisdiction", "kubernetesVersion", "vpcCidr", "availabilityZones", "gpuInstanceTypes", "gpuPool",
-    "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image", "clusterAccess", "serving",
+    "cpuInstanceTypes", "cpuPool", "spotPool", "model", "image", "clusterAccess", "serving", "delivery",
 }  # fmt: skip
 _GLOBAL_KEYS = _COMMON_KEYS | {"stackPrefix", "publishers", "deployOrder"}
 
@@ -133,6 +135,7 @@ def _load_regional(reader: Reader, topology: Topology) -> RegionalConfig:
         model=read_model(reader),
         image=read_image(reader),
         serving=read_serving(reader, gpu_pool, spot_pool),
+        delivery=read_delivery(reader),
         cloudflare=read_cloudflare(reader),
     )
 
