@@ -22,7 +22,7 @@ from infra.endpoints import RegionalEndpoint
 from infra.ingress import RegionalIngress, RegionalIngressArgs
 from infra.k8s.addons import MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS, ClusterAddons, ClusterAddonsArgs
 from infra.k8s.entry import PublicEntry, PublicEntryArgs
-from infra.k8s.mesh import GATEWAY_LABELS, GATEWAY_NAMESPACE, GATEWAY_TARGET_PORT, Mesh, MeshArgs
+from infra.k8s.mesh import GATEWAY_TARGET_PORT, PUBLIC_GATEWAY, Mesh, MeshArgs
 from infra.k8s.workload import BATCH, REALTIME, ServingWorkload, ServingWorkloadArgs
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
@@ -170,10 +170,11 @@ def build_regional_workload(
             bucket_name=store.bucket_name,
             serving=cfg.serving,
             with_batch=cfg.spot_pool.enabled,
+            delivery=cfg.delivery,
             prometheus_url=addons.prometheus_url,
             prometheus=(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS),
-            gateway=(GATEWAY_NAMESPACE, GATEWAY_LABELS),
-            depends_on=[addons.device_plugin, addons.keda, addons.prometheus, *cluster.ready],
+            gateway=PUBLIC_GATEWAY,
+            depends_on=[addons.device_plugin, addons.keda, addons.prometheus, addons.rollouts, *cluster.ready],
             public_domain=cfg.domain,
         ),
     )
@@ -183,8 +184,8 @@ def build_regional_workload(
             region=cfg.region,
             provider=cluster.provider,
             namespace=workload.namespace,
-            realtime_service=workload.services[REALTIME],
-            batch_service=workload.services.get(BATCH),
+            realtime=workload.services[REALTIME],
+            batch=workload.services.get(BATCH),
             target_group_arn=ingress.target_group_arn,
             load_balancer_security_group_id=ingress.security_group_id,
             node_security_group_id=cluster.cluster_security_group_id,

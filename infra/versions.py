@@ -29,6 +29,9 @@ KEDA = HelmChart("keda", "https://kedacore.github.io/charts", "2.21.1")
 KUBE_PROMETHEUS_STACK = HelmChart(
     "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "79.10.0"
 )
+# Chart 2.41.1 ships the Argo Rollouts controller v1.9.1 and its CRDs; `kubectl argo rollouts` should match it.
+ARGO_ROLLOUTS = HelmChart("argo-rollouts", "https://argoproj.github.io/argo-helm", "2.41.1")
+ARGO_ROLLOUTS_CLI_VERSION = "v1.9.1"
 # Istio's base (CRDs), istiod and gateway charts are released together and must run the same version.
 ISTIO_VERSION = "1.30.4"
 ISTIO_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"

@@ -6,7 +6,8 @@
 * cluster-autoscaler: grows and shrinks the managed node groups (scale-from-zero tags in `infra.node_pools`), spot
   first for the batch pods that tolerate it; EKS managed node groups drain spot nodes on interruption notices.
 * metrics-server (CPU for the autoscalers), KEDA (scaling on the container's own metrics) and
-  kube-prometheus-stack (the Prometheus KEDA asks, scraping every ServiceMonitor).
+  kube-prometheus-stack (the Prometheus KEDA and the canary gates ask, scraping every ServiceMonitor).
+* Argo Rollouts: runs the serving workload's canaries over the Istio gateway's routes (`infra.k8s.rollout`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from contract.topology import Region
 from infra.k8s import aws_controllers
 from infra.k8s.helm import release
 from infra.k8s.pod_identity import pod_identity_role
-from infra.node_pools import GPU_NODE_LABELS, GPU_TAINT, SPOT_TAINT, toleration
+from infra.node_pools import GPU_NODE_LABELS, GPU_TAINT, POOL_LABEL, SPOT_TAINT, toleration
 from infra.tags import region_tags
 from infra.versions import (
+    ARGO_ROLLOUTS,
     AWS_LOAD_BALANCER_CONTROLLER,
     CLUSTER_AUTOSCALER,
     KEDA,
@@ -34,6 +36,7 @@ from infra.versions import (
 
 MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
+ROLLOUTS_NAMESPACE = "argo-rollouts"
 # kube-prometheus-stack names its objects after this; the Prometheus Service is "<fullname>-prometheus".
 PROMETHEUS_FULLNAME = "kps"
 PROMETHEUS_PORT = 9090
@@ -66,6 +69,7 @@ class ClusterAddons(pulumi.ComponentResource):
     keda: kubernetes.helm.v3.Release
     prometheus: kubernetes.helm.v3.Release
     metrics_server: kubernetes.helm.v3.Release
+    rollouts: kubernetes.helm.v3.Release
     prometheus_url: pulumi.Output[str]
 
     def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -157,6 +161,16 @@ class ClusterAddons(pulumi.ComponentResource):
             values=prometheus_values(),
             opts=on_cluster,
         )
+        self.rollouts = release(
+            f"{name}-rollouts",
+            ARGO_ROLLOUTS,
+            release_name="argo-rollouts",
+            namespace=ROLLOUTS_NAMESPACE,
+            create_namespace=True,
+            values=rollouts_values(),
+            # Its ServiceMonitor needs the Prometheus operator's CRDs.
+            opts=on_cluster.merge(pulumi.ResourceOptions(depends_on=[self.prometheus])),
+        )
 
         self.prometheus_url = pulumi.Output.from_input(PROMETHEUS_URL)
         self.register_outputs({"prometheus_url": self.prometheus_url})
@@ -174,4 +188,16 @@ def prometheus_values() -> Mapping[str, object]:
                 "retention": "15d",
             }
         },
+    }
+
+
+def rollouts_values() -> Mapping[str, object]:
+    """Two controllers (one leads) on the CPU pool, their metrics scraped; no dashboard: `kubectl argo rollouts`."""
+    return {
+        "controller": {
+            "replicas": 2,
+            "nodeSelector": {POOL_LABEL: "cpu"},
+            "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        },
+        "dashboard": {"enabled": False},
     }

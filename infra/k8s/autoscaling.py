@@ -1,6 +1,6 @@
 """Scaling on what matters for speech: the container's own metrics, scraped by Prometheus, read by KEDA.
 
-The realtime Deployment scales on open WebSocket streams per pod, the batch Deployment on admitted batch requests
+The realtime Rollout scales on open WebSocket streams per pod, the batch Rollout on admitted batch requests
 per pod (both metric names from `contract.service`); CPU utilization is a second trigger on each, so whichever
 asks for more replicas wins and CPU acts as a floor. Scale-down is slow and one pod at a time: a removed pod
 drains its streams first, and flapping would cut conversations for nothing.
@@ -15,7 +15,10 @@ import pulumi_kubernetes as kubernetes
 
 from contract import service
 from infra.config import ReplicaBounds
+from infra.k8s.gates import ROLLOUT_HASH_LABEL
 from infra.k8s.pod_spec import APP_LABEL, PORT_NAME
+from infra.k8s.rollout import ROLLOUT_API
+from infra.k8s.services import SCRAPE_LABELS
 
 SCALED_OBJECT_API = "keda.sh/v1alpha1"
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
@@ -26,15 +29,19 @@ CPU_TARGET_PERCENT = 70
 def service_monitor(
     name: str, *, namespace: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> kubernetes.apiextensions.CustomResource:
-    """Prometheus scrapes `/metrics` of every serving Service (both Deployments) in the namespace."""
+    """Prometheus scrapes `/metrics` of every serving pod once, through its role's own Service.
+
+    Each series also gets the pod's rollout hash, so the canary's gates and the dashboard tell versions apart.
+    """
     return kubernetes.apiextensions.CustomResource(
         name,
         api_version=SERVICE_MONITOR_API,
         kind="ServiceMonitor",
         metadata={"name": service.SERVICE_ACCOUNT, "namespace": namespace},
         spec={
-            "selector": {"matchLabels": {APP_LABEL: service.SERVICE_ACCOUNT}},
+            "selector": {"matchLabels": {APP_LABEL: service.SERVICE_ACCOUNT, **SCRAPE_LABELS}},
             "namespaceSelector": {"matchNames": [namespace]},
+            "podTargetLabels": [ROLLOUT_HASH_LABEL],
             "endpoints": [{"port": PORT_NAME, "path": service.METRICS_PATH, "interval": SCRAPE_INTERVAL}],
         },
         opts=opts,
@@ -47,10 +54,11 @@ def per_pod_query(metric: str, namespace: str, service_name: str) -> str:
 
 
 def scaled_object_spec(
-    deployment: str, bounds: ReplicaBounds, prometheus_url: str, query: str, per_pod_target: int
+    rollout: str, bounds: ReplicaBounds, prometheus_url: str, query: str, per_pod_target: int
 ) -> dict[str, Any]:
+    # A Rollout has the scale subresource, so KEDA's HPA sets its replica count as it would a Deployment's.
     return {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "scaleTargetRef": {"apiVersion": ROLLOUT_API, "kind": "Rollout", "name": rollout},
         "minReplicaCount": bounds.min_replicas,
         "maxReplicaCount": bounds.max_replicas,
         "pollingInterval": 15,
@@ -84,24 +92,22 @@ def scaled_object(
     name: str,
     *,
     namespace: str,
-    deployment: str,
+    rollout: str,
     bounds: ReplicaBounds,
     prometheus_url: pulumi.Input[str],
     metric: str,
     per_pod_target: int,
     opts: pulumi.ResourceOptions,
 ) -> kubernetes.apiextensions.CustomResource:
-    """A KEDA ScaledObject for ``deployment`` (its Service has the same name) on ``metric`` per pod."""
+    """A KEDA ScaledObject for ``rollout`` (its role's own Service has the same name) on ``metric`` per pod."""
     spec = pulumi.Output.from_input(prometheus_url).apply(
-        lambda url: scaled_object_spec(
-            deployment, bounds, url, per_pod_query(metric, namespace, deployment), per_pod_target
-        )
+        lambda url: scaled_object_spec(rollout, bounds, url, per_pod_query(metric, namespace, rollout), per_pod_target)
     )
     return kubernetes.apiextensions.CustomResource(
         name,
         api_version=SCALED_OBJECT_API,
         kind="ScaledObject",
-        metadata={"name": deployment, "namespace": namespace},
+        metadata={"name": rollout, "namespace": namespace},
         spec=spec,
         opts=opts,
     )

@@ -1,8 +1,9 @@
 """The path from the regional load balancer to the serving pods, as the objects' own references link it.
 
 NLB listener (infra.ingress) -> target group -> TargetGroupBinding -> the ingress gateway's Service (its pods'
-IPs on the gateway's HTTP port) -> Istio Gateway (selects those pods) -> VirtualService -> serving Services ->
-serving pods. The security-group rule lets the load balancer reach the gateway pods' port on the nodes.
+IPs on the gateway's HTTP port) -> Istio Gateway (selects those pods) -> VirtualService -> the stable and canary
+Services of each serving Rollout, by weight (`infra.k8s.rollout`) -> serving pods. The security-group rule lets
+the load balancer reach the gateway pods' port on the nodes.
 
 Routes: gRPC (HTTP/2, the `speech.v1.Speech` service's path prefix) to the realtime pods' gRPC port, the streaming
 WebSocket, batch requests (to the batch replicas where there are any, retried once on
@@ -24,6 +25,7 @@ import pulumi_kubernetes as kubernetes
 from contract import service
 from contract.topology import Region
 from infra.k8s.mesh import GATEWAY_LABELS, GATEWAY_NAMESPACE, GATEWAY_RELEASE, GATEWAY_SERVICE_PORT, GATEWAY_TARGET_PORT
+from infra.k8s.services import RoleServices
 
 ISTIO_API = "networking.istio.io/v1"
 TARGET_GROUP_BINDING_API = "elbv2.k8s.aws/v1beta1"
@@ -31,40 +33,46 @@ PUBLIC_GATEWAY = "speech-public"
 # A batch request holds up to an hour of audio (SPEECH_LIMITS__MAX_AUDIO_S), decoded well under a quarter of real
 # time on the smallest supported node.
 BATCH_TIMEOUT = "900s"
+# The VirtualService's route names: each Rollout moves the weights of the routes of the pods it owns.
+GRPC_ROUTE, STREAM_ROUTE, BATCH_ROUTE, API_ROUTE, PROBES_ROUTE = "grpc", "stream", "batch", "api", "probes"
 
 
-def _destination(host: str, port: int = service.SERVING_PORT) -> list[dict[str, Any]]:
-    return [{"destination": {"host": host, "port": {"number": port}}}]
+def _split(hosts: tuple[str, str], port: int = service.SERVING_PORT) -> list[dict[str, Any]]:
+    """All to the stable Service, none to the canary: the weights Argo Rollouts moves during a canary."""
+    return [
+        {"destination": {"host": host, "port": {"number": port}}, "weight": weight}
+        for host, weight in zip(hosts, (100, 0), strict=True)
+    ]
 
 
-def http_routes(realtime_host: str, batch_host: str) -> list[dict[str, Any]]:
-    """The VirtualService's HTTP routes, first match wins. ``*_host`` are the serving Services' cluster names."""
+def http_routes(realtime: tuple[str, str], batch: tuple[str, str]) -> list[dict[str, Any]]:
+    """The VirtualService's HTTP routes, first match wins; each role's (stable, canary) cluster host names."""
     return [
         {
-            "name": "grpc",
+            "name": GRPC_ROUTE,
             # HTTP/2 calls to /speech.v1.Speech/<method>; no timeout: a streaming call lasts as long as speech. The
             # gateway's HTTP server takes h2 in clear text (TLS ended at the NLB, which negotiated h2 by ALPN).
             "match": [{"uri": {"prefix": f"/{service.GRPC_SERVICE}/"}}],
-            "route": _destination(realtime_host, service.GRPC_PORT),
+            "route": _split(realtime, service.GRPC_PORT),
         },
         {
-            "name": "stream",
+            "name": STREAM_ROUTE,
             # WebSocket upgrades pass through Envoy's HTTP routes; no timeout, a stream lasts as long as speech.
             "match": [{"uri": {"prefix": service.STREAM_PATH}}],
-            "route": _destination(realtime_host),
+            "route": _split(realtime),
         },
         {
-            "name": "batch",
+            "name": BATCH_ROUTE,
             "match": [{"uri": {"exact": service.BATCH_PATH}}],
-            "route": _destination(batch_host),
+            "route": _split(batch),
             "timeout": BATCH_TIMEOUT,
             "retries": {"attempts": 2, "retryOn": "connect-failure,refused-stream,reset,503"},
         },
-        {"name": "api", "match": [{"uri": {"prefix": service.API_PREFIX}}], "route": _destination(realtime_host)},
+        {"name": API_ROUTE, "match": [{"uri": {"prefix": service.API_PREFIX}}], "route": _split(realtime)},
         {
-            "name": "probes",
+            "name": PROBES_ROUTE,
             "match": [{"uri": {"exact": service.HEALTH_PATH}}, {"uri": {"exact": service.READINESS_PATH}}],
-            "route": _destination(realtime_host),
+            "route": _split(realtime),
         },
     ]
 
@@ -74,8 +82,8 @@ class PublicEntryArgs:
     region: Region
     provider: kubernetes.Provider
     namespace: pulumi.Input[str]  # the serving namespace
-    realtime_service: kubernetes.core.v1.Service
-    batch_service: kubernetes.core.v1.Service | None
+    realtime: RoleServices
+    batch: RoleServices | None  # None: the realtime pods take batch requests too
     target_group_arn: pulumi.Input[str]
     load_balancer_security_group_id: pulumi.Input[str]
     node_security_group_id: pulumi.Input[str]  # the EKS cluster security group every managed node carries
@@ -129,8 +137,7 @@ class PublicEntry(pulumi.ComponentResource):
             },
             opts=on_cluster,
         )
-        realtime_host = _cluster_host(args.realtime_service)
-        batch_host = _cluster_host(args.batch_service or args.realtime_service)
+        realtime, batch = _hosts(args.realtime), _hosts(args.batch or args.realtime)
         kubernetes.apiextensions.CustomResource(
             f"{name}-routes",
             api_version=ISTIO_API,
@@ -139,11 +146,17 @@ class PublicEntry(pulumi.ComponentResource):
             spec={
                 "hosts": ["*"],
                 "gateways": [PUBLIC_GATEWAY],
-                "http": pulumi.Output.all(realtime_host, batch_host).apply(lambda hosts: http_routes(*hosts)),
+                "http": pulumi.Output.all(*realtime, *batch).apply(
+                    lambda hosts: http_routes((hosts[0], hosts[1]), (hosts[2], hosts[3]))
+                ),
             },
             opts=on_cluster.merge(pulumi.ResourceOptions(depends_on=[gateway])),
         )
         self.register_outputs({})
+
+
+def _hosts(services: RoleServices) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    return _cluster_host(services.stable), _cluster_host(services.canary)
 
 
 def _cluster_host(svc: kubernetes.core.v1.Service) -> pulumi.Output[str]:

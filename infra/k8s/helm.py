@@ -20,7 +20,7 @@ def release(
     *,
     release_name: str,
     namespace: pulumi.Input[str],
-    values: Mapping[str, Any],
+    values: Mapping[str, Any] | pulumi.Output[Mapping[str, Any]],
     opts: pulumi.ResourceOptions,
     create_namespace: bool = False,
 ) -> kubernetes.helm.v3.Release:
@@ -38,7 +38,7 @@ def release(
         repository_opts=kubernetes.helm.v3.RepositoryOptsArgs(repo=chart.repository),
         namespace=namespace,
         create_namespace=create_namespace,
-        values=dict(values),
+        values=values if isinstance(values, pulumi.Output) else dict(values),
         atomic=True,
         cleanup_on_fail=True,
         max_history=5,

@@ -9,7 +9,7 @@ healthy targets. Serving pods run without sidecars; the gateway routes to them d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -30,6 +30,24 @@ GATEWAY_SERVICE_PORT = 80
 GATEWAY_TARGET_PORT = 8080
 GATEWAY_STATUS_PORT = 15021
 READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    """The ingress gateway as the serving namespace sees it: its pods and port (NetworkPolicy) and its URL."""
+
+    namespace: str
+    pod_labels: Mapping[str, str]
+    pod_port: int
+    url: str
+
+
+PUBLIC_GATEWAY = GatewayAddress(
+    GATEWAY_NAMESPACE,
+    GATEWAY_LABELS,
+    GATEWAY_TARGET_PORT,
+    f"http://{GATEWAY_RELEASE}.{GATEWAY_NAMESPACE}.svc.cluster.local:{GATEWAY_SERVICE_PORT}",
+)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import service
+from infra.config import ShadowConfig
 from infra.k8s.grace import PRE_STOP_SLEEP_S, termination_grace_seconds
 from infra.node_pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, SPOT_TAINT, toleration
 
@@ -189,16 +190,24 @@ def settings(
     inference_threads: int,
     drain_seconds: int,
     public_domain: str | None = None,
+    shadow: ShadowConfig | None = None,
 ) -> dict[str, str]:
     """The container's environment, by the contract's variable names (a ConfigMap takes strings only).
 
     ``drain_seconds`` is the container's drain grace, the number :func:`termination_grace_seconds` sizes the pod's
     termination grace from. ``public_domain`` lets the container send a tenant of another jurisdiction to its
-    regional endpoint.
+    regional endpoint; ``shadow`` names a candidate version the container also runs on a sample of batch requests,
+    off the response path.
     """
     domain = {service.ENV_PUBLIC_DOMAIN: public_domain} if public_domain else {}
+    candidate = (
+        {service.ENV_SHADOW_VERSION: shadow.version, service.ENV_SHADOW_SAMPLE_RATE: repr(shadow.sample_rate)}
+        if shadow
+        else {}
+    )
     return {
         **domain,
+        **candidate,
         service.ENV_REGION: aws_region,
         service.ENV_TOPOLOGY_FILE: f"{TOPOLOGY_DIR}/{TOPOLOGY_FILE}",
         service.ENV_MODEL_BUCKET: bucket,

@@ -1,9 +1,8 @@
-"""The serving workload of one region: namespace, identity, settings, Deployments, Services, budgets, scaling.
+"""The serving workload of one region: namespace, identity, settings, Rollouts, Services, budgets, scaling, gates.
 
-Two Deployments run the same container: the realtime one (streams and every other API call) on the GPU pool (or
+Two Argo Rollouts run the same container: the realtime one (streams and every other API call) on the GPU pool (or
 the CPU pool for a cpu profile), and, where the region has a spot pool, a batch one on spot GPUs for whole-clip
-requests. Each is a plain Deployment with a same-named Service, so the canary issue can hand either to a rollout
-controller without reshaping it.
+requests. Each new pod template reaches users as a gated canary (`infra.k8s.rollout`, `infra.k8s.gates`).
 """
 
 from __future__ import annotations
@@ -20,9 +19,12 @@ import pulumi_kubernetes as kubernetes
 
 from contract import service
 from contract.topology import Region, Topology
-from infra.config import ModelConfig, ReplicaBounds, ServingConfig
-from infra.k8s import autoscaling, pod_spec
+from infra.config import DeliveryConfig, ModelConfig, ReplicaBounds, ServingConfig
+from infra.k8s import autoscaling, gates, pod_spec, rollout
+from infra.k8s.entry import API_ROUTE, BATCH_ROUTE, GRPC_ROUTE, PROBES_ROUTE, PUBLIC_GATEWAY, STREAM_ROUTE
+from infra.k8s.mesh import GatewayAddress
 from infra.k8s.network_policy import network_policies
+from infra.k8s.services import RoleServices, role_services
 
 REALTIME, BATCH = "realtime", "batch"
 SETTINGS_CONFIG_MAP = "speech-serving-settings"
@@ -35,9 +37,20 @@ POD_SECURITY = {
 }
 
 
-def deployment_name(role: str) -> str:
-    """The Deployment (and Service, budget, ScaledObject) name of a role."""
+# The pre-rollout check's pods: their own labels, so no serving selector (Service, budget, policy) matches them.
+SMOKE_LABELS = {pod_spec.APP_LABEL: "speech-smoke"}
+
+
+def rollout_name(role: str) -> str:
+    """The Rollout (and its Services, budget, ScaledObject) name of a role."""
     return service.SERVICE_ACCOUNT if role == REALTIME else f"{service.SERVICE_ACCOUNT}-{role}"
+
+
+def routes_of(role: str, with_batch: bool) -> list[str]:
+    """The VirtualService routes a role's Rollout weighs: batch requests go to batch pods where there are any."""
+    if role == BATCH:
+        return [BATCH_ROUTE]
+    return [GRPC_ROUTE, STREAM_ROUTE, *([] if with_batch else [BATCH_ROUTE]), API_ROUTE, PROBES_ROUTE]
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,11 @@ class ServingWorkloadArgs:
     model: ModelConfig
     bucket_name: pulumi.Input[str]
     serving: ServingConfig
-    with_batch: bool  # a batch Deployment on the spot pool
+    with_batch: bool  # a batch Rollout on the spot pool
+    delivery: DeliveryConfig
     prometheus_url: pulumi.Input[str]
     prometheus: tuple[str, Mapping[str, str]]  # (namespace, pod labels) of the Prometheus that scrapes
-    gateway: tuple[str, Mapping[str, str]]  # (namespace, pod labels) of the ingress gateway
+    gateway: GatewayAddress
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)  # add-ons whose CRDs and devices it uses
     public_domain: str | None = None  # speech:domain: where a refused tenant is sent (https://<region>.<domain>)
 
@@ -64,11 +78,12 @@ class ServingWorkload(pulumi.ComponentResource):
     IAM role to it); pods run as the image's non-root user on a read-only root filesystem, ask for one GPU (gpu
     profile), start with a probe long enough to pull and warm the model, drain on termination within a grace
     period derived from the container's drain (`infra.k8s.grace`), spread over zones, and at most one per
-    Deployment is taken down voluntarily at a time. The namespace denies all traffic that is not listed.
+    Rollout is taken down voluntarily at a time. A new pod template is a canary that must pass the pre-rollout check
+    and the gates, or is rolled back. The namespace denies all traffic that is not listed.
     """
 
     namespace: pulumi.Output[str]
-    services: dict[str, kubernetes.core.v1.Service]  # role -> Service, for the gateway's routes
+    services: dict[str, RoleServices]  # role -> its Services, for the gateway's weighted routes
 
     def __init__(self, name: str, args: ServingWorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("speech:infra:ServingWorkload", name, None, opts)
@@ -97,6 +112,7 @@ class ServingWorkload(pulumi.ComponentResource):
                 INFERENCE_THREADS,
                 args.serving.drain_seconds,
                 args.public_domain,
+                args.model.shadow,
             )
         )
         kubernetes.core.v1.ConfigMap(
@@ -120,7 +136,18 @@ class ServingWorkload(pulumi.ComponentResource):
             roles[BATCH] = args.serving.batch_replicas
         self.services = {}
         for role, bounds in roles.items():
-            self.services[role] = self._deployment(name, role, bounds, args, config_hash, in_namespace)
+            self.services[role] = self._role(name, role, bounds, args, config_hash, in_namespace)
+        gate_spec = pulumi.Output.from_input(args.prometheus_url).apply(
+            lambda url: gates.gates_template_spec(gates.gates(args.delivery.gates, namespace_name), url)
+        )
+        kubernetes.apiextensions.CustomResource(
+            f"{name}-gates",
+            api_version=gates.ANALYSIS_API,
+            kind="AnalysisTemplate",
+            metadata={"name": gates.GATES_TEMPLATE, "namespace": namespace_name},
+            spec=gate_spec,
+            opts=in_namespace,
+        )
 
         autoscaling.service_monitor(f"{name}-monitor", namespace=namespace_name, opts=in_namespace)
         targets = {
@@ -132,7 +159,7 @@ class ServingWorkload(pulumi.ComponentResource):
             autoscaling.scaled_object(
                 f"{name}-{role}-scaling",
                 namespace=namespace_name,
-                deployment=deployment_name(role),
+                rollout=rollout_name(role),
                 bounds=bounds,
                 prometheus_url=args.prometheus_url,
                 metric=metric,
@@ -147,6 +174,7 @@ class ServingWorkload(pulumi.ComponentResource):
             f"{name}-policy",
             namespace=namespace_name,
             serving_labels={pod_spec.APP_LABEL: service.SERVICE_ACCOUNT},
+            smoke_labels=SMOKE_LABELS,
             gateway=args.gateway,
             prometheus=args.prometheus,
             s3_cidrs=s3.cidr_blocks,
@@ -156,7 +184,7 @@ class ServingWorkload(pulumi.ComponentResource):
         self.namespace = namespace.metadata.name
         self.register_outputs({"namespace": self.namespace})
 
-    def _deployment(
+    def _role(
         self,
         name: str,
         role: str,
@@ -164,70 +192,68 @@ class ServingWorkload(pulumi.ComponentResource):
         args: ServingWorkloadArgs,
         config_hash: pulumi.Output[str],
         opts: pulumi.ResourceOptions,
-    ) -> kubernetes.core.v1.Service:
-        """One Deployment, its Service and its disruption budget."""
-        object_name, namespace = deployment_name(role), service.KUBERNETES_NAMESPACE
-        metadata = kubernetes.meta.v1.ObjectMetaArgs(
-            name=object_name, namespace=namespace, labels=pod_spec.labels(role)
-        )
-        selector = kubernetes.meta.v1.LabelSelectorArgs(match_labels=pod_spec.labels(role))
+    ) -> RoleServices:
+        """One Rollout, its Services, its disruption budget and its pre-rollout check."""
+        object_name, namespace = rollout_name(role), service.KUBERNETES_NAMESPACE
+        labels = pod_spec.labels(role)
+        metadata = kubernetes.meta.v1.ObjectMetaArgs(name=object_name, namespace=namespace, labels=labels)
         where = pod_spec.placement(args.serving.profile, role)
-        template: pulumi.Output[Any] = config_hash.apply(
-            lambda digest: pod_spec.pod_template(
-                role,
-                args.image,
-                where,
-                drain_seconds=args.serving.drain_seconds,
-                settings_config_map=SETTINGS_CONFIG_MAP,
-                topology_config_map=TOPOLOGY_CONFIG_MAP,
-                config_hash=digest,
+        # Only the realtime pods answer the header route, which sends every path to them; the batch canary is
+        # checked at its own canary Service, which only its pods back.
+        with_header = role == REALTIME
+        spec: pulumi.Output[Any] = config_hash.apply(
+            lambda digest: rollout.rollout_spec(
+                object_name,
+                labels,
+                pod_spec.pod_template(
+                    role,
+                    args.image,
+                    where,
+                    drain_seconds=args.serving.drain_seconds,
+                    settings_config_map=SETTINGS_CONFIG_MAP,
+                    topology_config_map=TOPOLOGY_CONFIG_MAP,
+                    config_hash=digest,
+                ),
+                args.delivery,
+                virtual_service=PUBLIC_GATEWAY,
+                routes=routes_of(role, args.with_batch),
+                with_header=with_header,
+                with_mirror=args.delivery.is_mirroring and BATCH_ROUTE in routes_of(role, args.with_batch),
             )
         )
-        kubernetes.apps.v1.Deployment(
-            f"{name}-{role}",
-            metadata=metadata,
-            # No replicas: KEDA's HPA owns the count, and a count applied here would fight it on every update.
-            spec=kubernetes.apps.v1.DeploymentSpecArgs(
-                selector=selector,
-                # Never below the current count during a rollout: a new pod must be ready (model warmed) first.
-                strategy=kubernetes.apps.v1.DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=kubernetes.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
-                ),
-                template=template,
+        if with_header:
+            smoke_url, smoke_headers = args.gateway.url, dict([rollout.CANARY_HEADER])
+        else:
+            host = f"{rollout.canary_service(object_name)}.{namespace}.svc.cluster.local"
+            smoke_url, smoke_headers = f"http://{host}:{service.SERVING_PORT}", {}
+        kubernetes.apiextensions.CustomResource(
+            f"{name}-{role}-smoke",
+            api_version=gates.ANALYSIS_API,
+            kind="AnalysisTemplate",
+            metadata={"name": rollout.smoke_template(object_name), "namespace": namespace},
+            spec=gates.smoke_template_spec(
+                args.image,
+                url=smoke_url,
+                headers=smoke_headers,
+                max_wer=args.delivery.gates.smoke_max_wer,
+                pod_labels=SMOKE_LABELS,
             ),
+            opts=opts,
+        )
+        kubernetes.apiextensions.CustomResource(
+            f"{name}-{role}",
+            api_version=rollout.ROLLOUT_API,
+            kind="Rollout",
+            metadata={"name": object_name, "namespace": namespace, "labels": labels},
+            spec=spec,
             opts=opts,
         )
         kubernetes.policy.v1.PodDisruptionBudget(
             f"{name}-{role}-budget",
             metadata=metadata,
-            spec=kubernetes.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
-            opts=opts,
-        )
-        return kubernetes.core.v1.Service(
-            f"{name}-{role}-service",
-            metadata=metadata,
-            spec=kubernetes.core.v1.ServiceSpecArgs(
-                type="ClusterIP",
-                selector=pod_spec.labels(role),
-                ports=[
-                    kubernetes.core.v1.ServicePortArgs(
-                        name=pod_spec.PORT_NAME,
-                        port=service.SERVING_PORT,
-                        target_port=pod_spec.PORT_NAME,
-                        protocol="TCP",
-                        # Istio (and the gateway's Envoy) take the protocol from here: HTTP/1.1 with upgrades.
-                        app_protocol="http",
-                    ),
-                    kubernetes.core.v1.ServicePortArgs(
-                        name=pod_spec.GRPC_PORT_NAME,
-                        port=service.GRPC_PORT,
-                        target_port=pod_spec.GRPC_PORT_NAME,
-                        protocol="TCP",
-                        # HTTP/2 to the pods, whatever the client spoke to the gateway.
-                        app_protocol="grpc",
-                    ),
-                ],
+            spec=kubernetes.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=kubernetes.meta.v1.LabelSelectorArgs(match_labels=labels)
             ),
             opts=opts,
         )
+        return role_services(f"{name}-{role}", object_name, namespace, labels, opts)

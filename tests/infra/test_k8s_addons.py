@@ -22,6 +22,7 @@ CHARTS = {
     "istio-base": versions.ISTIO_BASE,
     "istiod": versions.ISTIOD,
     "istio-ingress": versions.ISTIO_GATEWAY,
+    "argo-rollouts": versions.ARGO_ROLLOUTS,
 }
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 
@@ -80,13 +81,16 @@ def test_add_ons_wait_for_nodes_and_install_in_dependency_order(program, stack):
         return releases[earlier].urn in releases[later].dependencies
 
     assert waits_for("keda", "metrics-server")
+    assert waits_for("argo-rollouts", "kube-prometheus-stack"), "its ServiceMonitor needs the operator's CRDs"
     assert waits_for("istiod", "istio-base") and waits_for("istio-ingress", "istiod")
+    associations = {a.urn for a in graph.of_type(ASSOCIATION)}
     for name in ("aws-load-balancer-controller", "cluster-autoscaler"):
-        associations = {a.urn for a in graph.of_type(ASSOCIATION)}
         assert associations & set(releases[name].dependencies), f"{name} may start without its credentials"
     objects = {(r.inputs["kind"], r.inputs["metadata"]["name"]): r for r in kube.objects(graph)}
     for kind, name, needed in (
-        ("Deployment", "speech-serving", "nvidia-device-plugin"),
+        ("Rollout", "speech-serving", "nvidia-device-plugin"),
+        ("Rollout", "speech-serving", "argo-rollouts"),
+        ("AnalysisTemplate", "speech-gates", "argo-rollouts"),
         ("ScaledObject", "speech-serving", "keda"),
         ("ServiceMonitor", "speech-serving", "kube-prometheus-stack"),
         ("TargetGroupBinding", "speech-public", "aws-load-balancer-controller"),
@@ -95,6 +99,14 @@ def test_add_ons_wait_for_nodes_and_install_in_dependency_order(program, stack):
     ):
         assert kube.waits_for(graph, objects[kind, name], releases[needed]), f"{kind} {name} before {needed}"
     assert kube.waits_for(graph, releases["istio-ingress"], releases["aws-load-balancer-controller"])
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_argo_rollouts_runs_two_controllers_on_the_cpu_pool_and_is_scraped(program, stack):
+    values = kube.release(program(stack), "argo-rollouts").inputs["values"]
+    controller = values["controller"]
+    assert controller["replicas"] == 2 and controller["nodeSelector"] == {"speech.io/pool": "cpu"}
+    assert controller["metrics"]["serviceMonitor"]["enabled"] is True
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

@@ -1,10 +1,11 @@
 """Every Kubernetes object a regional stack applies is valid for the cluster it goes to.
 
 Core objects are checked with `kubernetes-validate` against the schemas of the stack's Kubernetes version, in
-strict mode (an unknown or misspelt field fails, which plain dict inputs would otherwise let through). Istio, KEDA
-and Prometheus-operator objects are checked against the CRD schemas the `@kubernetes-models` packages ship
-(tests/k8s_schemas, installed by scripts/setup.sh). TargetGroupBinding has no published validator package: its
-API version and the fields the controller requires are checked here.
+strict mode (an unknown or misspelt field fails, which plain dict inputs would otherwise let through). Istio, KEDA,
+Prometheus-operator and Argo Rollouts objects are checked against the CRD schemas the `@kubernetes-models` packages
+ship (tests/k8s_schemas, installed by scripts/setup.sh). Argo's CRDs leave a Rollout's pod template and an analysis
+Job's spec open, so those are checked as core objects too (a PodTemplate, a Job). TargetGroupBinding has no
+published validator package: its API version and the fields the controller requires are checked here.
 """
 
 from __future__ import annotations
@@ -23,8 +24,24 @@ from tests.conftest import REGIONAL_STACKS
 from tests.infra import kube
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "k8s_schemas"
-CRD_GROUPS = ("networking.istio.io/", "keda.sh/", "monitoring.coreos.com/")
+CRD_GROUPS = ("networking.istio.io/", "keda.sh/", "monitoring.coreos.com/", "argoproj.io/")
 CORE_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")
+
+
+def _embedded(custom: dict) -> list[dict]:
+    """The core objects inside Argo's custom resources, which its CRD schemas do not check field by field."""
+    if custom["apiVersion"] != "argoproj.io/v1alpha1":
+        return []
+    meta = {"name": custom["metadata"]["name"], "namespace": custom["metadata"]["namespace"]}
+    if custom["kind"] == "Rollout":
+        return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": meta, "template": custom["spec"]["template"]}]
+    if custom["kind"] == "AnalysisTemplate":
+        return [
+            {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": metric["provider"]["job"]["spec"]}
+            for metric in custom["spec"]["metrics"]
+            if "job" in metric["provider"]
+        ]
+    return []
 
 
 def _version(stack: str) -> str:
@@ -53,9 +70,11 @@ def _validate_custom(objects: list[dict]) -> list[str | None]:
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_every_core_object_is_valid_for_the_stacks_kubernetes_version(program, stack):
     version = _version(stack)
-    core = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"] in CORE_GROUPS]
+    manifests = [kube.manifest(r) for r in kube.objects(program(stack))]
+    core = [m for m in manifests if m["apiVersion"] in CORE_GROUPS] + [e for m in manifests for e in _embedded(m)]
     assert {o["kind"] for o in core} >= {
-        "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"
+        "Namespace", "ServiceAccount", "ConfigMap", "PodTemplate", "Job", "Service", "PodDisruptionBudget",
+        "NetworkPolicy",
     }  # fmt: skip
     for manifest in core:
         try:
@@ -65,24 +84,34 @@ def test_every_core_object_is_valid_for_the_stacks_kubernetes_version(program, s
 
 
 def test_strict_validation_catches_a_misspelt_field_that_a_plain_dict_input_lets_through(program):
-    (deployment, *_) = kube.of_kind(program("eu-west"), "Deployment")
-    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"port": 8000}}
+    (rollout, *_) = kube.of_kind(program("eu-west"), "Rollout")
+    rollout["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"port": 8000}}
+    (template,) = _embedded(rollout)
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, _version("eu-west"), strict=True)
+        kubernetes_validate.validate(template, _version("eu-west"), strict=True)
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_every_istio_keda_and_prometheus_object_matches_its_crd_schema(program, stack):
+def test_every_istio_keda_prometheus_and_argo_object_matches_its_crd_schema(program, stack):
     custom = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"].startswith(CRD_GROUPS)]
-    assert {o["kind"] for o in custom} == {"Gateway", "VirtualService", "ScaledObject", "ServiceMonitor"}
+    assert {o["kind"] for o in custom} == {
+        "Gateway", "VirtualService", "ScaledObject", "ServiceMonitor", "Rollout", "AnalysisTemplate"
+    }  # fmt: skip
     for manifest, problem in zip(custom, _validate_custom(custom), strict=True):
         assert problem is None, f"{manifest['kind']} {manifest['metadata']['name']}: {problem}"
 
 
 def test_the_crd_validators_reject_an_invalid_object():
     broken = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}, "spec": {}}
-    (problem,) = _validate_custom([broken])
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "x"},
+        "spec": {"strategy": {"canary": {"steps": [{"setWeight": "1%"}]}}},
+    }
+    problem, rollout_problem = _validate_custom([broken, rollout])
     assert problem is not None and "scaleTargetRef" in problem
+    assert rollout_problem is not None and "setWeight must be integer" in rollout_problem
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

@@ -34,7 +34,7 @@ def _route_for(routes: list[dict], path: str) -> dict:
 
 
 def _follow_to_pod(graph: offline.Graph, target_group_arn: str, path: str) -> tuple[dict, dict]:
-    """From a target group ARN to the (Deployment, container port) that answers ``path``."""
+    """From a target group ARN to the (Rollout, container port) that answers ``path`` outside a canary."""
     binding = _one(
         [o for o in kube.of_kind(graph, "TargetGroupBinding") if o["spec"]["targetGroupARN"] == target_group_arn],
         "bindings of the target group",
@@ -60,7 +60,11 @@ def _follow_to_pod(graph: offline.Graph, target_group_arn: str, path: str) -> tu
         [v for v in kube.of_kind(graph, "VirtualService") if gateway["metadata"]["name"] in v["spec"]["gateways"]],
         "VirtualServices on the Gateway",
     )
-    destination = _route_for(virtual_service["spec"]["http"], path)["route"][0]["destination"]
+    route = _route_for(virtual_service["spec"]["http"], path)
+    # Outside a canary the stable Service takes every request; Argo Rollouts moves these weights during one.
+    destination = _one([d for d in route["route"] if d["weight"] == 100], "destinations with all the traffic")[
+        "destination"
+    ]
     name, namespace = destination["host"].split(".")[:2]
     svc = _one(
         [
@@ -71,18 +75,22 @@ def _follow_to_pod(graph: offline.Graph, target_group_arn: str, path: str) -> tu
         f"Services for {destination['host']}",
     )
     (svc_port,) = [p for p in svc["spec"]["ports"] if p["port"] == destination["port"]["number"]]
-    deployment = _one(
+    rollout = _one(
         [
             d
-            for d in kube.of_kind(graph, "Deployment")
+            for d in kube.of_kind(graph, "Rollout")
             if d["metadata"]["namespace"] == namespace
             and svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ],
-        "Deployments behind the Service",
+        "Rollouts behind the Service",
     )
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    canary = rollout["spec"]["strategy"]["canary"]
+    assert canary["stableService"] == name, "Argo pins the Service the route sends to onto the stable pods"
+    istio = canary["trafficRouting"]["istio"]["virtualService"]
+    assert istio["name"] == virtual_service["metadata"]["name"] and route["name"] in istio["routes"]
+    (container,) = rollout["spec"]["template"]["spec"]["containers"]
     (container_port,) = [p for p in container["ports"] if p["name"] == svc_port["targetPort"]]
-    return deployment, {
+    return rollout, {
         "gateway_target_port": port["targetPort"],
         "app_protocol": svc_port["appProtocol"],
         **container_port,
@@ -119,12 +127,12 @@ def test_a_request_to_the_global_name_reaches_a_serving_pods_port(program, stack
     )
     assert target_group.inputs["targetType"] == "ip"
     for path, role in ((service.STREAM_PATH, ""), (service.BATCH_PATH, "-batch"), (service.READINESS_PATH, "")):
-        deployment, port = _follow_to_pod(graph, target_group.outputs["arn"], path)
-        assert deployment["metadata"]["name"] == f"{service.SERVICE_ACCOUNT}{role}", path
+        rollout, port = _follow_to_pod(graph, target_group.outputs["arn"], path)
+        assert rollout["metadata"]["name"] == f"{service.SERVICE_ACCOUNT}{role}", path
         assert port["containerPort"] == service.SERVING_PORT
     # gRPC (HTTP/2) calls reach the realtime pods' gRPC port, and Envoy speaks HTTP/2 to it.
-    deployment, port = _follow_to_pod(graph, target_group.outputs["arn"], GRPC_STREAM_PATH)
-    assert deployment["metadata"]["name"] == service.SERVICE_ACCOUNT
+    rollout, port = _follow_to_pod(graph, target_group.outputs["arn"], GRPC_STREAM_PATH)
+    assert rollout["metadata"]["name"] == service.SERVICE_ACCOUNT
     assert (port["containerPort"], port["app_protocol"]) == (service.GRPC_PORT, "grpc")
     # The load balancer sends to the gateway's pods on the port its target group and health checks use.
     assert kube.as_json(target_group.inputs["port"]) == port["gateway_target_port"]
@@ -184,5 +192,5 @@ def test_without_batch_replicas_batch_requests_go_to_the_realtime_pods():
     raw["speech:spotPool"] = {"enabled": False}
     graph = offline.run("eu-west", DEFAULT_TOPOLOGY, config=raw)
     (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
-    deployment, _ = _follow_to_pod(graph, target_group.outputs["arn"], service.BATCH_PATH)
-    assert deployment["metadata"]["name"] == service.SERVICE_ACCOUNT
+    rollout, _ = _follow_to_pod(graph, target_group.outputs["arn"], service.BATCH_PATH)
+    assert rollout["metadata"]["name"] == service.SERVICE_ACCOUNT

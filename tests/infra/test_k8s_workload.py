@@ -13,6 +13,7 @@ from infra.k8s import grace
 from infra.k8s.addons import PROMETHEUS_FULLNAME, PROMETHEUS_PORT
 from infra.k8s.mesh import GATEWAY_LABELS, GATEWAY_NAMESPACE
 from infra.k8s.network_policy import POD_IDENTITY_AGENT_CIDR
+from infra.k8s.workload import SMOKE_LABELS
 from tests.conftest import REGIONAL_STACKS
 from tests.infra import kube
 
@@ -26,12 +27,12 @@ def _cfg(stack: str, raw: dict | None = None) -> config.RegionalConfig:
     return cfg
 
 
-def _pod(graph: offline.Graph, deployment: str) -> dict:
-    return kube.find(graph, "Deployment", deployment)["spec"]["template"]["spec"]
+def _pod(graph: offline.Graph, rollout: str) -> dict:
+    return kube.find(graph, "Rollout", rollout)["spec"]["template"]["spec"]
 
 
-def _container(graph: offline.Graph, deployment: str) -> dict:
-    (container,) = _pod(graph, deployment)["containers"]
+def _container(graph: offline.Graph, rollout: str) -> dict:
+    (container,) = _pod(graph, rollout)["containers"]
     return container
 
 
@@ -40,8 +41,8 @@ def test_the_service_account_is_exactly_the_one_the_serving_role_trusts(program,
     graph = program(stack)
     account = kube.find(graph, "ServiceAccount", service.SERVICE_ACCOUNT)
     assert account["metadata"]["namespace"] == service.KUBERNETES_NAMESPACE
-    for deployment in (REALTIME, BATCH):
-        assert _pod(graph, deployment)["serviceAccountName"] == service.SERVICE_ACCOUNT
+    for rollout in (REALTIME, BATCH):
+        assert _pod(graph, rollout)["serviceAccountName"] == service.SERVICE_ACCOUNT
     labels = kube.find(graph, "Namespace", NS)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -129,8 +130,8 @@ def test_pods_run_non_root_on_a_read_only_root_with_writable_cache_and_tmp(progr
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
 def test_termination_grace_covers_the_containers_drain_after_the_pre_stop_pause(program, stack):
     cfg = _cfg(stack)
-    for deployment in (REALTIME, BATCH):
-        pod, container = _pod(program(stack), deployment), _container(program(stack), deployment)
+    for rollout in (REALTIME, BATCH):
+        pod, container = _pod(program(stack), rollout), _container(program(stack), rollout)
         pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pause == grace.PRE_STOP_SLEEP_S
         assert pod["terminationGracePeriodSeconds"] == pause + cfg.serving.drain_seconds + 10
@@ -145,20 +146,22 @@ def test_grace_derivation_adds_pause_drain_close_and_unload():
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_each_deployment_has_a_same_named_service_and_a_disruption_budget(program, stack):
+def test_each_rollout_has_its_own_stable_and_canary_services_and_a_disruption_budget(program, stack):
     graph = program(stack)
     for name in (REALTIME, BATCH):
-        deployment = kube.find(graph, "Deployment", name)
-        assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
-        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-        svc, budget = kube.find(graph, "Service", name), kube.find(graph, "PodDisruptionBudget", name)
-        assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+        rollout = kube.find(graph, "Rollout", name)
+        assert "replicas" not in rollout["spec"], "KEDA owns the replica count"
+        canary = rollout["spec"]["strategy"]["canary"]
+        for service_name in (name, canary["stableService"], canary["canaryService"]):
+            svc = kube.find(graph, "Service", service_name)
+            assert svc["spec"]["selector"] == rollout["spec"]["selector"]["matchLabels"], service_name
+        budget = kube.find(graph, "PodDisruptionBudget", name)
+        assert budget["spec"]["selector"] == rollout["spec"]["selector"]
         assert budget["spec"]["maxUnavailable"] == 1
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_keda_scales_each_deployment_on_its_own_metric_with_cpu_as_a_floor(program, stack):
+def test_keda_scales_each_rollout_on_its_own_metric_with_cpu_as_a_floor(program, stack):
     graph, serving = program(stack), _cfg(stack).serving
     expected = {
         REALTIME: (service.METRIC_ACTIVE_STREAMS, serving.streams_per_replica, serving.replicas),
@@ -169,7 +172,12 @@ def test_keda_scales_each_deployment_on_its_own_metric_with_cpu_as_a_floor(progr
     assert prometheus.inputs["values"]["fullnameOverride"] == PROMETHEUS_FULLNAME
     for name, (metric, target, bounds) in expected.items():
         spec = kube.find(graph, "ScaledObject", name)["spec"]
-        assert spec["scaleTargetRef"]["name"] == kube.find(graph, "Deployment", name)["metadata"]["name"]
+        rollout = kube.find(graph, "Rollout", name)
+        assert spec["scaleTargetRef"] == {
+            "apiVersion": rollout["apiVersion"],
+            "kind": "Rollout",
+            "name": rollout["metadata"]["name"],
+        }
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (bounds.min_replicas, bounds.max_replicas)
         prom, cpu = spec["triggers"]
         assert prom["type"] == "prometheus" and prom["metadata"]["serverAddress"] == url
@@ -185,29 +193,42 @@ def test_prometheus_scrapes_the_metrics_path_of_every_serving_service(program, s
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == service.METRICS_PATH and endpoint["port"] == "http"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    for name in (REALTIME, BATCH):
-        assert selector.items() <= kube.find(graph, "Service", name)["metadata"]["labels"].items()
+    scraped = [
+        s["metadata"]["name"]
+        for s in kube.of_kind(graph, "Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert sorted(scraped) == [REALTIME, BATCH], "each pod is scraped once, through its role's own Service"
+    assert monitor["spec"]["podTargetLabels"] == ["rollouts-pod-template-hash"], "the gates tell versions apart"
     values = kube.release(graph, "kube-prometheus-stack").inputs["values"]["prometheus"]["prometheusSpec"]
     assert values["serviceMonitorSelectorNilUsesHelmValues"] is False
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_the_namespace_denies_by_default_and_admits_only_the_gateway_and_prometheus(program, stack):
+def test_the_namespace_denies_by_default_and_admits_only_the_gateway_prometheus_and_the_smoke_check(program, stack):
     graph = program(stack)
     policies = {p["metadata"]["name"]: p["spec"] for p in kube.of_kind(graph, "NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    sources = [rule["from"] for rule in policies["serving-ingress"]["ingress"]]
-    assert [s[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources] == [
+    gateway, prometheus, smoke = [rule["from"] for rule in policies["serving-ingress"]["ingress"]]
+    assert [s[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in (gateway, prometheus)] == [
         GATEWAY_NAMESPACE,
         "monitoring",
     ]
-    assert sources[0][0]["podSelector"]["matchLabels"] == GATEWAY_LABELS
-    from_gateway, from_prometheus = policies["serving-ingress"]["ingress"]
+    assert gateway[0]["podSelector"]["matchLabels"] == GATEWAY_LABELS
+    assert smoke == [{"podSelector": {"matchLabels": SMOKE_LABELS}}], "only the pre-rollout check's own pods"
+    smoke_egress = policies["smoke-egress"]
+    assert smoke_egress["podSelector"]["matchLabels"] == SMOKE_LABELS
+    assert [rule["to"][0].get("namespaceSelector", {}).get("matchLabels") for rule in smoke_egress["egress"]] == [
+        {"kubernetes.io/metadata.name": "kube-system"},
+        {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE},
+        None,
+    ]
+    from_gateway, from_prometheus, from_smoke = policies["serving-ingress"]["ingress"]
     assert from_gateway["ports"] == [
         {"protocol": "TCP", "port": service.SERVING_PORT},
         {"protocol": "TCP", "port": service.GRPC_PORT},
     ]
-    assert from_prometheus["ports"] == [{"protocol": "TCP", "port": service.SERVING_PORT}]
+    assert from_prometheus["ports"] == from_smoke["ports"] == [{"protocol": "TCP", "port": service.SERVING_PORT}]
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -235,5 +256,5 @@ def test_a_cpu_profile_runs_on_the_cpu_pool_without_a_gpu_and_without_batch_repl
     assert pod["tolerations"] == []
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"][0]["values"] == ["cpu"]
-    assert [d["metadata"]["name"] for d in kube.of_kind(graph, "Deployment")] == [REALTIME]
+    assert [d["metadata"]["name"] for d in kube.of_kind(graph, "Rollout")] == [REALTIME]
     assert kube.find(graph, "ScaledObject", REALTIME)["spec"]["minReplicaCount"] == 1

@@ -77,7 +77,7 @@ def test_the_offline_plan_shows_the_kubernetes_layer_with_its_key_properties(pro
     tree = plan.render_tree(program("eu-west"))
     for expected in (
         'kubernetes:helm.sh/v3:Release  speech-eu-west-mesh-istiod  {"name": "istiod", "chart": "istiod"',
-        'kubernetes:apps/v1:Deployment  speech-eu-west-serving-realtime  {"name": "speech-serving"',
+        'kubernetes:argoproj.io/v1alpha1:Rollout  speech-eu-west-serving-realtime  {"name": "speech-serving"',
         '"terminationGracePeriodSeconds": 35',
         'kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding  speech-eu-west-entry-binding  {"name": "speech-public"',
         '"routes": [["stream"',
