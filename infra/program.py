@@ -23,6 +23,8 @@ from infra.ingress import RegionalIngress, RegionalIngressArgs
 from infra.k8s.addons import MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS, ClusterAddons, ClusterAddonsArgs
 from infra.k8s.entry import PublicEntry, PublicEntryArgs
 from infra.k8s.mesh import GATEWAY_TARGET_PORT, PUBLIC_GATEWAY, Mesh, MeshArgs
+from infra.k8s.monitoring import ServingMonitoring, ServingMonitoringArgs
+from infra.k8s.rollout import canary_minutes
 from infra.k8s.workload import BATCH, REALTIME, ServingWorkload, ServingWorkloadArgs
 from infra.kms import RegionKey, RegionKeyArgs
 from infra.model_store import ModelStore, ModelStoreArgs
@@ -112,7 +114,7 @@ def build_regional(topology: Topology, cfg: config.RegionalConfig) -> None:
     pulumi.export("publicSubnetIds", network.public_subnet_ids)
     pulumi.export("privateSubnetIds", network.private_subnet_ids)
     ingress = build_regional_traffic(cfg, network)
-    build_regional_workload(topology, cfg, network, cluster, store, ingress)
+    build_regional_workload(topology, cfg, network, cluster, store, ingress, account_id)
 
 
 def build_regional_traffic(cfg: config.RegionalConfig, network: Network) -> RegionalIngress:
@@ -142,8 +144,9 @@ def build_regional_workload(
     cluster: Cluster,
     store: ModelStore,
     ingress: RegionalIngress,
+    account_id: str,
 ) -> None:
-    """Add-ons, the mesh, the serving workload and the path from the load balancer to it, on the cluster."""
+    """Add-ons, the mesh, the serving workload, the path from the load balancer to it and its monitoring."""
     base = f"speech-{cfg.region.key}"
     addons = ClusterAddons(
         f"{base}-addons",
@@ -190,6 +193,22 @@ def build_regional_workload(
             load_balancer_security_group_id=ingress.security_group_id,
             node_security_group_id=cluster.cluster_security_group_id,
             depends_on=[addons.lb_controller, mesh.gateway, *mesh.control_plane],
+        ),
+    )
+    ServingMonitoring(
+        f"{base}-monitoring",
+        ServingMonitoringArgs(
+            region=cfg.region,
+            topology=topology,
+            provider=cluster.provider,
+            cluster_name=cluster.name,
+            project=pulumi.get_project(),
+            account_id=account_id,
+            bucket_name=store.bucket_name,
+            health_check_id=ingress.health_check_id,
+            declared_version=cfg.model.version,
+            drift_after_minutes=canary_minutes(cfg.delivery) + 30,
+            depends_on=[addons.prometheus, *cluster.ready],
         ),
     )
     pulumi.export("servingNamespace", workload.namespace)

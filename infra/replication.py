@@ -43,6 +43,11 @@ class RegionalStore:
         return cls(region, stack.require_output(OUTPUT_BUCKET_NAME), stack.require_output(OUTPUT_KEY_ARN))
 
 
+def replication_rule_id(target: Region) -> str:
+    """The id of the rule that replicates to ``target``: S3's replication metrics carry it as `RuleId`."""
+    return f"models-to-{target.key}"
+
+
 def key_arns(stores: Mapping[str, RegionalStore], regions: tuple[Region, ...]) -> pulumi.Output[dict[str, str]]:
     """{region key: key ARN} for ``regions``, resolved together for one policy document."""
     return pulumi.Output.all(**{r.key: stores[r.key].key_arn for r in regions})
@@ -57,7 +62,7 @@ def replication_rules(
         minutes = REPLICATION_TIME_MINUTES
         rules.append(
             aws.s3.BucketReplicationConfigRuleArgs(
-                id=f"models-to-{target.key}",
+                id=replication_rule_id(target),
                 status="Enabled",
                 priority=priority,
                 filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=MODELS_PREFIX),

@@ -32,6 +32,10 @@ KUBE_PROMETHEUS_STACK = HelmChart(
 # Chart 2.41.1 ships the Argo Rollouts controller v1.9.1 and its CRDs; `kubectl argo rollouts` should match it.
 ARGO_ROLLOUTS = HelmChart("argo-rollouts", "https://argoproj.github.io/argo-helm", "2.41.1")
 ARGO_ROLLOUTS_CLI_VERSION = "v1.9.1"
+# YACE 0.62.1: reads the CloudWatch metrics the alerts need (Route 53 health checks, S3 replication latency).
+CLOUDWATCH_EXPORTER = HelmChart(
+    "prometheus-yet-another-cloudwatch-exporter", "https://prometheus-community.github.io/helm-charts", "0.50.0"
+)
 # Istio's base (CRDs), istiod and gateway charts are released together and must run the same version.
 ISTIO_VERSION = "1.30.4"
 ISTIO_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"

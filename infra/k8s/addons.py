@@ -6,7 +6,8 @@
 * cluster-autoscaler: grows and shrinks the managed node groups (scale-from-zero tags in `infra.node_pools`), spot
   first for the batch pods that tolerate it; EKS managed node groups drain spot nodes on interruption notices.
 * metrics-server (CPU for the autoscalers), KEDA (scaling on the container's own metrics) and
-  kube-prometheus-stack (the Prometheus KEDA and the canary gates ask, scraping every ServiceMonitor).
+  kube-prometheus-stack (the Prometheus KEDA and the canary gates ask, scraping every ServiceMonitor and loading every
+  PrometheusRule; its Grafana loads every dashboard ConfigMap labelled for its sidecar).
 * Argo Rollouts: runs the serving workload's canaries over the Istio gateway's routes (`infra.k8s.rollout`).
 """
 
@@ -37,6 +38,8 @@ from infra.versions import (
 MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
 ROLLOUTS_NAMESPACE = "argo-rollouts"
+# kube-prometheus-stack's Grafana sidecar loads every ConfigMap with this label as a dashboard.
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
 # kube-prometheus-stack names its objects after this; the Prometheus Service is "<fullname>-prometheus".
 PROMETHEUS_FULLNAME = "kps"
 PROMETHEUS_PORT = 9090
@@ -185,8 +188,13 @@ def prometheus_values() -> Mapping[str, object]:
                 # the serving workload's lives in its own namespace with its own labels.
                 "serviceMonitorSelectorNilUsesHelmValues": False,
                 "podMonitorSelectorNilUsesHelmValues": False,
+                # Likewise for the serving workload's alert rules (a PrometheusRule of its own).
+                "ruleSelectorNilUsesHelmValues": False,
                 "retention": "15d",
             }
+        },
+        "grafana": {
+            "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL[0], "labelValue": DASHBOARD_LABEL[1]}}
         },
     }
 

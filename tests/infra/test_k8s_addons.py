@@ -23,6 +23,7 @@ CHARTS = {
     "istiod": versions.ISTIOD,
     "istio-ingress": versions.ISTIO_GATEWAY,
     "argo-rollouts": versions.ARGO_ROLLOUTS,
+    "cloudwatch-exporter": versions.CLOUDWATCH_EXPORTER,
 }
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 
@@ -92,6 +93,7 @@ def test_add_ons_wait_for_nodes_and_install_in_dependency_order(program, stack):
         ("Rollout", "speech-serving", "argo-rollouts"),
         ("AnalysisTemplate", "speech-gates", "argo-rollouts"),
         ("ScaledObject", "speech-serving", "keda"),
+        ("PrometheusRule", "speech-serving-alerts", "kube-prometheus-stack"),
         ("ServiceMonitor", "speech-serving", "kube-prometheus-stack"),
         ("TargetGroupBinding", "speech-public", "aws-load-balancer-controller"),
         ("TargetGroupBinding", "speech-public", "istio-ingress"),
@@ -99,6 +101,7 @@ def test_add_ons_wait_for_nodes_and_install_in_dependency_order(program, stack):
     ):
         assert kube.waits_for(graph, objects[kind, name], releases[needed]), f"{kind} {name} before {needed}"
     assert kube.waits_for(graph, releases["istio-ingress"], releases["aws-load-balancer-controller"])
+    assert associations & set(releases["cloudwatch-exporter"].dependencies), "YACE may start without credentials"
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)
@@ -107,6 +110,18 @@ def test_argo_rollouts_runs_two_controllers_on_the_cpu_pool_and_is_scraped(progr
     controller = values["controller"]
     assert controller["replicas"] == 2 and controller["nodeSelector"] == {"speech.io/pool": "cpu"}
     assert controller["metrics"]["serviceMonitor"]["enabled"] is True
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_prometheus_loads_every_rule_and_grafana_every_labelled_dashboard(program, stack):
+    graph = program(stack)
+    values = kube.release(graph, "kube-prometheus-stack").inputs["values"]
+    assert values["prometheus"]["prometheusSpec"]["ruleSelectorNilUsesHelmValues"] is False
+    sidecar = values["grafana"]["sidecar"]["dashboards"]
+    dashboard = kube.find(graph, "ConfigMap", "speech-serving-dashboard")
+    assert sidecar["enabled"] is True
+    assert dashboard["metadata"]["labels"] == {sidecar["label"]: sidecar["labelValue"]}
+    assert dashboard["metadata"]["namespace"] == kube.release(graph, "kube-prometheus-stack").inputs["namespace"]
 
 
 @pytest.mark.parametrize("stack", REGIONAL_STACKS)

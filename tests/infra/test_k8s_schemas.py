@@ -95,7 +95,7 @@ def test_strict_validation_catches_a_misspelt_field_that_a_plain_dict_input_lets
 def test_every_istio_keda_prometheus_and_argo_object_matches_its_crd_schema(program, stack):
     custom = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"].startswith(CRD_GROUPS)]
     assert {o["kind"] for o in custom} == {
-        "Gateway", "VirtualService", "ScaledObject", "ServiceMonitor", "Rollout", "AnalysisTemplate"
+        "Gateway", "VirtualService", "ScaledObject", "ServiceMonitor", "PrometheusRule", "Rollout", "AnalysisTemplate"
     }  # fmt: skip
     for manifest, problem in zip(custom, _validate_custom(custom), strict=True):
         assert problem is None, f"{manifest['kind']} {manifest['metadata']['name']}: {problem}"
