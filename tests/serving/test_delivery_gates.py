@@ -1,0 +1,123 @@
+"""The canary gates' exact queries (`infra.k8s.gates`), run by a real Prometheus scraping the real server on loopback.
+
+Prometheus labels every series as the ServiceMonitor does in a cluster (the namespace and the pod's rollout hash),
+and Argo's `{{args.canary-hash}}` is filled in as the AnalysisRun would. Good traffic first: the error-rate gate
+passes; then the server refuses streams over its limit (close 1013, the canary's own failures): the gate fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from contract import service
+from infra.config import GateThresholds
+from infra.k8s.gates import HASH_ARG, HASH_SERIES_LABEL, Gate, gates
+from serving.settings import ModelSettings
+from tests.prometheus import LivePrometheus, live_prometheus
+from tests.serving.server_fixtures import (
+    LiveServer,
+    close_of,
+    live_server,
+    local_settings,
+    stream_audio,
+    wav_bytes,
+    with_silence,
+)
+
+# A server load and a Prometheus, tens of seconds of traffic and scrapes.
+pytestmark = pytest.mark.slow
+
+CANARY_HASH = "6d4f8b9c7"
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+SCRAPE_WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def canary(tiny_en_model_dir, tmp_path_factory) -> Iterator[tuple[LiveServer, LivePrometheus]]:
+    """One canary pod (tiny.en, one stream at a time) and the Prometheus that scrapes it."""
+    settings = local_settings(
+        tiny_en_model_dir.parents[1],
+        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
+        stream={"max_sessions": 1},
+    )
+    with live_server(settings) as server:
+        labels = {"namespace": service.KUBERNETES_NAMESPACE, HASH_SERIES_LABEL: CANARY_HASH}
+        target = server.base_url.removeprefix("http://")
+        with live_prometheus(tmp_path_factory.mktemp("prometheus"), target, labels, service.METRICS_PATH) as prom:
+            prom.wait_for('up{job="speech"}', lambda v: v == 1, SCRAPE_WAIT_S, "the first scrape")
+            yield server, prom
+
+
+def _gate(name: str, thresholds: GateThresholds | None = None) -> Gate:
+    (gate,) = [g for g in gates(thresholds or GateThresholds(window_minutes=1)) if g.name == name]
+    return gate
+
+
+def _canary_query(gate: Gate) -> str:
+    return gate.query.replace(f"{{{{args.{HASH_ARG}}}}}", CANARY_HASH)
+
+
+def _good_traffic(server: LiveServer, speech) -> None:
+    """A batch transcription and a whole stream, both answered."""
+    response = httpx.post(f"{server.base_url}{service.BATCH_PATH}", content=wav_bytes(speech), timeout=120)
+    assert response.status_code == 200, response.text
+    outcome = asyncio.run(stream_audio(server.ws_url, with_silence(speech), realtime=None))
+    assert outcome.close_code == 1000 and outcome.final_text
+
+
+def _scraped(prom: LivePrometheus, series: str, at_least: float) -> None:
+    prom.wait_for(f"sum({series})", lambda v: v >= at_least, SCRAPE_WAIT_S, f"{series} >= {at_least} to be scraped")
+
+
+def test_the_error_rate_gate_passes_good_traffic_and_fails_once_the_canary_refuses_streams(canary, synthesize):
+    server, prom = canary
+    gate, speech = _gate("error-rate"), synthesize(SENTENCE, engine="flite")
+    stream_ok = f'{service.METRIC_REQUESTS}{{route="{service.STREAM_PATH}", status="1000"}}'
+    # Twice: a series is born with its first scrape, and rate() sees only what grows after it.
+    _good_traffic(server, speech)
+    _scraped(prom, stream_ok, 1)
+    _good_traffic(server, speech)
+    good = prom.wait_for(_canary_query(gate), lambda v: not math.isnan(v), SCRAPE_WAIT_S, "the error rate")
+    assert gate.passes(good), f"error rate {good} after good traffic only"
+
+    async def refuse_three() -> list[int]:
+        holder = asyncio.create_task(stream_audio(server.ws_url, with_silence(speech, after_s=3), realtime=1.0))
+        while server.app.state.serving.streams.active < 1:
+            await asyncio.sleep(0.05)
+        codes = [(await close_of(server.ws_url))[0] for _ in range(3)]
+        await holder
+        return codes
+
+    assert asyncio.run(refuse_three()) == [1013, 1013, 1013]
+    _scraped(prom, f'{service.METRIC_REQUESTS}{{route="{service.STREAM_PATH}", status="1013"}}', 3)
+    failing = prom.query(_canary_query(gate))
+    assert not gate.passes(failing), f"error rate {failing} after three refused streams"
+    assert failing > GateThresholds().max_error_rate
+
+
+def test_the_latency_and_real_time_factor_gates_read_the_canarys_stream_decodes(canary, synthesize):
+    server, prom = canary
+    speech = synthesize(SENTENCE, engine="flite")
+    for _ in range(2):
+        outcome = asyncio.run(stream_audio(server.ws_url, with_silence(speech), realtime=None))
+        assert outcome.of_type("final")
+    for name in ("stream-latency-p99", "real-time-factor"):
+        gate = _gate(name)
+        value = prom.wait_for(_canary_query(gate), lambda v: not math.isnan(v), SCRAPE_WAIT_S, name)
+        assert 0 < value < math.inf, f"{name} = {value}"
+        # The same measured value against thresholds on either side of it: the gate's rule, nothing else.
+        assert Gate(name, gate.query, value * 2).passes(value) and not Gate(name, gate.query, value / 2).passes(value)
+
+
+def test_a_gate_over_another_pods_hash_or_without_a_shadow_sees_nothing_and_passes(canary):
+    _, prom = canary
+    stable = _gate("error-rate").query.replace(f"{{{{args.{HASH_ARG}}}}}", "stable-hash")
+    assert math.isnan(prom.query(stable)), "the stable pods' series are not the canary's"
+    shadow = _gate("shadow-wer")
+    value = prom.query(_canary_query(shadow))
+    assert math.isnan(value) and shadow.passes(value), "no shadow configured: no WER, and the gate holds"
