@@ -118,6 +118,8 @@ async def transcribe(
             result, engine_seconds = await _run_engine(state, lease, clip, language)
     finally:
         state.batch_slots.leave()
+    if state.shadow is not None:  # off the response path: it only schedules, or skips, a comparison
+        state.shadow.offer(clip, language, result, engine_seconds)
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
     timings["total"] = time.perf_counter() - started
     return TranscriptionResponse(

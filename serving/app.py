@@ -26,6 +26,7 @@ from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
+from serving.shadow import ShadowModel
 from serving.shutdown import UVICORN_CLOSE_S
 from serving.state import BatchSlots, ServingState
 from serving.stream_control import StreamRegistry
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One thread: Silero takes well under a millisecond a window, and streams must not compete with Whisper.
         vad_pool=ThreadPoolExecutor(1, thread_name_prefix="vad"),
     )
+    if settings.shadow.version is not None:
+        state.shadow = ShadowModel(settings.shadow, state.models.asr, state.inference, metrics)
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
@@ -87,7 +90,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await state.models.check_store()
     if grpc_server is not None:
         await grpc_server.start()
-    background = asyncio.create_task(state.models.load_then_poll(), name="model-load")
+    # The shadow candidate loads after readiness: users never wait for it.
+    when_ready = state.shadow.load if state.shadow is not None else None
+    background = asyncio.create_task(state.models.load_then_poll(when_ready), name="model-load")
     try:
         yield
     finally:

@@ -19,6 +19,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from contract import service
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# The shadow candidate's WER against the served transcript, and its engine seconds minus the served model's.
+SHADOW_WER_BUCKETS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+SHADOW_LATENCY_BUCKETS = (-2.0, -1.0, -0.5, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LABELS = service.METRIC_LABELS
@@ -83,6 +86,18 @@ class ServingMetrics:
             service.METRIC_MODEL_SWAPS, "Model reloads of each served model by outcome (swapped, unchanged, failed)",
             (*_LABELS, "kind", "name", "outcome"), registry=r,
         )  # fmt: skip
+        self._shadow_wer = Histogram(
+            service.METRIC_SHADOW_WER, "WER of the shadow candidate's transcript against the served one",
+            (*_LABELS, "candidate_version"), buckets=SHADOW_WER_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._shadow_latency = Histogram(
+            service.METRIC_SHADOW_LATENCY_DIFFERENCE, "Shadow candidate's engine seconds minus the served model's",
+            (*_LABELS, "candidate_version"), buckets=SHADOW_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._shadow_skipped = Counter(
+            service.METRIC_SHADOW_SKIPPED, "Sampled requests not run on the shadow candidate, by reason",
+            (*_LABELS, "reason"), registry=r,
+        )  # fmt: skip
 
     def request(self, model_version: str, route: str, status: int | str, seconds: float) -> None:
         self._requests.labels(self._region, model_version, route, str(status)).inc()
@@ -125,6 +140,14 @@ class ServingMetrics:
     def residency_refused(self, model_version: str, jurisdiction: str, route: str) -> None:
         """``jurisdiction`` is a topology code and ``route`` a route template: both bounded sets."""
         self._misdirected.labels(self._region, model_version, jurisdiction, route).inc()
+
+    def shadow_compared(self, model_version: str, candidate: str, wer: float, seconds_slower: float) -> None:
+        """``candidate`` is the one configured shadow version: a bounded label."""
+        self._shadow_wer.labels(self._region, model_version, candidate).observe(wer)
+        self._shadow_latency.labels(self._region, model_version, candidate).observe(seconds_slower)
+
+    def shadow_skipped(self, model_version: str, reason: str) -> None:
+        self._shadow_skipped.labels(self._region, model_version, reason).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from serving.engine import Engine
@@ -146,17 +147,24 @@ class ModelManager:
             if result.is_changed:
                 log.info("polling found version %s; it now serves new requests", result.current.version)
 
+    async def load_detached(self, version: str, profile: str | None = None) -> tuple[Engine, ModelInfo]:
+        """Pull, verify, load and warm ``version`` as the served one would be, without installing it.
+
+        Without a store, the bundled build of ``profile`` (default: the served one's) stands in for the version.
+        """
+        return await asyncio.to_thread(self._load, version, profile)
+
     def close(self) -> None:
         self.registry.close()
 
     def _reloaded(self, version: str, outcome: str) -> None:
         self._metrics.model_reload(self.spec.kind, self.spec.name, version, outcome)
 
-    def _load(self, version: str | None) -> tuple[Engine, ModelInfo]:
+    def _load(self, version: str | None, profile: str | None = None) -> tuple[Engine, ModelInfo]:
         if self.store is not None and version is not None:
             model_dir, source = self.store.pull(self.spec.name, version), self.store.url(self.spec.name, version)
         else:
-            model_dir, source = self._bundled_dir(), "bundled"
+            model_dir, source = self._bundled_dir(profile or self.spec.profile), "bundled"
         engine = self.kind.load(model_dir)
         try:
             self.kind.warm(engine)
@@ -166,8 +174,8 @@ class ModelManager:
         log.info("loaded and warmed %s %s %s from %s", self.spec.kind, engine.name, engine.version, source)
         return engine, ModelInfo(engine.name, engine.version, source, self.spec.kind)
 
-    def _bundled_dir(self) -> Path:
-        spec = self.spec
+    def _bundled_dir(self, profile: str) -> Path:
+        spec = replace(self.spec, profile=profile)
         model_dir = self.kind.bundled_dir(spec, self._cache_dir)
         if not model_dir.is_dir():
             command = self.kind.build_command(spec)
@@ -236,11 +244,14 @@ class ModelCatalog:
             home = await asyncio.to_thread(self.store.check_jurisdiction)
             log.info("model bucket %s is in %s (%s)", self.store.bucket, home.aws_region, home.jurisdiction)
 
-    async def load_then_poll(self) -> None:
-        """Load every model (side by side), then, once all are ready, poll the store for each; until cancelled."""
+    async def load_then_poll(self, when_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Load every model (side by side), then, once all are ready, run ``when_ready`` (the shadow candidate's
+        load, which no user waits for) and poll the store for each; until cancelled."""
         managers = list(self.managers.values())
         await asyncio.gather(*(manager.load_initial() for manager in managers))
         if self.is_ready:
+            if when_ready is not None:
+                await when_ready()
             await asyncio.gather(*(manager.poll() for manager in managers))
 
     def close(self) -> None:

@@ -58,6 +58,18 @@ class ModelSpec:
     profile: str
 
 
+class ShadowSettings(BaseModel):
+    """A candidate model version run off the response path on a sample of batch requests (``serving.shadow``).
+
+    It comes from the same store as the served model, with the same checks and warm-up; without a store (a local
+    run) the bundled build of ``profile`` stands in for it.
+    """
+
+    version: ModelVersion | None = None  # None: no shadow
+    sample_rate: float = Field(default=0.05, gt=0, le=1)
+    profile: str | None = None  # a local run's bundled candidate; None: the served model's profile
+
+
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
@@ -250,6 +262,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
     @field_validator("topology_file")
     @classmethod
@@ -287,6 +300,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}MODEL__POLL_INTERVAL_S={model.poll_interval_s:g} polls the store for newer versions, "
                 f"but {why}; set one or the other"
+            )
+        if self.shadow.version is not None and self.shadow.version == model.version:
+            raise ValueError(
+                f"{ENV_PREFIX}SHADOW__VERSION={self.shadow.version!r} is the served version "
+                f"({ENV_PREFIX}MODEL__VERSION); shadow a different one"
             )
         return self
 

@@ -13,6 +13,7 @@ from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings
+from serving.shadow import ShadowModel
 from serving.stream_control import StreamRegistry
 from serving.vad import SileroVad
 
@@ -55,8 +56,12 @@ class ServingState:
     vad_pool: ThreadPoolExecutor
     # Set on SIGTERM: readiness fails and new work is refused while live work finishes (serving/shutdown.py).
     is_draining: bool = False
+    # A candidate version compared off the response path on sampled batch requests (SPEECH_SHADOW__VERSION).
+    shadow: ShadowModel | None = None
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self.models.close()
         self.inference.shutdown()
         for pool in (self.decode_pool, self.vad_pool):
