@@ -25,6 +25,7 @@ from tests.serving.server_fixtures import (
     live_server,
     local_settings,
     stream_audio,
+    wait_until,
     wav_bytes,
     with_silence,
 )
@@ -39,13 +40,16 @@ SCRAPE_WAIT_S = 60
 
 @pytest.fixture(scope="module")
 def canary(tiny_en_model_dir, tmp_path_factory) -> Iterator[tuple[LiveServer, LivePrometheus]]:
-    """One canary pod (tiny.en, one stream at a time) and the Prometheus that scrapes it."""
+    """One canary pod (tiny.en, one stream at a time, every batch request shadowed) and the Prometheus that scrapes
+    it. The candidate is tiny.en again, under another version: the local stand-in for a store's candidate."""
     settings = local_settings(
         tiny_en_model_dir.parents[1],
         model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
         stream={"max_sessions": 1},
+        shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
     )
     with live_server(settings) as server:
+        wait_until(lambda: server.app.state.serving.shadow.is_loaded, 300, "the shadow candidate to load")
         labels = {"namespace": service.KUBERNETES_NAMESPACE, HASH_SERIES_LABEL: CANARY_HASH}
         target = server.base_url.removeprefix("http://")
         with live_prometheus(tmp_path_factory.mktemp("prometheus"), target, labels, service.METRICS_PATH) as prom:
@@ -114,10 +118,22 @@ def test_the_latency_and_real_time_factor_gates_read_the_canarys_stream_decodes(
         assert Gate(name, gate.query, value * 2).passes(value) and not Gate(name, gate.query, value / 2).passes(value)
 
 
-def test_a_gate_over_another_pods_hash_or_without_a_shadow_sees_nothing_and_passes(canary):
+def test_the_shadow_wer_gate_reads_the_canarys_comparisons_and_passes_an_agreeing_candidate(canary, synthesize):
+    server, prom = canary
+    speech = synthesize(SENTENCE, engine="flite")
+    compared = f"{service.METRIC_SHADOW_WER}_count"
+    # Twice, a scrape apart: rate() sees only what grows after a series' first scrape.
+    for round_ in (1, 2):
+        response = httpx.post(f"{server.base_url}{service.BATCH_PATH}", content=wav_bytes(speech), timeout=120)
+        assert response.status_code == 200, response.text
+        _scraped(prom, compared, round_)
+    gate = _gate("shadow-wer")
+    value = prom.wait_for(_canary_query(gate), lambda v: not math.isnan(v), SCRAPE_WAIT_S, "the shadow WER")
+    assert value == 0 and gate.passes(value), "the same weights under another version transcribe alike"
+
+
+def test_a_gate_over_another_pods_hash_sees_nothing_and_passes(canary):
     _, prom = canary
     stable = _gate("error-rate").query.replace(f"{{{{args.{HASH_ARG}}}}}", "stable-hash")
     assert math.isnan(prom.query(stable)), "the stable pods' series are not the canary's"
-    shadow = _gate("shadow-wer")
-    value = prom.query(_canary_query(shadow))
-    assert math.isnan(value) and shadow.passes(value), "no shadow configured: no WER, and the gate holds"
+    assert _gate("error-rate").passes(prom.query(stable)), "a canary without traffic yet is not failed"
