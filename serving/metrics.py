@@ -94,6 +94,10 @@ class ServingMetrics:
             service.METRIC_SHADOW_LATENCY_DIFFERENCE, "Shadow candidate's engine seconds minus the served model's",
             (*_LABELS, "candidate_version"), buckets=SHADOW_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self._cache_lookups = Counter(
+            service.METRIC_CACHE_LOOKUPS, "Lookups in the container's caches by cache and result (hit, miss, error)",
+            (*_LABELS, "cache", "result"), registry=r,
+        )  # fmt: skip
         self._shadow_skipped = Counter(
             service.METRIC_SHADOW_SKIPPED, "Sampled requests not run on the shadow candidate, by reason",
             (*_LABELS, "reason"), registry=r,
@@ -140,6 +144,10 @@ class ServingMetrics:
     def residency_refused(self, model_version: str, jurisdiction: str, route: str) -> None:
         """``jurisdiction`` is a topology code and ``route`` a route template: both bounded sets."""
         self._misdirected.labels(self._region, model_version, jurisdiction, route).inc()
+
+    def cache_lookup(self, model_version: str, cache: str, result: str) -> None:
+        """``cache`` names one of the container's caches (e.g. ``tts``); ``result`` is hit, miss or error."""
+        self._cache_lookups.labels(self._region, model_version, cache, result).inc()
 
     def shadow_compared(self, model_version: str, candidate: str, wer: float, seconds_slower: float) -> None:
         """``candidate`` is the one configured shadow version: a bounded label."""

@@ -97,8 +97,10 @@ def test_the_workload_targets_the_serving_and_grpc_ports_and_health_checks_probe
     graph = program("eu-west")
     (target_group,) = graph.of_type("aws:lb/targetGroup:TargetGroup")
     assert target_group.inputs["healthCheck"]["path"] == service.READINESS_PATH
-    for deployment in graph.of_type("kubernetes:apps/v1:Deployment"):
-        (container,) = deployment.inputs["spec"]["template"]["spec"]["containers"]
+    rollouts = graph.of_type("kubernetes:argoproj.io/v1alpha1:Rollout")
+    assert rollouts, "the serving pods are the Rollouts'"
+    for rollout in rollouts:
+        (container,) = rollout.inputs["spec"]["template"]["spec"]["containers"]
         assert [p["containerPort"] for p in container["ports"]] == [service.SERVING_PORT, service.GRPC_PORT]
         assert container["readinessProbe"]["grpc"]["service"] == service.GRPC_SERVICE
     for svc in graph.of_type("kubernetes:core/v1:Service"):
@@ -121,6 +123,9 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.residency_refused("1.0.0", "eu", "/v1/asr")
     metrics.model_loaded("asr", "whisper-base", "1.0.0")
     metrics.model_reload("asr", "whisper-base", "1.0.0", "swapped")
+    metrics.shadow_compared("1.0.0", "1.1.0", 0.1, -0.2)
+    metrics.shadow_skipped("1.0.0", "inference_busy")
+    metrics.cache_lookup("1.0.0", "tts", "hit")
     samples = {s.name: s.labels for family in metrics.registry.collect() for s in family.samples}
     named = {value for key, value in vars(service).items() if key.startswith("METRIC_") and key != "METRIC_LABELS"}
     for name in named:
