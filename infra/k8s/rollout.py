@@ -97,6 +97,7 @@ def rollout_spec(
     No replica count: KEDA scales the Rollout, as it scaled the Deployment before. The stable pods keep their full
     count through the canary (no dynamic stable scale), so an abort needs no scale-up to carry all traffic again.
     """
+    steps = canary_steps(delivery, smoke=smoke_template(name), with_header=with_header, with_mirror=with_mirror)
     managed = ([HEADER_ROUTE] if with_header else []) + ([MIRROR_ROUTE] if with_mirror else [])
     traffic: dict[str, Any] = {"istio": {"virtualService": {"name": virtual_service, "routes": list(routes)}}}
     if managed:
@@ -114,13 +115,13 @@ def rollout_spec(
                 "scaleDownDelaySeconds": delivery.scale_down_delay_s,
                 "abortScaleDownDelaySeconds": delivery.scale_down_delay_s,
                 "trafficRouting": traffic,
+                # The gates start with the first user traffic; before it, the smoke check is the canary's test.
                 "analysis": {
                     "templates": [{"templateName": GATES_TEMPLATE}],
                     "args": [{"name": HASH_ARG, "valueFrom": {"podTemplateHashValue": "Latest"}}],
+                    "startingStep": next(i for i, step in enumerate(steps) if "setWeight" in step),
                 },
-                "steps": canary_steps(
-                    delivery, smoke=smoke_template(name), with_header=with_header, with_mirror=with_mirror
-                ),
+                "steps": steps,
             }
         },
     }

@@ -57,6 +57,8 @@ def test_every_rollout_runs_the_speech_gates_in_the_background_and_aborts_on_one
         analysis = spec["strategy"]["canary"]["analysis"]
         assert analysis["templates"] == [{"templateName": gates.GATES_TEMPLATE}]
         assert analysis["args"] == [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]
+        first_weight = _kinds(spec["strategy"]["canary"]["steps"]).index("setWeight")
+        assert analysis["startingStep"] == first_weight, "the gates start with the first user traffic"
         assert spec["progressDeadlineAbort"] is True, "a canary that never gets ready is rolled back, not stuck"
 
 
