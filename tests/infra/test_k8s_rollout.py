@@ -114,7 +114,7 @@ def test_each_rollout_weighs_only_its_own_routes_of_the_public_virtual_service(p
             hosts = [d["destination"]["host"].split(".")[0] for d in routes[route]["route"]]
             assert hosts == [canary["stableService"], canary["canaryService"]], route
             owned[route] = name
-    assert owned == {"stream": REALTIME, "api": REALTIME, "probes": REALTIME, "batch": BATCH}
+    assert owned == {"grpc": REALTIME, "stream": REALTIME, "api": REALTIME, "probes": REALTIME, "batch": BATCH}
     assert _canary(graph, REALTIME)["trafficRouting"]["managedRoutes"] == [{"name": rollout.HEADER_ROUTE}]
 
 

@@ -80,6 +80,6 @@ def test_the_offline_plan_shows_the_kubernetes_layer_with_its_key_properties(pro
         'kubernetes:argoproj.io/v1alpha1:Rollout  speech-eu-west-serving-realtime  {"name": "speech-serving"',
         '"terminationGracePeriodSeconds": 35',
         'kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding  speech-eu-west-entry-binding  {"name": "speech-public"',
-        '"routes": [["stream"',
+        '"routes": [["grpc", [{"uri": {"prefix": "/speech.v1.Speech/"}}]], ["stream"',
     ):
         assert expected in tree
