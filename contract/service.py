@@ -26,6 +26,11 @@ METRICS_PATH = "/metrics"
 API_PREFIX = "/v1/"
 STREAM_PATH = "/v1/asr/stream"
 BATCH_PATH = "/v1/asr"
+# Speech synthesis: JSON in, audio out (streamed sentence by sentence); the second is OpenAI's route for it.
+TTS_PATH = "/v1/tts"
+OPENAI_SPEECH_PATH = "/v1/audio/speech"
+# Set on every synthesis answer: whether the audio came from the cache.
+CACHE_HEADER = "X-Speech-Cache"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.
@@ -80,6 +85,11 @@ ENV_SHADOW_VERSION = "SPEECH_SHADOW__VERSION"
 ENV_SHADOW_SAMPLE_RATE = "SPEECH_SHADOW__SAMPLE_RATE"
 ENV_LOG_LEVEL = "SPEECH_LOG_LEVEL"
 ENV_GRPC_PORT = "SPEECH_GRPC__PORT"  # 0: any free port
+# The synthesis cache: Redis at this URL (redis://host:port/db) when set, else an in-process LRU.
+ENV_CACHE_REDIS_URL = "SPEECH_CACHE__REDIS_URL"
+ENV_TTS_ENABLED = "SPEECH_TTS__ENABLED"
+ENV_TTS_NAME = "SPEECH_TTS__NAME"  # the voice model's name in the store
+ENV_TTS_VERSION = "SPEECH_TTS__VERSION"  # unset: the newest version in the store
 
 # Prometheus metrics (exposed names: counters end in _total). Every series has these labels, fixed per replica.
 METRIC_LABELS = ("region", "model_version")
@@ -108,6 +118,16 @@ METRIC_SHADOW_SKIPPED = "speech_shadow_skipped_total"
 METRIC_CACHE_LOOKUPS = "speech_cache_lookups_total"
 # Requests refused because the tenant's home jurisdiction may not be served here (labels: jurisdiction, route).
 METRIC_RESIDENCY_REFUSALS = "speech_residency_refusals_total"
+# The synthesis cache (its lookups are METRIC_CACHE_LOOKUPS with cache="tts"): bytes served from it and written to
+# it, failures of its backend (by backend, operation and reason: timeout, error, unavailable), bytes the in-process
+# LRU holds.
+METRIC_TTS_CACHE_SERVED = "speech_tts_cache_served_bytes_total"
+METRIC_TTS_CACHE_WRITTEN = "speech_tts_cache_written_bytes_total"
+METRIC_TTS_CACHE_ERRORS = "speech_tts_cache_errors_total"
+METRIC_TTS_CACHE_HELD = "speech_tts_cache_held_bytes"
+# Labelled by region only: admitted batch requests have no model version until an engine is chosen, and the cache's
+# backend and its size belong to no one version.
+METRICS_WITHOUT_VERSION = (METRIC_BATCH_IN_FLIGHT, METRIC_TTS_CACHE_ERRORS, METRIC_TTS_CACHE_HELD)
 
 # The serving workload's Kubernetes identity: its EKS Pod Identity association binds exactly this service account.
 KUBERNETES_NAMESPACE = "speech"

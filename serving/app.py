@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 from starlette.routing import Route, WebSocketRoute
 
-from serving import api, stream_api
+from serving import api, stream_api, tts_api
 from serving.auth import ApiKeyVerifier
 from serving.gate import RequestGate, RequestMetrics
 from serving.grpc_api.server import GrpcServer
@@ -30,6 +30,7 @@ from serving.shadow import ShadowModel
 from serving.shutdown import UVICORN_CLOSE_S
 from serving.state import BatchSlots, ServingState
 from serving.stream_control import StreamRegistry
+from serving.tts_cache import TtsCache
 from serving.vad import SileroVad
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vad=SileroVad(),
         streams=StreamRegistry(settings.stream.max_sessions),
         batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
+        tts_cache=TtsCache(settings.cache, metrics),
         inference=InferencePool(settings.inference_threads),
         decode_pool=ThreadPoolExecutor(settings.limits.max_concurrent_decodes, thread_name_prefix="decode"),
         # One thread: Silero takes well under a millisecond a window, and streams must not compete with Whisper.
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
-    routers = (api.probes, api.v1, api.admin, stream_api.router)
+    routers = (api.probes, api.v1, api.admin, stream_api.router, tts_api.router)
     for router in routers:
         app.include_router(router)
     route_paths = frozenset(
@@ -101,4 +103,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:
             # After the drain (serving/shutdown.py): what is left are calls that outlived its grace.
             await grpc_server.stop(UVICORN_CLOSE_S)
+        await state.tts_cache.close()
         state.close()

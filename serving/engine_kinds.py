@@ -14,7 +14,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from serving.bundled import model_dir_for
+from serving.bundled import model_dir_for, voice_dir_for
 from serving.engine import AsrEngine, Engine
 from serving.model_dir import SPEECH_CLIP
 from serving.settings import ModelSpec
@@ -58,4 +58,26 @@ ASR = EngineKind(
 )
 
 
-ENGINE_KINDS: dict[str, EngineKind] = {"asr": ASR}
+def _load_tts(model_dir: Path) -> Engine:
+    from serving.tts import load_voice
+
+    return load_voice(model_dir)
+
+
+def _warm_tts(engine: Engine) -> None:
+    from serving.tts import TtsEngine
+
+    if not isinstance(engine, TtsEngine):
+        raise TypeError(f"{engine!r} is not a TTS engine")
+    engine.synthesize("The voice is ready.")
+
+
+TTS = EngineKind(
+    kind="tts",
+    load=_load_tts,
+    warm=_warm_tts,
+    bundled_dir=lambda spec, cache_dir: voice_dir_for(spec.profile, cache_dir),
+    build_command=lambda spec: f"python -m serving.build.voice --voice {spec.profile}",
+)
+
+ENGINE_KINDS: dict[str, EngineKind] = {"asr": ASR, "tts": TTS}

@@ -82,6 +82,22 @@ class ServingMetrics:
             service.METRIC_RESIDENCY_REFUSALS, "Requests refused because the tenant's data may not be processed here",
             (*_LABELS, "jurisdiction", "route"), registry=r,
         )  # fmt: skip
+        self._cache_served = Counter(
+            service.METRIC_TTS_CACHE_SERVED, "Bytes of audio answered from the synthesis cache", _LABELS, registry=r
+        )
+        self._cache_written = Counter(
+            service.METRIC_TTS_CACHE_WRITTEN, "Bytes of synthesized audio stored in the cache", _LABELS, registry=r
+        )
+        self._cache_errors = Counter(
+            service.METRIC_TTS_CACHE_ERRORS,
+            "Synthesis cache calls that failed (timeout, error) or were skipped while the backend recovers "
+            "(unavailable); the request was synthesized anyway",
+            ("region", "backend", "operation", "reason"), registry=r,
+        )  # fmt: skip
+        self._cache_held = Gauge(
+            service.METRIC_TTS_CACHE_HELD, "Bytes of audio the in-process synthesis cache holds", ("region",),
+            registry=r,
+        )  # fmt: skip
         self._swaps = Counter(
             service.METRIC_MODEL_SWAPS, "Model reloads of each served model by outcome (swapped, unchanged, failed)",
             (*_LABELS, "kind", "name", "outcome"), registry=r,
@@ -145,10 +161,6 @@ class ServingMetrics:
         """``jurisdiction`` is a topology code and ``route`` a route template: both bounded sets."""
         self._misdirected.labels(self._region, model_version, jurisdiction, route).inc()
 
-    def cache_lookup(self, model_version: str, cache: str, result: str) -> None:
-        """``cache`` names one of the container's caches (e.g. ``tts``); ``result`` is hit, miss or error."""
-        self._cache_lookups.labels(self._region, model_version, cache, result).inc()
-
     def shadow_compared(self, model_version: str, candidate: str, wer: float, seconds_slower: float) -> None:
         """``candidate`` is the one configured shadow version: a bounded label."""
         self._shadow_wer.labels(self._region, model_version, candidate).observe(wer)
@@ -156,6 +168,21 @@ class ServingMetrics:
 
     def shadow_skipped(self, model_version: str, reason: str) -> None:
         self._shadow_skipped.labels(self._region, model_version, reason).inc()
+
+    def tts_cache_lookup(self, model_version: str, result: str, served_bytes: int) -> None:
+        """A lookup in the synthesis cache, counted in the lookups of every cache as ``cache="tts"``."""
+        self._cache_lookups.labels(self._region, model_version, "tts", result).inc()
+        if served_bytes:
+            self._cache_served.labels(self._region, model_version).inc(served_bytes)
+
+    def tts_cache_written(self, model_version: str, written_bytes: int) -> None:
+        self._cache_written.labels(self._region, model_version).inc(written_bytes)
+
+    def tts_cache_error(self, backend: str, operation: str, reason: str) -> None:
+        self._cache_errors.labels(self._region, backend, operation, reason).inc()
+
+    def tts_cache_held(self, held_bytes: int) -> None:
+        self._cache_held.labels(self._region).set(held_bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

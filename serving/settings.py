@@ -70,6 +70,32 @@ class ShadowSettings(BaseModel):
     profile: str | None = None  # a local run's bundled candidate; None: the served model's profile
 
 
+class TtsSettings(BaseModel):
+    """The voice of /v1/tts and /v1/audio/speech: from the store like the ASR model, else the bundled voice."""
+
+    enabled: bool = True
+    # What requests name in `voice`; without a store, also the bundled voice loaded (serving/bundled.py).
+    voice: str = Field(default="joe", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    name: ModelName = "piper-en-us-joe-medium"
+    # None: the newest version in the store at start-up (and when polling).
+    version: ModelVersion | None = None
+    # Longer texts get 413; about 4 minutes of speech, synthesized sentence by sentence.
+    max_chars: int = Field(default=4000, gt=0, le=100_000)
+
+
+class CacheSettings(BaseModel):
+    """The synthesized-audio cache (serving/tts_cache.py)."""
+
+    # redis://host:6379/0; None: an in-process LRU of `max_bytes`, per replica.
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    # Each Redis call gives up after this long and the request is synthesized without the cache.
+    timeout_s: float = Field(default=0.05, gt=0, le=5)
+    # After a Redis failure, calls skip it for this long, so a dead Redis costs one timeout per interval.
+    retry_after_s: float = Field(default=5.0, gt=0, le=3600)
+    max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+
+
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
@@ -257,6 +283,8 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=2, gt=0, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelSettings = Field(default_factory=ModelSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -315,8 +343,11 @@ class Settings(BaseSettings):
 
     def served_models(self) -> list[ModelSpec]:
         """Every model this server loads and warms before it is ready, each with its own registry."""
-        model = self.model
-        return [ModelSpec("asr", model.name, model.version, model.profile)]
+        model, tts = self.model, self.tts
+        served = [ModelSpec("asr", model.name, model.version, model.profile)]
+        if tts.enabled:
+            served.append(ModelSpec("tts", tts.name, tts.version, tts.voice))
+        return served
 
     @property
     def region_label(self) -> str:

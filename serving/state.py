@@ -15,6 +15,7 @@ from serving.residency import ResidencyGuard
 from serving.settings import Settings
 from serving.shadow import ShadowModel
 from serving.stream_control import StreamRegistry
+from serving.tts_cache import TtsCache
 from serving.vad import SileroVad
 
 
@@ -49,6 +50,7 @@ class ServingState:
     vad: SileroVad
     streams: StreamRegistry
     batch_slots: BatchSlots
+    tts_cache: TtsCache
     # Blocking work never runs on the event loop, so health checks answer while transcribing. Each kind has its
     # own threads: a burst of uploads to decode or of streams to endpoint never queues behind (or ahead of) Whisper.
     inference: InferencePool

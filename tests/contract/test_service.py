@@ -125,15 +125,18 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.model_reload("asr", "whisper-base", "1.0.0", "swapped")
     metrics.shadow_compared("1.0.0", "1.1.0", 0.1, -0.2)
     metrics.shadow_skipped("1.0.0", "inference_busy")
-    metrics.cache_lookup("1.0.0", "tts", "hit")
+    metrics.tts_cache_lookup("1.0.0", "hit", 100)
+    metrics.tts_cache_written("1.0.0", 100)
+    metrics.tts_cache_error("redis", "get", "timeout")
+    metrics.tts_cache_held(100)
     samples = {s.name: s.labels for family in metrics.registry.collect() for s in family.samples}
-    named = {value for key, value in vars(service).items() if key.startswith("METRIC_") and key != "METRIC_LABELS"}
+    named = {value for key, value in vars(service).items() if key.startswith("METRIC_") and isinstance(value, str)}
     for name in named:
         # Histograms are exported as <name>_bucket/_sum/_count, counters and gauges under their own name.
         found = [labels for sample, labels in samples.items() if sample in (name, f"{name}_count")]
         assert found, f"{name} is not exported; exported: {sorted(samples)}"
-        # The contract documents the one exception: admitted batch requests have no model version yet.
-        expected = {"region"} if name == service.METRIC_BATCH_IN_FLIGHT else set(service.METRIC_LABELS)
+        # The contract documents the exceptions: series that belong to no model version.
+        expected = {"region"} if name in service.METRICS_WITHOUT_VERSION else set(service.METRIC_LABELS)
         assert expected <= set(found[0]), f"{name} lacks {expected}"
 
 

@@ -26,6 +26,7 @@ import soxr
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from serving.build.export import ensure_bundled_model
+from serving.build.voice import ensure_bundled_voice
 from serving.engine import SAMPLE_RATE
 from serving.settings import ModelSettings
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
@@ -231,6 +232,12 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_en_model_dir() -> Path:
     return ensure_bundled_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def bundled_voice_dir() -> Path:
+    """The bundled voice's directory, built on first use (a copy and a hash, seconds), beside the models."""
+    return ensure_bundled_voice("joe")
 
 
 @pytest.fixture(scope="session")

@@ -67,11 +67,13 @@ def digest(key: str) -> str:
 
 
 def local_settings(cache_root: Path, **overrides: object) -> Settings:
-    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise, and
-    gRPC on any free port (never the fixed default another run may hold)."""
+    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise, gRPC
+    on any free port (never the fixed default another run may hold), and no voice (the TTS tests ask for one), so
+    ASR tests load only what they use."""
     model = overrides.pop("model", None) or ModelSettings(cache_dir=cache_root)
     overrides.setdefault("grpc", {"port": 0})
-    return Settings(model=model, **overrides)
+    tts = overrides.pop("tts", None) or {"enabled": False}
+    return Settings(model=model, tts=tts, **overrides)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ def server_process(tiny_en_model_dir):
     env |= {
         "SPEECH_MODEL_CACHE": str(tiny_en_model_dir.parents[1]),
         "SPEECH_MODEL__PROFILE": "tiny.en",  # the quickest to load: this is about the process, not accuracy
+        "SPEECH_TTS__ENABLED": "false",
         "SPEECH_SHUTDOWN__GRACE_S": "120",
         "SPEECH_LIMITS__UPLOAD_IDLE_TIMEOUT_S": "120",
         "SPEECH_GRPC__PORT": "0",  # any free port: never a fixed one other test runs may hold

@@ -20,8 +20,8 @@ from serving.settings import ModelSettings, Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_app_loads_and_warms_a_model_directory_without_importing_torch(tiny_en_model_dir):
-    """What the image does (it has no torch): build the app, load and warm the model, transcribe; torch blocked."""
+def test_the_app_loads_and_warms_its_models_without_importing_torch(tiny_en_model_dir, bundled_voice_dir):
+    """What the image does (it has no torch): build the app, load and warm every model; torch blocked."""
     script = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -35,8 +35,9 @@ def test_the_app_loads_and_warms_a_model_directory_without_importing_torch(tiny_
         models = app.state.serving.models
         asyncio.run(models.load_then_poll())
         assert models.is_ready, models.load_error
-        with models.asr.registry.acquire() as lease:
-            print(lease.info.kind, lease.info.name, lease.info.version, lease.info.source)
+        for manager in models.managers.values():
+            with manager.registry.acquire() as lease:
+                print(lease.info.kind, lease.info.name, lease.info.version, lease.info.source)
         imported = [name for name, module in sys.modules.items() if module is not None]
         loaded = sorted(m for m in imported if m.split(".")[0] in ("torch", "onnx", "silero_vad"))
         loaded += sorted(m for m in imported if m.startswith("serving.build"))
@@ -48,6 +49,7 @@ def test_the_app_loads_and_warms_a_model_directory_without_importing_torch(tiny_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"asr whisper-tiny.en {MODEL_VERSION} bundled" in result.stdout
+    assert f"tts piper-en-us-joe-medium {VOICE_VERSION} bundled" in result.stdout
     assert "imported: []" in result.stdout, result.stdout
 
 

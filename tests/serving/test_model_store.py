@@ -186,6 +186,7 @@ def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> S
         model=ModelSettings(name=NAME, bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
         auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
         grpc={"port": 0},
+        tts={"enabled": False},
     )
 
 
