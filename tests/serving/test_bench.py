@@ -1,7 +1,7 @@
 """The benchmarks still run end to end: the engines load the same weights and each reports WER and RTF.
 
-Speed itself is measured by running ``python -m bench.asr_speed`` and ``python -m bench.longform``, never asserted
-here.
+Speed itself is measured by running ``python -m bench.asr_speed``, ``python -m bench.longform`` and
+``python -m bench.tts``, never asserted here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 import pytest
 
 from bench import longform
+from bench import tts as tts_bench
 from bench.asr_speed import main
 from serving.bundled import MODEL_VERSION
 
@@ -43,3 +44,16 @@ def test_the_long_form_benchmark_compares_ours_and_faster_whisper_on_one_recordi
     for row in report["rows"]:
         assert row["engine"] in printed
         assert 0 <= row["wer"] < 0.5 and row["rtf"] > 0 and row["segments"] > 0, row
+
+
+@pytest.mark.slow
+def test_the_tts_benchmark_measures_cold_and_cached_requests_and_the_real_time_factor(tmp_path, capsys):
+    out = tmp_path / "tts.json"
+    report = tts_bench.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["sentences"] == tts_bench.QUICK_SENTENCES and report["cache"] == "memory"
+    assert report["hit_total"]["count"] == tts_bench.QUICK_SENTENCES * tts_bench.QUICK_HITS
+    assert report["cold_total"]["count"] == tts_bench.QUICK_SENTENCES
+    assert report["synthesis"]["audio_s"] > 3 and report["synthesis"]["rtf"] > 0
+    printed = capsys.readouterr().out
+    assert "hit_total" in printed and "synthesis real-time factor" in printed
