@@ -1,1 +1,1 @@
-"""The speech serving container: batch and streaming ASR over onnxruntime Whisper models."""
+"""The speech serving container: batch and streaming ASR over onnxruntime Whisper models, and speech synthesis."""

@@ -79,8 +79,9 @@ class TtsSettings(BaseModel):
     name: ModelName = "piper-en-us-joe-medium"
     # None: the newest version in the store at start-up (and when polling).
     version: ModelVersion | None = None
-    # Longer texts get 413; about 4 minutes of speech, synthesized sentence by sentence.
-    max_chars: int = Field(default=4000, gt=0, le=100_000)
+    # Longer texts get 413; 4000 is about 4 minutes of speech, synthesized sentence by sentence. At most 10 000,
+    # which fits the gate's 64 KiB bound on JSON bodies even at 4 bytes a character.
+    max_chars: int = Field(default=4000, gt=0, le=10_000)
 
 
 class CacheSettings(BaseModel):

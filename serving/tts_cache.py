@@ -107,7 +107,8 @@ class RedisBackend:
 
     async def get(self, key: str) -> bytes | None:
         async with asyncio.timeout(self.timeout_s):
-            return await self.client.get(key)
+            audio = await self.client.get(key)
+        return audio if isinstance(audio, bytes) else None  # bytes: the client does not decode responses
 
     async def put(self, key: str, audio: bytes) -> None:
         async with asyncio.timeout(self.timeout_s):

@@ -18,7 +18,7 @@ from serving.model_dir import ModelError, verify_model_dir
 log = logging.getLogger(__name__)
 
 
-def ensure_built(target: Path, build: Callable[[Path], None], *, force: bool = False) -> Path:
+def ensure_built(target: Path, build: Callable[[Path], object], *, force: bool = False) -> Path:
     """``target`` when it verifies (unless ``force``), else ``build(staging)`` renamed into place."""
     if target.exists() and not force:
         try:
