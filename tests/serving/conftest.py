@@ -30,6 +30,7 @@ from serving.build.voice import ensure_bundled_voice
 from serving.engine import SAMPLE_RATE
 from serving.settings import ModelSettings
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
+from tests.serving.redis_server import RedisServer
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
     ENV_KEY,
@@ -238,6 +239,15 @@ def tiny_en_model_dir() -> Path:
 def bundled_voice_dir() -> Path:
     """The bundled voice's directory, built on first use (a copy and a hash, seconds), beside the models."""
     return ensure_bundled_voice("joe")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A real redis-server of the module's own (free port, temporary directory), stopped when the module ends."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -30,14 +30,6 @@ THREE_SENTENCES = "The sun came out at noon. We walked along the river, slowly. 
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def tts_server(tiny_en_model_dir, bundled_voice_dir, redis_server) -> Iterator[LiveServer]:
     """tiny.en for ASR (the server needs one; these tests do not transcribe with it) and the bundled voice, with
     the cache in the module's Redis and a short text limit that the bad-input tests run into."""
