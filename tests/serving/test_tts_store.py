@@ -50,6 +50,7 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
             region="eu-west-1",
             model=ModelSettings(name=ASR, bucket=BUCKET, endpoint_url=endpoint, cache_dir=tmp_path_factory.mktemp("c")),
             tts={"version": "1.0.0"},
+            grpc={"port": 0},
             auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
         )
         with live_server(settings) as server:
