@@ -104,6 +104,8 @@ METRIC_ACTIVE_STREAMS = "speech_active_streams"  # what stream autoscaling scale
 METRIC_BATCH_IN_FLIGHT = "speech_batch_requests_in_flight"
 METRIC_ERRORS = "speech_errors_total"
 METRIC_PARTIALS_DROPPED = "speech_partials_dropped_total"  # reason: superseded or overload
+# Finals decoded when the speaker paused: outcome used (sent as the final) or wasted (speech went on).
+METRIC_SPECULATIVE_FINALS = "speech_speculative_finals_total"
 # Seconds streams were held back (not read) for sending faster than the per-stream pace.
 METRIC_STREAM_HELD_BACK = "speech_stream_held_back_seconds_total"
 METRIC_MODEL_INFO = "speech_model_info"

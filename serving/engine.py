@@ -74,10 +74,17 @@ class AsrEngine(Engine, Protocol):
         """Language codes ``transcribe`` accepts."""
         ...
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
+    def transcribe(
+        self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""
+    ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None means detect it once, on the
         first speech, and use it throughout.
 
-        ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it.
+        ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it. A draft's
+        text starts with ``prefix``: words a stream has settled, which the engine need not decode again.
         """
+        ...
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        """The most likely language code of ``audio`` (one of :attr:`languages`), detected on its first 30 s."""
         ...

@@ -68,6 +68,12 @@ class ServingMetrics:
             "inference thread was busy, so finals and other streams went first)",
             (*_LABELS, "reason"), registry=r,
         )  # fmt: skip
+        self._speculative = Counter(
+            service.METRIC_SPECULATIVE_FINALS,
+            "Finals decoded when the speaker paused, before the utterance was known to have ended: used (sent "
+            "as the final, no more speech came) or wasted (speech went on, the final was decoded again)",
+            (*_LABELS, "outcome"), registry=r,
+        )  # fmt: skip
         self._held_back = Counter(
             service.METRIC_STREAM_HELD_BACK,
             "Seconds streams were not read because their clients sent audio faster than "
@@ -143,6 +149,9 @@ class ServingMetrics:
 
     def partial_dropped(self, model_version: str, reason: str) -> None:
         self._dropped.labels(self._region, model_version, reason).inc()
+
+    def speculative_final(self, model_version: str, outcome: str) -> None:
+        self._speculative.labels(self._region, model_version, outcome).inc()
 
     def stream_held_back(self, model_version: str, seconds: float) -> None:
         self._held_back.labels(self._region, model_version).inc(seconds)

@@ -111,6 +111,15 @@ class StreamSettings(BaseModel):
     max_utterance_s: float = Field(default=20.0, gt=1, le=29)
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     end_silence_ms: int = Field(default=600, ge=100)
+    # After this much silence the final is decoded speculatively and, if no speech follows before end_silence_ms,
+    # sent as it is: the final then arrives about end_silence_ms after the speech rather than that plus a decode.
+    # Shorter costs more wasted decodes on pauses inside sentences; None turns speculation off.
+    speculative_final_ms: int | None = Field(default=200, ge=32)
+    # With no `language` from the client, the stream's language is detected once on this much of its first
+    # utterance (all of it if shorter); no partial comes before then.
+    language_detect_s: float = Field(default=2.0, gt=0, le=30)
+    # Partials keep the words two drafts in a row agree on, and decode only the rest (serving/agreement.py).
+    partial_agreement: bool = True
     # Audio is taken at most this many times faster than real time (plus `burst_s` ahead), so one client sending a
     # file as fast as it can does not eat the CPU of everyone else: beyond it the server stops reading and TCP
     # pushes back. A few times real time lets clients catch up after a network stall.

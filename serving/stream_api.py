@@ -1,8 +1,12 @@
 """``WS /v1/asr/stream``: the wire protocol of a streaming session, and close codes for every way it ends.
 
-Client -> server: binary frames of 16 kHz mono little-endian PCM16 (20 ms = 640 bytes is the intended size), then
-the text message ``{"type": "stop"}`` to finish. Server -> client: ``ready`` once, ``partial`` and ``final``
-messages per utterance, ``error`` (with the full explanation) just before any abnormal close. Close codes:
+Query parameters: ``language`` (fixed for the stream; without it, detected once on the first speech) and ``codec``
+(``pcm16``, the default, or ``opus``). Client -> server: binary frames, each 16 kHz mono little-endian PCM16 (20 ms
+= 640 bytes is the intended size) or one Opus packet (``serving/stream_codec.py``); the text message
+``{"type": "flush"}`` to end the open utterance now and get its final; ``{"type": "stop"}`` to finish. Server ->
+client: ``ready`` once, ``partial`` and ``final`` messages per utterance (each with the stream's ``language``; a
+partial's ``committed`` text starts every later partial of its utterance), ``error`` (with the full explanation)
+just before any abnormal close. Close codes:
 1000 done, 1001 server shutting down (after the open utterance's final), 1003 unsupported data, 1008 policy (auth,
 tenant residency, language, idle), 1009 frame too big, 1011 internal error, 1013 try again later (max sessions, model
 loading, shutting down, or held back by backpressure too long: after the finals of the audio already taken).
@@ -19,6 +23,7 @@ import json
 import logging
 import time
 from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -28,10 +33,13 @@ from serving.api import LANGUAGE_PATTERN
 from serving.engine import SAMPLE_RATE
 from serving.registry import EngineLease
 from serving.state import ServingState, serving_state
+from serving.stream_codec import Codec
 from serving.stream_control import LiveStream
 from serving.stream_core import (
+    FLUSH,
     MISDIRECTED,
     UNAUTHORIZED,
+    Flush,
     Refusal,
     admit,
     count_refusal,
@@ -59,13 +67,18 @@ ROUTE = STREAM_PATH
 CLIENT_ABORT = "client_abort"  # the metrics status of a stream the client left without a close we sent
 _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 125 bytes with the code
 _HOW_TO_END = '{"type": "stop"} to end'
+_FRAME_NAMES = {"pcm16": "PCM16", "opus": "Opus packet"}
 # Codes the WebSocket protocol layer closes with on the server's behalf (bad framing, invalid UTF-8, a message
 # over ws_max_size); any other disconnect is the client leaving, whatever code it sent.
 _PROTOCOL_CLOSE_CODES = frozenset({1002, 1007, CLOSE_TOO_BIG})
 
 
 @router.websocket(ROUTE)
-async def stream(websocket: WebSocket, language: str | None = Query(default=None, pattern=LANGUAGE_PATTERN)) -> None:
+async def stream(
+    websocket: WebSocket,
+    language: str | None = Query(default=None, pattern=LANGUAGE_PATTERN),
+    codec: Annotated[Codec, Query(description="what binary frames hold: pcm16 or opus")] = "pcm16",
+) -> None:
     state = serving_state(websocket)
     started = time.perf_counter()
     await websocket.accept()
@@ -78,23 +91,35 @@ async def stream(websocket: WebSocket, language: str | None = Query(default=None
         return
     status: int | str = CLOSE_INTERNAL_ERROR
     try:
-        status = await _serve(websocket, state, admitted.lease, language, admitted.live)
+        status = await _serve(websocket, state, admitted.lease, language, codec, admitted.live)
     finally:
         state.metrics.request(admitted.lease.info.version, ROUTE, status, time.perf_counter() - started)
         release(state, admitted)
 
 
 async def _serve(
-    websocket: WebSocket, state: ServingState, lease: EngineLease, language: str | None, live: LiveStream
+    websocket: WebSocket,
+    state: ServingState,
+    lease: EngineLease,
+    language: str | None,
+    codec: Codec,
+    live: LiveStream,
 ) -> int | str:
     """Run one session to its end and close the socket; return the metrics status (close code or client abort)."""
     settings = state.settings.stream
-    session = new_session(state, lease, language)
+    session = new_session(state, lease, language, codec)
     unsupported = unsupported_language(lease, language)
     if unsupported is not None:
         await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", unsupported))
         return CLOSE_POLICY_VIOLATION
-    ready = {"type": "ready", "model": lease.info.name, "model_version": lease.info.version, "sample_rate": SAMPLE_RATE}
+    ready = {
+        "type": "ready",
+        "model": lease.info.name,
+        "model_version": lease.info.version,
+        "sample_rate": SAMPLE_RATE,
+        "codec": codec,
+        "language": session.language,  # None: detected on the first speech, then in every partial and final
+    }
     ending: StreamError | None = None
     departure: WebSocketDisconnect | None = None
     reader = None
@@ -102,7 +127,7 @@ async def _serve(
         await websocket.send_json(ready)
         async with asyncio.TaskGroup() as tasks:
             reader = tasks.create_task(
-                feed(session, partial(_next_frame, websocket), settings, state.metrics, _HOW_TO_END)
+                feed(session, partial(_next_frame, websocket, session.codec), settings, state.metrics, _HOW_TO_END)
             )
             live.attach(session, reader)
             tasks.create_task(session.run(websocket.send_json))
@@ -124,28 +149,35 @@ async def _serve(
     return ending.code if ending else CLOSE_NORMAL
 
 
-async def _next_frame(websocket: WebSocket) -> bytes | None:
-    """The next binary frame, or None once the client says stop; anything else ends the stream at once."""
+async def _next_frame(websocket: WebSocket, codec: str) -> bytes | Flush | None:
+    """The next binary frame, ``FLUSH`` when the client asks for a final now, or None once it says stop; anything
+    else ends the stream at once."""
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1005))
     if message.get("bytes") is not None:
         return message["bytes"]
-    if _is_stop(message.get("text")):
+    control = _control_of(message.get("text"))
+    if control == "flush":
+        return FLUSH
+    if control == "stop":
         return None
     text = message.get("text") or ""
     raise StreamError(
         CLOSE_UNSUPPORTED_DATA,
         "unsupported text message",
-        f'unsupported text message {text[:40]!r}; send binary PCM16 frames, then {{"type": "stop"}}',
+        f"unsupported text message {text[:40]!r}; send binary {_FRAME_NAMES[codec]} frames "
+        '({"type": "flush"} ends an utterance now), then {"type": "stop"}',
     )
 
 
-def _is_stop(text: str | None) -> bool:
+def _control_of(text: str | None) -> str | None:
+    """The ``type`` of a control message (``flush``, ``stop``), else None."""
     try:
-        return isinstance(message := json.loads(text or ""), dict) and message.get("type") == "stop"
+        message = json.loads(text) if text is not None else None
     except ValueError:
-        return False
+        return None
+    return message.get("type") if isinstance(message, dict) else None
 
 
 async def _close(websocket: WebSocket, error: StreamError | None) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from serving.auth import UNAUTHORIZED_DETAIL
-from serving.engine import SAMPLE_RATE
 from serving.metrics import ServingMetrics
 from serving.registry import EngineLease, RegistryClosedError
 from serving.settings import StreamSettings
 from serving.state import ServingState
+from serving.stream_codec import Codec, frame_decoder
 from serving.stream_control import AudioPacer, LiveStream
 from serving.streaming import (
     CLOSE_INTERNAL_ERROR,
@@ -31,7 +32,15 @@ from serving.streaming import (
 )
 
 E = TypeVar("E", bound=BaseException)
-PCM16_BYTES_PER_SECOND = 2 * SAMPLE_RATE
+
+
+class Flush(enum.Enum):
+    """What a transport's frame reader returns for a client's request to end the open utterance now."""
+
+    FLUSH = "flush"
+
+
+FLUSH = Flush.FLUSH
 # Why a stream was refused before it started: the `kind` of speech_errors_total, and what each transport maps.
 UNAUTHORIZED, MISDIRECTED, SHUTTING_DOWN, NOT_READY, OVERLOADED = (
     "unauthorized", "misdirected", "shutting_down", "not_ready", "overloaded"
@@ -111,10 +120,12 @@ def release(state: ServingState, admitted: Admitted) -> None:
     state.streams.close(admitted.live)  # last: whoever waits for the slot to free sees the stream fully counted
 
 
-def new_session(state: ServingState, lease: EngineLease, language: str | None) -> StreamSession:
+def new_session(state: ServingState, lease: EngineLease, language: str | None, codec: Codec = "pcm16") -> StreamSession:
+    """A session whose frames are in ``codec`` (PCM16 or Opus packets, ``serving/stream_codec.py``)."""
     settings = state.settings.stream
-    vad = state.vad.stream(settings.vad_threshold, settings.end_silence_ms)
-    return StreamSession(lease, vad, settings, state.inference, state.vad_pool, state.metrics, language)
+    vad = state.vad.stream(settings.vad_threshold, settings.end_silence_ms, settings.speculative_final_ms)
+    frames = frame_decoder(codec)
+    return StreamSession(lease, vad, settings, state.inference, state.vad_pool, state.metrics, language, frames)
 
 
 def unsupported_language(lease: EngineLease, language: str | None) -> str | None:
@@ -127,12 +138,13 @@ def unsupported_language(lease: EngineLease, language: str | None) -> str | None
 
 async def feed(
     session: StreamSession,
-    next_frame: Callable[[], Awaitable[bytes | None]],
+    next_frame: Callable[[], Awaitable[bytes | Flush | None]],
     settings: StreamSettings,
     metrics: ServingMetrics,
     how_to_end: str,
 ) -> StreamError | None:
-    """Feed the session the frames ``next_frame`` returns until it returns None (the client finished: None), or
+    """Feed the session the frames ``next_frame`` returns (``FLUSH``: end the open utterance now) until it returns
+    None (the client finished: None), or
     until the client has been held back too long (the reason to end with once the session has sent its finals).
 
     Audio is taken at most ``max_realtime_factor`` times real time: beyond it nothing is read and the transport's
@@ -155,7 +167,8 @@ async def feed(
         if frame is None:
             session.end_input()
             return None
-        if not await session.put_frame(frame):
+        received = session.seconds_received
+        if not await (session.flush() if frame is FLUSH else session.put_frame(frame)):
             session.end_input()
             timeout = settings.backpressure_timeout_s
             return StreamError(
@@ -165,7 +178,7 @@ async def feed(
                 "reading; every final of the audio it took was sent. Send audio no faster than real time, or retry "
                 "later",
             )
-        pacer.consume(len(frame) / PCM16_BYTES_PER_SECOND)
+        pacer.consume(session.seconds_received - received)
 
 
 def first_of(group: BaseExceptionGroup, kind: type[E]) -> E:

@@ -1,21 +1,31 @@
-"""One streaming recognition session: VAD endpointing, partial cadence, backpressure and limits.
+"""One streaming recognition session: VAD endpointing, one language, partial cadence, backpressure and limits.
 
 Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
 thread pool) each time ``partial_interval_ms`` of new audio has arrived, as a draft (the engine encodes only the
-utterance, not a padded 30 s window) so partials keep pace; an utterance ends with a final decode when
-the VAD hears ``end_silence_ms`` of silence or the utterance reaches ``max_utterance_s``. The VAD runs on its own
-thread, never on the event loop.
+utterance, not a padded 30 s window) so partials keep pace. Words two drafts in a row agree on are committed
+(``serving/agreement.py``): later partials keep them unchanged and the engine takes them as a forced prefix, so only
+the unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
+silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``. The final's decode starts
+speculatively after the first ``speculative_final_ms`` of silence and is sent as it is when no more speech came
+before the end, so the final arrives about ``end_silence_ms`` after the speech instead of that plus a decode. The
+VAD runs on its own thread, never on the event loop.
+
+The language is the stream's: the client's, or detected once, on a padded window of the first
+``language_detect_s`` of speech (or of the whole first utterance if shorter; a draft of half a second misjudged
+English as Arabic), and used for every later draft and final.
 
 Partials are optional and finals are not. Staying in real time wins over completeness: a session keeps at most one
 partial waiting and replaces it with a newer one rather than queue decodes the audio has already outrun, and under
-overload (every inference thread busy) it skips partials altogether, so finals and other streams go first. Finals
-are never dropped: when too many wait, the session stops taking audio, its bounded inbound queue fills, the reader
-stops reading and TCP pushes back on the client. A client held back longer than ``backpressure_timeout_s`` stops
-being read, but every final of the audio already taken is still decoded and sent before the stream closes; an
-utterance in which the VAD heard no speech gets an empty final instead of a decode of silence.
+overload (every inference thread busy) it skips partials and speculative finals altogether, so finals and other
+streams go first. Finals are never dropped: when too many wait, the session stops taking audio, its bounded inbound
+queue fills, the reader stops reading and TCP pushes back on the client. A client held back longer than
+``backpressure_timeout_s`` stops being read, but every final of the audio already taken is still decoded and sent
+before the stream closes; an utterance in which the VAD heard no speech gets an empty final instead of a decode of
+silence.
 
-The session knows nothing about WebSockets: the route feeds it frames, ends its input, sends what
-:meth:`StreamSession.run` produces, and turns :class:`StreamError` into a close code.
+The session knows nothing about WebSockets: the route feeds it frames (in the codec chosen at open,
+``serving/stream_codec.py``), flushes and ends its input, sends what :meth:`StreamSession.run` produces, and turns
+:class:`StreamError` into a close code.
 """
 
 from __future__ import annotations
@@ -30,12 +40,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.audio import pcm16_to_float
+from serving.agreement import LocalAgreement
 from serving.engine import SAMPLE_RATE
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.registry import EngineLease
 from serving.settings import StreamSettings
+from serving.stream_codec import CodecError, FrameDecoder, Pcm16Frames
 from serving.vad import VadStream
 
 log = logging.getLogger(__name__)
@@ -51,7 +62,8 @@ CLOSE_TRY_AGAIN_LATER = 1013
 PREROLL_SAMPLES = SAMPLE_RATE * 3 // 10
 # Queued frames are handed to the VAD together, up to this much audio, so a session that fell behind catches up
 # in a few thread hops instead of one per 20 ms frame.
-_MAX_STEP_BYTES = 2 * SAMPLE_RATE
+_MAX_STEP_SAMPLES = SAMPLE_RATE
+_FLUSH = None  # in the inbound queue: end the open utterance here
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -68,12 +80,25 @@ class StreamError(Exception):
 
 @dataclass(frozen=True)
 class _Job:
-    kind: str  # "partial" or "final"
+    kind: str  # "partial", "speculative" (a final decoded before the utterance is known to have ended) or "final"
     utterance: int
     audio: np.ndarray
     start: int  # samples from the start of the stream
     end: int
-    has_speech: bool  # the VAD heard speech somewhere in [start, end)
+    speech_end: int  # where the VAD last heard speech in [start, end); start when it heard none
+
+    @property
+    def has_speech(self) -> bool:
+        return self.speech_end > self.start
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    job: _Job
+    text: str
+    language: str | None
+    timings: dict[str, float]
+    seconds: float  # wall time of the decode
 
 
 class _AudioBuffer:
@@ -101,7 +126,7 @@ class _AudioBuffer:
 
 
 class StreamSession:
-    """Turns one client's 16 kHz PCM16 frames into partial and final transcripts from one engine version."""
+    """Turns one client's audio frames into partial and final transcripts from one engine version."""
 
     def __init__(
         self,
@@ -112,6 +137,7 @@ class StreamSession:
         vad_executor: Executor,
         metrics: ServingMetrics,
         language: str | None = None,
+        frames: FrameDecoder | None = None,
     ) -> None:
         self._lease = lease
         self._vad = vad
@@ -119,8 +145,11 @@ class StreamSession:
         self._inference = inference
         self._vad_executor = vad_executor
         self._metrics = metrics
-        self._language = language
-        self._inbound: deque[bytes] = deque()
+        languages = lease.engine.languages
+        self.language = language or (languages[0] if len(languages) == 1 else None)
+        self._frames = frames or Pcm16Frames()
+        self.seconds_received = 0.0
+        self._inbound: deque[np.ndarray | None] = deque()
         self._has_input = asyncio.Event()
         self._has_room = asyncio.Event()
         self._is_input_ended = False
@@ -130,9 +159,14 @@ class StreamSession:
         self._last_partial_at = 0
         self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
         self._partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._detect_after = int(settings.language_detect_s * SAMPLE_RATE)
         self._max_utterance = int(settings.max_utterance_s * SAMPLE_RATE)
         self._finals: deque[_Job] = deque()
         self._partial: _Job | None = None
+        self._speculative: _Job | None = None
+        self._speculated: _Decoded | None = None
+        self._agreement = LocalAgreement()
+        self._agreement_utterance = 0
         self._is_segmenting_done = False
         self._work = asyncio.Event()  # a job was queued or segmenting ended
         self._final_taken = asyncio.Event()
@@ -141,8 +175,12 @@ class StreamSession:
     def model_version(self) -> str:
         return self._lease.info.version
 
+    @property
+    def codec(self) -> str:
+        return self._frames.codec
+
     async def put_frame(self, frame: bytes) -> bool:
-        """Queue one binary frame, waiting (backpressure) while the session is behind.
+        """Decode one binary frame and queue its audio, waiting (backpressure) while the session is behind.
 
         Returns False, without taking the frame, when the session stayed behind for ``backpressure_timeout_s``.
         """
@@ -152,16 +190,32 @@ class StreamSession:
                 CLOSE_TOO_BIG,
                 f"frame of {len(frame)} bytes exceeds {limit}",
                 f"a frame of {len(frame)} bytes exceeds the limit of {limit} bytes; send 20 ms frames "
-                "(640 bytes of 16 kHz mono PCM16)",
+                "(640 bytes of 16 kHz mono PCM16, or one Opus packet)",
             )
-        if len(frame) % 2:
-            raise StreamError(
-                CLOSE_UNSUPPORTED_DATA,
-                "frame is not whole PCM16 samples",
-                f"a frame of {len(frame)} bytes is not a whole number of 2-byte PCM16 samples",
-            )
-        if not frame:
+        if not frame and self.codec == "pcm16":
             return True
+        try:
+            audio = self._frames.decode(frame)
+        except CodecError as exc:
+            reason = "frame is not whole PCM16 samples" if self.codec == "pcm16" else "bad Opus frame"
+            raise StreamError(CLOSE_UNSUPPORTED_DATA, reason, str(exc)) from exc
+        if not await self._wait_for_room():
+            return False
+        self.seconds_received += len(audio) / SAMPLE_RATE
+        self._inbound.append(audio)
+        self._has_input.set()
+        return True
+
+    async def flush(self) -> bool:
+        """End the open utterance after the audio already taken, so its final comes now (push-to-talk, end of a
+        turn); with no utterance open there is nothing to finalise. False when held back as :meth:`put_frame`."""
+        if not await self._wait_for_room():
+            return False
+        self._inbound.append(_FLUSH)
+        self._has_input.set()
+        return True
+
+    async def _wait_for_room(self) -> bool:
         try:
             async with asyncio.timeout(self._settings.backpressure_timeout_s):
                 while len(self._inbound) >= self._settings.inbound_queue_frames:
@@ -169,8 +223,6 @@ class StreamSession:
                     await self._has_room.wait()
         except TimeoutError:
             return False
-        self._inbound.append(frame)
-        self._has_input.set()
         return True
 
     def end_input(self) -> None:
@@ -184,24 +236,38 @@ class StreamSession:
             tasks.create_task(self._segment())
             tasks.create_task(self._decode(send))
 
-    async def _next_audio(self) -> np.ndarray | None:
-        """The queued frames (up to ``_MAX_STEP_BYTES``) as float audio, or None once input has ended and is used."""
+    async def _next_input(self) -> np.ndarray | None:
+        """The queued audio (up to ``_MAX_STEP_SAMPLES``) joined, or ``_FLUSH``; raises EOFError once input has
+        ended and is used."""
         while not self._inbound:
             if self._is_input_ended:
-                return None
+                raise EOFError
             self._has_input.clear()
             await self._has_input.wait()
-        frames: list[bytes] = []
-        size = 0
-        while self._inbound and (not frames or size + len(self._inbound[0]) <= _MAX_STEP_BYTES):
-            frames.append(self._inbound.popleft())
-            size += len(frames[-1])
         self._has_room.set()
-        return pcm16_to_float(b"".join(frames))
+        if self._inbound[0] is _FLUSH:
+            return self._inbound.popleft()
+        parts: list[np.ndarray] = []
+        size = 0
+        while self._inbound and (head := self._inbound[0]) is not _FLUSH:
+            if parts and size + len(head) > _MAX_STEP_SAMPLES:
+                break
+            parts.append(self._inbound.popleft())
+            size += len(head)
+        return np.concatenate(parts)
 
     async def _segment(self) -> None:
         loop = asyncio.get_running_loop()
-        while (audio := await self._next_audio()) is not None:
+        while True:
+            try:
+                audio = await self._next_input()
+            except EOFError:
+                break
+            if audio is _FLUSH:
+                if self._utterance_start is not None:
+                    await self._finish_utterance(self._utterance_start, self._buffer.end)
+                    self._vad.end_speech()
+                continue
             self._buffer.append(audio)
             events = await loop.run_in_executor(self._vad_executor, self._vad.feed, audio)
             await self._accept(events)
@@ -214,6 +280,8 @@ class StreamSession:
         for event in events:
             if event.kind == "start" and self._utterance_start is None:
                 self._begin_utterance(max(event.sample - PREROLL_SAMPLES, self._next_start_floor, self._buffer.start))
+            elif event.kind == "pause" and self._utterance_start is not None:
+                self._queue_speculative(self._utterance_start, event.sample)
             elif event.kind == "end" and self._utterance_start is not None:
                 await self._finish_utterance(self._utterance_start, event.sample)
         start = self._utterance_start
@@ -225,21 +293,29 @@ class StreamSession:
             await self._finish_utterance(start, cut)
             if self._vad.is_speech:
                 self._begin_utterance(cut)
-        elif self._buffer.end - self._last_partial_at >= self._partial_every:
+        elif self._buffer.end - self._last_partial_at >= self._partial_every and (
+            self.language is not None or self._buffer.end - start >= self._detect_after
+        ):
             self._queue_partial(start, self._buffer.end)
 
     def _begin_utterance(self, start: int) -> None:
         self._utterance_start = self._last_partial_at = start
 
     def _job(self, kind: str, start: int, end: int) -> _Job:
-        has_speech = self._vad.last_speech_end > start
-        return _Job(kind, self._utterance, self._buffer.slice(start, end), start, end, has_speech)
+        speech_end = max(start, min(end, self._vad.last_speech_end))
+        return _Job(kind, self._utterance, self._buffer.slice(start, end), start, end, speech_end)
 
     def _queue_partial(self, start: int, end: int) -> None:
         if self._partial is not None:
             self._metrics.partial_dropped(self.model_version, "superseded")
         self._partial = self._job("partial", start, end)
         self._last_partial_at = end
+        self._work.set()
+
+    def _queue_speculative(self, start: int, end: int) -> None:
+        if self._settings.speculative_final_ms is None:
+            return
+        self._speculative = self._job("speculative", start, end)
         self._work.set()
 
     async def _finish_utterance(self, start: int, end: int) -> None:
@@ -259,9 +335,11 @@ class StreamSession:
             if self._finals:
                 self._final_taken.set()
                 return self._finals.popleft()
-            if self._partial is not None:
-                job, self._partial = self._partial, None
-                return job
+            for slot in ("_speculative", "_partial"):
+                job = getattr(self, slot)
+                if job is not None:
+                    setattr(self, slot, None)
+                    return job
             if self._is_segmenting_done:
                 return None
             self._work.clear()
@@ -270,35 +348,79 @@ class StreamSession:
     async def _decode(self, send: Send) -> None:
         version = self.model_version
         while (job := await self._next_job()) is not None:
-            if job.kind == "partial" and self._inference.is_saturated:
-                self._metrics.partial_dropped(version, "overload")
+            if job.kind != "final" and self._inference.is_saturated:
+                if job.kind == "partial":
+                    self._metrics.partial_dropped(version, "overload")
+                continue
+            if job.kind == "speculative":
+                if job.utterance == self._utterance and job.has_speech:  # its utterance is still open
+                    self._discard_speculation()
+                    self._speculated = await self._decoded(job)
                 continue
             started = time.perf_counter()
-            text, language = "", self._language
-            timings: dict[str, float] = {}
-            if job.has_speech:
-                text, language, timings = await self._transcribe(job)
-                elapsed = time.perf_counter() - started
-                self._metrics.inference(version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
+            decoded = self._reused(job) or await self._decoded(job)
             message = {
                 "type": job.kind,
                 "utterance": job.utterance,
-                "text": text,
+                "text": decoded.text,
                 "start_s": round(job.start / SAMPLE_RATE, 3),
                 "end_s": round(job.end / SAMPLE_RATE, 3),
                 "model_version": version,
+                "language": decoded.language,
             }
-            if job.kind == "final":
-                message["language"] = language
-                message["timings"] = {**timings, "total": round(time.perf_counter() - started, 4)}
+            if job.kind == "partial":
+                message["committed"] = self._agreement.committed
+            else:
+                total = decoded.seconds if decoded.job is not job else time.perf_counter() - started
+                message["timings"] = {**decoded.timings, "total": round(total, 4)}
             await send(message)
 
-    async def _transcribe(self, job: _Job) -> tuple[str, str, dict[str, float]]:
-        engine = self._lease.engine
+    def _reused(self, final: _Job) -> _Decoded | None:
+        """The speculative decode of ``final``'s utterance, if it already holds all of the utterance's speech."""
+        speculated = self._speculated
+        if final.kind != "final" or speculated is None:
+            return None
+        job = speculated.job
+        if job.utterance != final.utterance or job.start != final.start or job.end < final.speech_end:
+            self._discard_speculation()
+            return None
+        self._speculated = None
+        self._metrics.speculative_final(self.model_version, "used")
+        self._metrics.inference(self.model_version, "final", len(job.audio) / SAMPLE_RATE, speculated.seconds)
+        return speculated
+
+    def _discard_speculation(self) -> None:
+        """Speech went on after the speculative decode: its work counts as speculation, not as a final."""
+        if (speculated := self._speculated) is not None:
+            self._speculated = None
+            self._metrics.speculative_final(self.model_version, "wasted")
+            seconds = len(speculated.job.audio) / SAMPLE_RATE
+            self._metrics.inference(self.model_version, "speculative", seconds, speculated.seconds)
+
+    async def _decoded(self, job: _Job) -> _Decoded:
+        if not job.has_speech:
+            return _Decoded(job, "", self.language, {}, 0.0)
+        started = time.perf_counter()
+        if self.language is None:
+            self.language = await self._run(self._lease.engine.detect_language, job, job.audio[: self._detect_after])
+        prefix = ""
+        if job.kind == "partial":
+            if self._agreement_utterance != job.utterance:
+                self._agreement, self._agreement_utterance = LocalAgreement(), job.utterance
+            if self._settings.partial_agreement:
+                prefix = self._agreement.committed
+        result = await self._run(
+            self._lease.engine.transcribe, job, job.audio, self.language, draft=job.kind == "partial", prefix=prefix
+        )
+        elapsed = time.perf_counter() - started
+        if job.kind != "speculative":  # counted once its fate is known
+            self._metrics.inference(self.model_version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
+        text = self._agreement.accept(result.text) if job.kind == "partial" else result.text
+        return _Decoded(job, text, self.language, result.timings, elapsed)
+
+    async def _run(self, function: Callable, job: _Job, *args: object, **kwargs: object):
         try:
-            result = await self._inference.run(
-                engine.transcribe, job.audio, self._language, draft=job.kind == "partial"
-            )
+            return await self._inference.run(function, *args, **kwargs)
         except Exception as exc:
             log.error("decoding utterance %d of a stream failed", job.utterance, exc_info=exc)
             raise StreamError(
@@ -306,4 +428,3 @@ class StreamSession:
                 "internal error while decoding",
                 f"decoding utterance {job.utterance} failed; the server logged why",
             ) from exc
-        return result.text, result.language, result.timings

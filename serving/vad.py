@@ -60,9 +60,12 @@ class SileroVad:
         self._session = _session(model_path or bundled_model_path())
         self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
 
-    def stream(self, threshold: float, end_silence_ms: int) -> VadStream:
+    def stream(self, threshold: float, end_silence_ms: int, pause_ms: int | None = None) -> VadStream:
+        """A stream's endpointer: ``end`` after ``end_silence_ms`` of silence, and (when ``pause_ms`` is set and
+        shorter) ``pause`` after ``pause_ms`` of it, the moment a speculative final may start."""
         windows = max(1, end_silence_ms * SAMPLE_RATE // 1000 // WINDOW)
-        return VadStream(self, threshold=threshold, end_silence_windows=windows)
+        pause = None if pause_ms is None else max(1, pause_ms * SAMPLE_RATE // 1000 // WINDOW)
+        return VadStream(self, threshold=threshold, end_silence_windows=windows, pause_windows=pause)
 
     def speech_probability(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
         """P(speech) for one window (``_CONTEXT + WINDOW`` samples) and the next recurrent state."""
@@ -76,17 +79,20 @@ class SileroVad:
 class VadEvent:
     """Speech started or ended at ``sample`` (counted from the start of the stream)."""
 
-    kind: str  # "start" or "end"
+    kind: str  # "start", "pause" (speech may have ended: silence began) or "end"
     sample: int
 
 
 class VadStream:
     """One stream's endpointer: feed it audio of any length, get start/end-of-speech events with positions."""
 
-    def __init__(self, vad: SileroVad, threshold: float, end_silence_windows: int) -> None:
+    def __init__(
+        self, vad: SileroVad, threshold: float, end_silence_windows: int, pause_windows: int | None = None
+    ) -> None:
         self._vad = vad
         self._threshold = threshold
         self._end_silence_windows = end_silence_windows
+        self._pause_windows = pause_windows
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._buffer = np.zeros(_CONTEXT, dtype=np.float32)  # context + samples not yet a whole window
         self._position = 0  # samples consumed into whole windows
@@ -107,6 +113,11 @@ class VadStream:
                 self.last_speech_end = self._position
         return events
 
+    def end_speech(self) -> None:
+        """The client ended the utterance (a flush): speech heard from here on starts a new one."""
+        self.is_speech = False
+        self._silent_windows = 0
+
     def _step(self, probability: float) -> list[VadEvent]:
         if not self.is_speech:
             if probability >= self._threshold:
@@ -124,6 +135,8 @@ class VadStream:
         if self._silent_windows >= self._end_silence_windows:
             self.is_speech = False
             return [VadEvent("end", self._position + WINDOW)]
+        if self._silent_windows == self._pause_windows:
+            return [VadEvent("pause", self._position + WINDOW)]
         return []
 
 

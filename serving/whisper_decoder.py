@@ -75,6 +75,10 @@ class WhisperDecoder:
         logits = _DecoderPass(self, session, cross, 1).step(np.array([[self.config.sot]]))
         return self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
 
+    def tokens_of(self, text: str) -> list[int]:
+        """Text tokens of ``text`` as the model writes it after the prompt: with a leading space."""
+        return self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
+
     def decode(
         self,
         session: ort.InferenceSession,
@@ -83,8 +87,13 @@ class WhisperDecoder:
         language: str | None,
         temperature: float,
         rng: np.random.Generator | None,
+        prefix: list[int] | None = None,
     ) -> tuple[list[Decoded], str]:
-        """Decode ``rows`` windows together; ``language`` None takes the first row's most likely language."""
+        """Decode ``rows`` windows together; ``language`` None takes the first row's most likely language.
+
+        ``prefix`` tokens are forced as the start of every row's text and fed in the prompt's step, so a streaming
+        draft whose first words are already settled pays one decoder run for them instead of one per token.
+        """
         cfg = self.config
         run = _DecoderPass(self, session, cross, rows)
         logits = run.step(np.full((rows, 1), cfg.sot))
@@ -95,15 +104,16 @@ class WhisperDecoder:
             if language is None:
                 language = self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
             prompt = [cfg.languages[language], cfg.transcribe, cfg.no_timestamps]
-        logits = run.step(np.tile(prompt, (rows, 1)))
-        tokens: list[list[int]] = [[] for _ in range(rows)]
+        prefix = list(prefix or ())
+        logits = run.step(np.tile(prompt + prefix, (rows, 1)))
+        tokens: list[list[int]] = [list(prefix) for _ in range(rows)]
         sum_logprob = np.zeros(rows)
         loops = [False] * rows
         active = list(range(rows))
         feed = np.full((rows, 1), cfg.eot)
         for step in range(cfg.n_text_ctx // 2):
             text_logits = logits[active, : cfg.eot + 1]
-            text_logits[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
+            text_logits[:, self._suppress_begin if step == 0 and not prefix else self._suppress] = -np.inf
             if temperature > 0 and rng is not None:
                 picked = np.argmax(text_logits / temperature + rng.gumbel(size=text_logits.shape), axis=-1)
             else:

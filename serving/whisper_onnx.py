@@ -136,19 +136,22 @@ class WhisperOnnxEngine:
             )
         return audio.astype(np.float32, copy=False)
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
+    def transcribe(
+        self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""
+    ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window
         with speech. Each window's text is one segment, timed by the speech the window holds.
 
         ``draft`` trades some accuracy for latency, for streaming partials: the encoder sees the last 30 s of
         audio plus a little silence instead of a padded 30 s window, and nothing is decoded twice (about 3x less
-        encoder work on a few seconds of speech; 1.3 WER points worse on the test sentences).
+        encoder work on a few seconds of speech; 1.3 WER points worse on the test sentences). A draft's text
+        starts with ``prefix`` (words a stream has already settled), which costs one decoder run however long it is.
         """
         audio = self._check_input(audio, language)
         encoder, decoder = self._sessions()
         timings: dict[str, float] = {}
         if draft and self.supports_draft:
-            return self._draft(encoder, decoder, audio, language, timings)
+            return self._draft(encoder, decoder, audio, language, timings, prefix)
         started = time.perf_counter()
         windows = self.plan(audio)
         timings["vad"] = time.perf_counter() - started
@@ -193,6 +196,12 @@ class WhisperOnnxEngine:
             return [Window((Span(0, len(audio)),))] if np.any(probabilities >= SPEECH_THRESHOLD) else []
         return plan_windows(probabilities, len(audio), CHUNK_SAMPLES)
 
+    def detect_language(self, audio: np.ndarray) -> str:
+        """The most likely language of the first 30 s of ``audio``, as a padded window (Whisper's own detection:
+        a short draft window misjudges the first half second of English as Welsh or Arabic)."""
+        audio = self._check_input(audio, None)
+        return self._detect_language(*self._sessions(), audio, {})
+
     def _detect_language(
         self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, audio: np.ndarray, timings: dict
     ) -> str:
@@ -212,6 +221,7 @@ class WhisperOnnxEngine:
         audio: np.ndarray,
         language: str | None,
         timings: dict[str, float],
+        prefix: str,
     ) -> Transcription:
         started = time.perf_counter()
         mel = draft_features(audio, self.config.n_mels, DRAFT_PAD_S, DRAFT_QUANTUM_S)[None]
@@ -220,10 +230,12 @@ class WhisperOnnxEngine:
         cross = self._encode(encoder, mel)
         _add(timings, "encode", started)
         started = time.perf_counter()
-        (decoded,), language = self._whisper.decode(decoder, cross, 1, language, 0.0, None)
+        forced = self._whisper.tokens_of(prefix) if prefix.strip() else None
+        (decoded,), language = self._whisper.decode(decoder, cross, 1, language, 0.0, None, forced)
         _add(timings, "decode", started)
         seconds = len(audio) / SAMPLE_RATE
-        is_heard = decoded.text and not decoded.is_silence
+        # Settled words stay even when the rest sounds like silence: a stream's committed text never shrinks.
+        is_heard = decoded.text and (forced or not decoded.is_silence)
         segments = (self._segment(0.0, seconds, decoded),) if is_heard else ()
         return Transcription(
             text=segments[0].text if segments else "",

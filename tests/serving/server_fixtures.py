@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import av
 import httpx
 import numpy as np
 import soundfile
@@ -134,6 +135,22 @@ def pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+def opus_packets(audio: np.ndarray, bitrate: int = 16_000) -> list[bytes]:
+    """16 kHz mono audio as 20 ms Opus packets (VoIP mode, as a phone would send them), encoded by the libopus that
+    PyAV bundles: the library the server decodes with."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format, encoder.bit_rate = 16_000, "mono", "s16", bitrate
+    encoder.options = {"frame_duration": "20", "application": "voip"}
+    samples = np.frombuffer(pcm16(audio), "<i2")
+    packets: list[bytes] = []
+    for at in range(0, len(samples), FRAME_SAMPLES):
+        chunk = samples[at : at + FRAME_SAMPLES]
+        block = av.AudioFrame.from_ndarray(np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))[None], "s16", "mono")
+        block.sample_rate, block.pts = 16_000, at
+        packets += [bytes(packet) for packet in encoder.encode(block)]
+    return packets + [bytes(packet) for packet in encoder.encode(None)]
+
+
 def with_silence(audio: np.ndarray, before_s: float = 0.5, after_s: float = 1.2) -> np.ndarray:
     """Speech padded so the VAD sees it start and, after enough trailing silence, end."""
     return np.concatenate([silence(before_s), audio, silence(after_s)])
@@ -186,6 +203,27 @@ async def stream_audio(
                     await ws.send(pcm16(silence(0.02)))
                     await asyncio.sleep(0.02)
                 await _send_frames(ws, pcm16(more), realtime, None, frame_bytes)
+            await ws.send(json.dumps({"type": "stop"}))
+            await receiver
+            return outcome
+
+
+async def stream_messages(
+    url: str, messages: list[bytes | str], *, frame_s: float = 0.02, realtime: float | None = 1.0, timeout_s: float = 120
+) -> StreamOutcome:
+    """Send ``messages`` in order, binary ones (each ``frame_s`` of audio, e.g. Opus packets) paced at ``realtime``
+    x real time and text ones (control messages such as flush) at once, then ``stop``; collect what comes back."""
+    async with asyncio.timeout(timeout_s):
+        async with connect(url, max_size=2**20) as ws:
+            outcome = StreamOutcome(ready=json.loads(await ws.recv()))
+            receiver = asyncio.create_task(_collect(ws, outcome))
+            started, sent_s = time.monotonic(), 0.0
+            for message in messages:
+                await ws.send(message)
+                if isinstance(message, bytes):
+                    sent_s += frame_s
+                if realtime and (lag := started + sent_s / realtime - time.monotonic()) > 0:
+                    await asyncio.sleep(lag)
             await ws.send(json.dumps({"type": "stop"}))
             await receiver
             return outcome

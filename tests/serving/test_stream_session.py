@@ -4,6 +4,7 @@ under overload, finals that survive backpressure, the VAD off the event loop, an
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -221,3 +222,120 @@ def test_an_utterance_cut_where_the_speech_had_already_ended_gets_an_empty_final
 
 def _version(lease: EngineLease) -> dict[str, str]:
     return {"model_version": lease.info.version}
+
+
+class RecordingEngine:
+    """The real engine, recording the prefix of each draft and counting full decodes."""
+
+    def __init__(self, inner: WhisperOnnxEngine) -> None:
+        self.inner, self.prefixes, self.full_decodes = inner, [], 0
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""):
+        if draft:
+            self.prefixes.append(prefix)
+        else:
+            self.full_decodes += 1
+        return self.inner.transcribe(audio, language, draft=draft, prefix=prefix)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def recording(tiny_en_engine) -> Iterator[tuple[RecordingEngine, EngineLease]]:
+    engine = RecordingEngine(tiny_en_engine)
+    registry = EngineRegistry()
+    registry.swap(engine, ModelInfo(engine.name, engine.version, "bundled"))
+    with registry.acquire() as held:
+        yield engine, held
+
+
+async def feed(session: StreamSession, audio: np.ndarray) -> None:
+    for frame in frames_of(audio):
+        assert await session.put_frame(frame)
+
+
+def test_committed_words_never_change_in_later_partials_and_drafts_decode_only_after_them(
+    recording, silero, synthesize
+):
+    engine, lease = recording
+    speech = np.concatenate([silence(0.5), synthesize(FIRST, engine="flite")])
+    step = 8_000  # 0.5 s of audio, more than the partial interval: each step after the first queues a partial
+
+    async def scenario(harness: Harness) -> None:
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        # The VAD hears the speech start after about 1.1 s; from then on, a partial per whole step, however slow the
+        # machine: no draft is superseded or shed.
+        for at in range(3 * step, len(speech) + step, step):
+            sent = len(harness.of_type("partial"))
+            await feed(harness.session, speech[max(0, at - step) if at > 3 * step else 0 : at])
+            if at <= len(speech):
+                await wait_for(lambda sent=sent: len(harness.of_type("partial")) > sent)
+        harness.session.end_input()
+        await runner
+
+    harness = Harness(lease, silero.stream(0.5, 600), StreamSettings(partial_interval_ms=300))
+    try:
+        asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    partials = harness.of_type("partial")
+    assert len(partials) >= 6 and all(p["utterance"] == 0 for p in partials), harness.messages
+    for earlier, later in itertools.pairwise(partials):
+        assert later["committed"].startswith(earlier["committed"]), (earlier, later)
+    assert all(p["text"].startswith(p["committed"]) for p in partials), partials
+    assert len(partials[-1]["committed"].split()) >= 4, f"drafts hardly agreed: {[p['text'] for p in partials]}"
+    assert engine.prefixes == ["", *(p["committed"] for p in partials[:-1])], (
+        "each draft was forced to what was settled"
+    )
+
+
+def test_a_flush_ends_the_utterance_now_and_its_final_comes_before_any_silence(lease, silero, synthesize):
+    speech = np.concatenate([silence(0.5), synthesize(THIRD, engine="flite")])  # no pause: the VAD never ends it
+
+    async def scenario(harness: Harness) -> list[dict]:
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        await feed(harness.session, speech)
+        assert await harness.session.flush()
+        await wait_for(lambda: harness.of_type("final"))
+        finals_before_stop = harness.of_type("final")
+        harness.session.end_input()
+        await runner
+        return finals_before_stop
+
+    harness = Harness(lease, silero.stream(0.5, 600), StreamSettings())
+    try:
+        finals = asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    assert len(finals) == 1 and "smooth planks" in finals[0]["text"].lower(), harness.messages
+    assert finals[0]["end_s"] == pytest.approx(len(speech) / 16_000, abs=0.02), "cut where the audio taken ends"
+    assert [f["utterance"] for f in harness.of_type("final")] == [0], "nothing was left open to finalise at stop"
+
+
+def test_a_final_decoded_when_the_speaker_paused_is_sent_without_decoding_again(recording, silero, synthesize):
+    engine, lease = recording
+    speech = np.concatenate([silence(0.5), synthesize(SECOND, engine="flite")])
+    version = _version(lease)
+
+    async def scenario(harness: Harness) -> None:
+        runner = asyncio.create_task(harness.session.run(harness.send))
+        # The clip ends in 0.3 s of silence: with 0.05 s more, past the 0.2 s pause and short of the 0.6 s end.
+        await feed(harness.session, np.concatenate([speech, silence(0.05)]))
+        await wait_for(lambda: engine.full_decodes == 1)
+        await feed(harness.session, silence(1.0))
+        await wait_for(lambda: harness.of_type("final"))
+        harness.session.end_input()
+        await runner
+
+    settings = StreamSettings(partial_interval_ms=10_000, speculative_final_ms=200)
+    harness = Harness(lease, silero.stream(0.5, 600, 200), settings)
+    try:
+        asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    finals = harness.of_type("final")
+    assert len(finals) == 1 and "kitchen" in finals[0]["text"].lower(), harness.messages
+    assert engine.full_decodes == 1, "the final was not decoded again"
+    assert harness.count("speech_speculative_finals_total", **version, outcome="used") == 1
+    assert harness.count("speech_inference_duration_seconds_count", **version, kind="final") == 1
