@@ -209,7 +209,12 @@ async def stream_audio(
 
 
 async def stream_messages(
-    url: str, messages: list[bytes | str], *, frame_s: float = 0.02, realtime: float | None = 1.0, timeout_s: float = 120
+    url: str,
+    messages: list[bytes | str],
+    *,
+    frame_s: float = 0.02,
+    realtime: float | None = 1.0,
+    timeout_s: float = 120,
 ) -> StreamOutcome:
     """Send ``messages`` in order, binary ones (each ``frame_s`` of audio, e.g. Opus packets) paced at ``realtime``
     x real time and text ones (control messages such as flush) at once, then ``stop``; collect what comes back."""

@@ -15,11 +15,13 @@ from serving.bundled import MODEL_VERSION
 from tests.serving.server_fixtures import (
     SHARED_STREAM,
     close_of,
+    opus_packets,
     pcm16,
     sample,
     scrape,
     silence,
     stream_audio,
+    stream_messages,
     with_silence,
 )
 
@@ -29,6 +31,7 @@ MAX_FRAME_BYTES = SHARED_STREAM["max_frame_bytes"]
 FIXED = {"region": "local", "model_version": MODEL_VERSION}
 FIRST = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "Can you turn off the lights in the kitchen before you leave?"
+THIRD = "The birch canoe slid on the smooth planks."
 
 
 @pytest.fixture(name="server", scope="module")
@@ -197,3 +200,40 @@ def test_stream_metrics_record_the_real_close_code_of_every_ending(server):
     assert {status: count(after, status) - count(before, status) for status in statuses} == {
         "1003": 1, "1008": 1, "1009": 2, "client_abort": 2,
     }  # fmt: skip
+
+
+def test_every_message_of_an_english_stream_says_english_though_the_client_named_no_language(server, synthesize):
+    """The old failure: the first partial, detected on half a second, came back in Arabic script."""
+    outcome = asyncio.run(stream_audio(server.ws_url, with_silence(synthesize(FIRST, engine="flite"))))
+    assert outcome.ready["language"] is None and outcome.ready["codec"] == "pcm16"
+    spoken = outcome.of_type("partial") + outcome.of_type("final")
+    assert outcome.of_type("partial") and outcome.of_type("final"), outcome.messages
+    assert {m["language"] for m in spoken} == {"en"}, outcome.messages
+
+
+def test_an_opus_stream_at_16_kbps_is_transcribed_about_as_well_as_pcm(server, synthesize, word_error_rate):
+    packets = opus_packets(two_utterances(synthesize), bitrate=16_000)
+    assert sum(map(len, packets)) * 8 / (len(packets) * 0.02) < 20_000, "about 16 kbps: 16x less than PCM16"
+    outcome = asyncio.run(stream_messages(server.ws_url + "?codec=opus", list(packets)))
+    assert outcome.ready["codec"] == "opus" and outcome.close_code == 1000, outcome.messages[-1:]
+    finals = outcome.of_type("final")
+    assert [f["utterance"] for f in finals] == [0, 1], outcome.messages
+    assert word_error_rate([FIRST, SECOND], [f["text"] for f in finals]) <= 0.15, finals
+
+
+def _two_frame_packet(first: bytes, second: bytes) -> bytes:
+    """RFC 6716 code 2: two frames of one configuration, the first one's length in the second byte."""
+    return bytes([(first[0] & ~3) | 2, len(first) - 1]) + first[1:] + second[1:]
+
+
+def test_bad_or_truncated_opus_packets_close_the_stream_with_1003_and_the_server_keeps_serving(server, synthesize):
+    packets = opus_packets(synthesize(THIRD, engine="flite"))
+    whole = _two_frame_packet(packets[30], packets[31])
+    url = server.ws_url + "?codec=opus"
+    for bad, what in ((whole[: len(packets[30]) - 4], "truncated"), (b"\xff\xfe\xfd", "garbage")):
+        code, reason, messages = asyncio.run(close_of(url, [*packets[:20], bad]))
+        assert (code, reason) == (1003, "bad Opus frame"), what
+        assert messages[-1]["type"] == "error" and "could not be decoded" in messages[-1]["detail"], messages
+    code, _, messages = asyncio.run(close_of(url, [*packets[:20], whole, json.dumps({"type": "stop"})]))
+    assert code == 1000, f"the whole two-frame packet decodes: {messages}"
+    assert httpx.get(server.base_url + "/readyz").status_code == 200
