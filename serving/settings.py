@@ -100,7 +100,7 @@ class CacheSettings(BaseModel):
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
-    # From `python -m bench.stream_capacity` on 2 cores with 2 inference threads (README, "Stream capacity"): three
+    # From `python -m bench.streams` on 2 cores with 2 inference threads (README, "Stream capacity"): three
     # real-time streams cost 1.3 CPU-seconds a second, two thirds of the machine, which keeps finals from queueing
     # behind each other; the fourth is where partials all but stop. Set it from the bench on other hardware.
     max_sessions: int = Field(default=3, gt=0)

@@ -1,7 +1,7 @@
 """The benchmarks still run end to end: the engines load the same weights and each reports WER and RTF.
 
-Speed itself is measured by running ``python -m bench.asr_speed``, ``python -m bench.longform`` and
-``python -m bench.tts``, never asserted here.
+Speed itself is measured by running ``python -m bench.asr_speed``, ``bench.longform``, ``bench.streams`` and
+``bench.tts``, never asserted here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from bench import longform
+from bench import longform, opus_wer, streams
 from bench import tts as tts_bench
 from bench.asr_speed import main
 from serving.bundled import MODEL_VERSION
@@ -57,3 +57,25 @@ def test_the_tts_benchmark_measures_cold_and_cached_requests_and_the_real_time_f
     assert report["synthesis"]["audio_s"] > 3 and report["synthesis"]["rtf"] > 0
     printed = capsys.readouterr().out
     assert "hit_total" in printed and "synthesis real-time factor" in printed
+
+
+def test_the_stream_benchmark_reports_latency_and_capacity_per_level(tiny_en_model_dir, tmp_path, capsys):
+    out = tmp_path / "streams.json"
+    rows = streams.main(["--quick", "--profile", "tiny.en", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert [row.streams for row in rows] == [1, 2] and "capacity with finals p95 <= 0.8 s" in printed, printed
+    report = json.loads(out.read_text())
+    assert {"platform", "cpus", "load_average"} <= set(report["machine"]) and len(report["rows"]) == 2
+    for row in report["rows"]:
+        assert row["finals"] >= row["streams"], "every stream's sentences got finals"
+        assert row["final_p50"] > 0 and row["first_partial_p50"] > 0 and row["cpu_per_stream_s"] > 0, row
+
+
+@pytest.mark.slow
+def test_the_opus_benchmark_scores_pcm_and_each_bitrate_on_the_same_clips(tiny_en_model_dir, tmp_path, capsys):
+    out = tmp_path / "opus.json"
+    rows = opus_wer.main(["--quick", "--profile", "tiny.en", "--out", str(out)])
+    assert [row.audio for row in rows] == ["PCM16", "Opus 16 kbps", "Opus 24 kbps"]
+    assert rows[0].kbps == 256.0 and all(8 < row.kbps < 30 for row in rows[1:]), rows
+    assert all(0 <= row.wer < 0.6 for row in rows), rows
+    assert json.loads(out.read_text())["clips"] == opus_wer.QUICK_CLIPS
