@@ -10,6 +10,11 @@ into Real-Time Transcription System", 2023, whisper_streaming's LocalAgreement-n
 
 from __future__ import annotations
 
+import string
+
+# ASCII punctuation plus what Whisper writes in other languages: inverted marks, guillemets, curly quotes, ellipsis.
+_PUNCTUATION = string.punctuation + "\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018\u2019\u2026"
+
 
 class LocalAgreement:
     """One utterance's committed words and the draft before the latest."""
@@ -37,10 +42,16 @@ class LocalAgreement:
         return " ".join(self._committed + tail)
 
 
-def _common_prefix(first: list[str], second: list[str]) -> list[str]:
+def _common_prefix(earlier: list[str], later: list[str]) -> list[str]:
+    """The words both agree on, as ``later`` writes them: drafts change case and punctuation as they hear more
+    ("please" becomes "Please", "her" becomes "her,"), which is no disagreement about the word."""
     agreed: list[str] = []
-    for a, b in zip(first, second, strict=False):
-        if a != b:
+    for a, b in zip(earlier, later, strict=False):
+        if _word(a) != _word(b):
             break
-        agreed.append(a)
+        agreed.append(b)
     return agreed
+
+
+def _word(text: str) -> str:
+    return text.strip(_PUNCTUATION).casefold()

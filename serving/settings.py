@@ -107,6 +107,9 @@ class StreamSettings(BaseModel):
     # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
     max_frame_bytes: int = Field(default=32_000, gt=0)
     partial_interval_ms: int = Field(default=500, ge=100)
+    # The most of its wall time a stream spends decoding partials: a draft that took long (other streams share the
+    # inference threads) spaces the next partial out to draft time / duty, so cadence adapts to load.
+    partial_duty: float = Field(default=0.5, gt=0, le=1)
     # Whisper decodes at most 30 s; cut a final before that even if the speaker never pauses.
     max_utterance_s: float = Field(default=20.0, gt=1, le=29)
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)

@@ -1,8 +1,9 @@
 """One streaming recognition session: VAD endpointing, one language, partial cadence, backpressure and limits.
 
 Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
-thread pool) each time ``partial_interval_ms`` of new audio has arrived, as a draft (the engine encodes only the
-utterance, not a padded 30 s window) so partials keep pace. Words two drafts in a row agree on are committed
+thread pool) as a draft (the engine encodes only the utterance, not a padded 30 s window) each time
+``partial_interval_ms`` of new audio has arrived, or its last draft's time over ``partial_duty`` if that is longer:
+the cadence adapts to load. Words two drafts in a row agree on are committed
 (``serving/agreement.py``): later partials keep them unchanged and the engine takes them as a forced prefix, so only
 the unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
 silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``. The final's decode starts
@@ -158,7 +159,8 @@ class StreamSession:
         self._utterance = 0
         self._last_partial_at = 0
         self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
-        self._partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._min_partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._partial_every = self._min_partial_every
         self._detect_after = int(settings.language_detect_s * SAMPLE_RATE)
         self._max_utterance = int(settings.max_utterance_s * SAMPLE_RATE)
         self._finals: deque[_Job] = deque()
@@ -174,6 +176,11 @@ class StreamSession:
     @property
     def model_version(self) -> str:
         return self._lease.info.version
+
+    @property
+    def partial_interval_s(self) -> float:
+        """Audio between partials now: ``partial_interval_ms``, or more while drafts are slow."""
+        return self._partial_every / SAMPLE_RATE
 
     @property
     def codec(self) -> str:
@@ -370,6 +377,10 @@ class StreamSession:
             }
             if job.kind == "partial":
                 message["committed"] = self._agreement.committed
+                # The cadence follows the load: a draft that took long (other streams share the threads) spaces
+                # the next one out, so partials take at most `partial_duty` of this stream's time.
+                spacing = int(decoded.seconds / self._settings.partial_duty * SAMPLE_RATE)
+                self._partial_every = max(self._min_partial_every, spacing)
             else:
                 total = decoded.seconds if decoded.job is not job else time.perf_counter() - started
                 message["timings"] = {**decoded.timings, "total": round(total, 4)}

@@ -30,3 +30,10 @@ def test_a_draft_that_ignored_the_prefix_is_aligned_by_position_so_committed_wor
     assert agreement.committed == "one two three"
     assert agreement.accept("won too three four five six") == "one two three four five six"
     assert agreement.committed == "one two three four"
+
+
+def test_case_and_punctuation_do_not_make_drafts_disagree_and_the_later_spelling_is_kept():
+    agreement = LocalAgreement()
+    agreement.accept("please call stella and")
+    agreement.accept("Please call Stella, and ask")
+    assert agreement.committed == "Please call Stella,"

@@ -259,32 +259,35 @@ def test_committed_words_never_change_in_later_partials_and_drafts_decode_only_a
     recording, silero, synthesize
 ):
     engine, lease = recording
-    speech = np.concatenate([silence(0.5), synthesize(FIRST, engine="flite")])
-    step = 8_000  # 0.5 s of audio, more than the partial interval: each step after the first queues a partial
+    speech = np.concatenate([silence(0.5), synthesize(f"{FIRST} {SECOND} {THIRD}", engine="flite")])  # 11 s, no pause
 
     async def scenario(harness: Harness) -> None:
-        runner = asyncio.create_task(harness.session.run(harness.send))
-        # The VAD hears the speech start after about 1.1 s; from then on, a partial per whole step, however slow the
-        # machine: no draft is superseded or shed.
-        for at in range(3 * step, len(speech) + step, step):
+        session = harness.session
+        runner = asyncio.create_task(session.run(harness.send))
+        # The VAD hears the speech start after about 1.1 s. From then on each step is one partial interval (which
+        # grows while drafts are slow) and yields one partial however slow the machine: none is superseded or shed.
+        fed, at = 0, 24_000
+        while at <= len(speech):
             sent = len(harness.of_type("partial"))
-            await feed(harness.session, speech[max(0, at - step) if at > 3 * step else 0 : at])
-            if at <= len(speech):
-                await wait_for(lambda sent=sent: len(harness.of_type("partial")) > sent)
-        harness.session.end_input()
+            await feed(session, speech[fed:at])
+            await wait_for(lambda sent=sent: len(harness.of_type("partial")) > sent)
+            fed, at = at, at + max(8_000, round(session.partial_interval_s * 16_000) + 320)
+        await feed(session, speech[fed:])
+        session.end_input()
         await runner
 
-    harness = Harness(lease, silero.stream(0.5, 600), StreamSettings(partial_interval_ms=300))
+    settings = StreamSettings(partial_interval_ms=300, partial_duty=1.0)
+    harness = Harness(lease, silero.stream(0.5, 600), settings)
     try:
         asyncio.run(scenario(harness))
     finally:
         harness.close()
     partials = harness.of_type("partial")
-    assert len(partials) >= 6 and all(p["utterance"] == 0 for p in partials), harness.messages
+    assert len(partials) >= 3 and all(p["utterance"] == 0 for p in partials), harness.messages
     for earlier, later in itertools.pairwise(partials):
         assert later["committed"].startswith(earlier["committed"]), (earlier, later)
     assert all(p["text"].startswith(p["committed"]) for p in partials), partials
-    assert len(partials[-1]["committed"].split()) >= 4, f"drafts hardly agreed: {[p['text'] for p in partials]}"
+    assert len(partials[-1]["committed"].split()) >= 2, f"drafts hardly agreed: {[p['text'] for p in partials]}"
     assert engine.prefixes == ["", *(p["committed"] for p in partials[:-1])], (
         "each draft was forced to what was settled"
     )
