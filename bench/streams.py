@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> list[Level]:
     parser.add_argument("--codec", choices=("pcm16", "opus"), default="pcm16", help="what clients send")
     parser.add_argument("--language", default="en", help="the stream's language parameter; 'detect' sends none")
     parser.add_argument("--profile", default="base", help="bundled model profile (base, tiny.en)")
+    parser.add_argument(
+        "--speculative-final-ms", type=int, default=200, help="SPEECH_STREAM__SPECULATIVE_FINAL_MS; 0 turns it off"
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
         model=ModelSettings(name=name, profile=args.profile),
         inference_threads=args.threads,
         grpc=GrpcSettings(port=0),
-        stream=StreamSettings(max_sessions=max(levels)),
+        stream=StreamSettings(max_sessions=max(levels), speculative_final_ms=args.speculative_final_ms or None),
     )
     talks = [conversation(args.seconds, offset) for offset in range(max(levels))]
     clips = [(frames_of(audio, args.codec), spoken) for audio, spoken in talks]
