@@ -119,6 +119,7 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
     metrics.batch_in_flight(3)
     metrics.error("1.0.0", "bad_audio")
     metrics.partial_dropped("1.0.0", "overload")
+    metrics.speculative_final("1.0.0", "used")
     metrics.stream_held_back("1.0.0", 0.5)
     metrics.residency_refused("1.0.0", "eu", "/v1/asr")
     metrics.model_loaded("asr", "whisper-base", "1.0.0")
