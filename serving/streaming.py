@@ -3,9 +3,9 @@
 Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
 thread pool) as a draft (the engine encodes only the utterance, not a padded 30 s window) each time
 ``partial_interval_ms`` of new audio has arrived, or its last draft's time over ``partial_duty`` if that is longer:
-the cadence adapts to load. Words two drafts in a row agree on are committed
-(``serving/agreement.py``): later partials keep them unchanged and the engine takes them as a forced prefix, so only
-the unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
+the cadence adapts to load. Words two drafts in a row agree on are committed (``serving/agreement.py``): later
+partials keep them unchanged, and with ``partial_prefix`` the engine takes them as a forced prefix, so only the
+unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
 silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``. The final's decode starts
 speculatively after the first ``speculative_final_ms`` of silence and is sent as it is when no more speech came
 before the end, so the final arrives about ``end_silence_ms`` after the speech instead of that plus a decode. The
@@ -418,7 +418,7 @@ class StreamSession:
         if job.kind == "partial":
             if self._agreement_utterance != job.utterance:
                 self._agreement, self._agreement_utterance = LocalAgreement(), job.utterance
-            if self._settings.partial_agreement:
+            if self._settings.partial_prefix:
                 prefix = self._agreement.committed
         result = await self._run(
             self._lease.engine.transcribe, job, job.audio, self.language, draft=job.kind == "partial", prefix=prefix

@@ -276,7 +276,7 @@ def test_committed_words_never_change_in_later_partials_and_drafts_decode_only_a
         session.end_input()
         await runner
 
-    settings = StreamSettings(partial_interval_ms=300, partial_duty=1.0)
+    settings = StreamSettings(partial_interval_ms=300, partial_duty=1.0, partial_prefix=True)
     harness = Harness(lease, silero.stream(0.5, 600), settings)
     try:
         asyncio.run(scenario(harness))
