@@ -20,8 +20,8 @@ import numpy as np
 
 from bench.asr_speed import REPO
 from bench.longform import _machine
+from serving.build.export import ensure_bundled_model
 from serving.engine import SAMPLE_RATE
-from serving.export import ensure_bundled_model
 from serving.stream_codec import OpusFrames
 from serving.whisper_onnx import load_engine
 from tests.serving.conftest import load_sentences, synthesize, word_error_rate
