@@ -31,6 +31,9 @@ TTS_PATH = "/v1/tts"
 OPENAI_SPEECH_PATH = "/v1/audio/speech"
 # Set on every synthesis answer: whether the audio came from the cache.
 CACHE_HEADER = "X-Speech-Cache"
+# Every HTTP response and every WebSocket handshake names the region that answered (its topology key, or `local`
+# for a replica without SPEECH_REGION), so a client can prove where its audio was processed and alarm otherwise.
+REGION_HEADER = "X-Speech-Region"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.

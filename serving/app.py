@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from serving import api, stream_api, tts_api
 from serving.auth import ApiKeyVerifier
-from serving.gate import RequestGate, RequestMetrics
+from serving.gate import RegionHeader, RequestGate, RequestMetrics
 from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route_paths=route_paths,
     )
     app.add_middleware(RequestMetrics, state=state, route_paths=route_paths)
+    app.add_middleware(RegionHeader, region=settings.region_label)
     return app
 
 

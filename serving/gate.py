@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contract.service import API_PREFIX, HEALTH_PATH, METRICS_PATH, READINESS_PATH
+from contract.service import API_PREFIX, HEALTH_PATH, METRICS_PATH, READINESS_PATH, REGION_HEADER
 from serving.auth import ADMIN_OFF_DETAIL, ADMIN_UNAUTHORIZED_DETAIL, UNAUTHORIZED_DETAIL
 from serving.residency import MISDIRECTED
 from serving.settings import LimitsSettings
@@ -194,3 +194,27 @@ class RequestMetrics:
         if route is not None:
             return route
         return scope["path"] if scope["path"] in self._route_paths else "unmatched"
+
+
+class RegionHeader:
+    """Names this replica's region (``REGION_HEADER``) on every HTTP response and WebSocket handshake.
+
+    Outermost, so refusals of the gate and errors carry it too: a client checks where its audio went on every answer,
+    not only on success.
+    """
+
+    def __init__(self, app: ASGIApp, *, region: str) -> None:
+        self.app = app
+        self._header = (REGION_HEADER.lower().encode(), region.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_region(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message = {**message, "headers": [*message.get("headers", []), self._header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_region)

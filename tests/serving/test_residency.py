@@ -6,8 +6,11 @@ import asyncio
 import hashlib
 
 import grpc
+import httpx
 import pytest
+from websockets.asyncio.client import connect
 
+from contract.service import REGION_HEADER
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.residency import ResidencyGuard
 from serving.settings import ConfigError, Settings, load_settings
@@ -46,11 +49,13 @@ def test_an_eu_tenant_gets_421_with_its_regional_endpoint_and_the_replica_keeps_
         assert body["endpoint"] == "https://eu-west.speech.example.com"
         assert body["endpoints"] == ["https://eu-west.speech.example.com"] and body["jurisdiction"] == "eu"
         assert "outside it" in body["detail"] and "us-west" in body["detail"]
+        assert refused.headers[REGION_HEADER] == "us-west", "a refusal names the region that refused"
         for key in (US_KEY, ANY_KEY):
             served = http.post(
                 "/v1/asr", content=wav_bytes(synthesize(SPEECH, engine="flite")), headers={"X-API-Key": key}
             )
             assert served.status_code == 200, served.text
+            assert served.headers[REGION_HEADER] == "us-west"
             assert "round bowls" in served.json()["text"].lower()
     samples = scrape(us_replica.base_url)
     labels = {"region": "us-west", "jurisdiction": "eu", "route": "/v1/asr"}
@@ -91,6 +96,19 @@ def test_an_eu_tenants_grpc_calls_fail_their_precondition_naming_its_endpoint(us
     for route in ("/speech.v1.Speech/Recognize", "/speech.v1.Speech/StreamingRecognize"):
         labels = {"region": "us-west", "jurisdiction": "eu", "route": route}
         assert sample(samples, "speech_residency_refusals_total", model_version=version, **labels) >= 1
+
+
+def test_a_stream_handshake_names_the_region_that_accepted_it(us_replica):
+    async def handshake_region() -> str | None:
+        async with connect(us_replica.ws_url, additional_headers={"X-API-Key": ANY_KEY}) as ws:
+            assert ws.response is not None
+            return ws.response.headers.get(REGION_HEADER)
+
+    assert asyncio.run(handshake_region()) == "us-west"
+
+
+def test_a_local_replica_names_itself_local(shared_server):
+    assert httpx.get(shared_server.base_url + "/healthz").headers[REGION_HEADER] == "local"
 
 
 def test_the_refusal_comes_before_the_route_reads_a_byte_of_the_body(us_replica):
