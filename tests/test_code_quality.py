@@ -16,6 +16,8 @@ CHECKED = (
     "infra",
     "__main__.py",
     "bench",
+    "speech_client",
+    "tests/client",
     "scripts",
     "tests/conftest.py",
     "tests/contract",

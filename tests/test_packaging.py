@@ -33,7 +33,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("contract", "infra", "serving"):
+    for package in ("contract", "infra", "serving", "speech_client"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
@@ -45,11 +45,18 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(built)
 
 
-def test_the_wheel_holds_the_three_packages_and_the_serving_assets_but_no_tests(wheel):
+def test_the_wheel_holds_the_four_packages_and_the_serving_assets_but_no_tests(wheel):
     names = set(wheel.namelist())
     for path in REPO.glob("serving/assets/*"):
         assert f"serving/assets/{path.name}" in names, f"{path.name} is missing from the wheel"
-    for module in ("contract/topology.py", "contract/service.py", "infra/program.py", "infra/config/stack.py"):
+    for module in (
+        "contract/topology.py",
+        "contract/service.py",
+        "infra/program.py",
+        "infra/config/stack.py",
+        "speech_client/__init__.py",
+        "speech_client/aio.py",
+    ):
         assert module in names
     assert not {n for n in names if n.startswith(("tests/", "bench/", "scripts/"))}
 
@@ -62,7 +69,7 @@ def test_the_base_install_is_the_component_library_and_each_use_has_its_extra(wh
     }
     assert base == {"pulumi", "pulumi-aws", "pulumi-cloudflare", "pulumi-kubernetes", "pyyaml"}
     extras = {line.split(": ", 1)[1] for line in lines if line.startswith("Provides-Extra:")}
-    assert {"serving", "gpu", "build", "bench", "test", "dev"} <= extras
+    assert {"serving", "gpu", "build", "bench", "client", "test", "dev"} <= extras
 
 
 def test_every_version_is_pinned_once_in_pyproject_and_requirements_files_only_name_the_project():

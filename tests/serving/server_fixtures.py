@@ -78,14 +78,15 @@ def local_settings(cache_root: Path, **overrides: object) -> Settings:
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings, *, wait_ready: bool = True) -> Iterator[LiveServer]:
-    """Serve ``create_app(settings)`` on a free loopback port until the block ends."""
+def live_server(settings: Settings, *, wait_ready: bool = True, port: int = 0) -> Iterator[LiveServer]:
+    """Serve ``create_app(settings)`` on loopback until the block ends: on ``port``, or a free one by default (a
+    server restarted on the port it had is the same endpoint again, as a region coming back is)."""
     from serving.app import create_app
 
     app = create_app(settings)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     port = listener.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", ws_max_size=ws_max_size(settings.stream.max_frame_bytes), timeout_graceful_shutdown=5

@@ -1,0 +1,228 @@
+"""The asyncio client: batch and streaming ASR and TTS, with retries, per-region breakers and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from contract.service import BATCH_PATH
+from contract.topology import DEFAULT_TOPOLOGY, Topology
+from speech_client.breaker import BreakerPolicy, BreakerState
+from speech_client.core import (
+    CACHE_HEADER,
+    CLOSE_NORMAL,
+    MAX_STREAM_MESSAGE_BYTES,
+    TTS_PATH,
+    Attempt,
+    Core,
+    parse_stream_message,
+)
+from speech_client.errors import StreamClosedError
+from speech_client.results import Speech, StreamMessage, Transcription
+from speech_client.retry import RetryPolicy
+from speech_client.routing import Caller
+
+_STOP = json.dumps({"type": "stop"})
+
+
+class AsyncSpeechClient:
+    """Speech API client for asyncio code. One instance per caller area; reuse it (it keeps connections open).
+
+    ``endpoints`` maps region keys to base URLs (``{"eu-west": "https://eu-west.speech.example.com"}``); or give
+    ``domain`` and every region is ``https://<region key>.<domain>``. ``caller`` decides the failover chain (see
+    :class:`Caller`); a caller bound to the EU only ever talks to EU regions. Close it with ``await client.aclose()``
+    or use it as ``async with``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, str] | None = None,
+        *,
+        domain: str | None = None,
+        caller: Caller | None = None,
+        api_key: str | None = None,
+        topology: Topology = DEFAULT_TOPOLOGY,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        timeout_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._core = Core(
+            endpoints,
+            domain=domain,
+            caller=caller,
+            api_key=api_key,
+            topology=topology,
+            retry=retry,
+            breaker=breaker,
+            timeout_s=timeout_s,
+            clock=clock,
+        )
+        self._http: dict[str, httpx.AsyncClient] = {}
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The region keys this client tries, in order."""
+        return tuple(r.key for r in self._core.chain)
+
+    def breaker_state(self, region: str) -> BreakerState:
+        return self._core.breaker_state(region)
+
+    async def transcribe(
+        self, audio: bytes, *, sample_rate: int | None = None, language: str | None = None
+    ) -> Transcription:
+        """Transcribe one clip: WAV, Ogg, FLAC, or raw little-endian mono PCM16 with ``sample_rate``."""
+        params = self._core.batch_params(sample_rate, language)
+        response, region = await self._post(BATCH_PATH, content=audio, params=params)
+        return Transcription.from_json(response.json(), region)
+
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, audio_format: str = "wav", speed: float = 1.0
+    ) -> Speech:
+        """Speak ``text``; ``is_cache_hit`` says whether the server had it cached."""
+        body = self._core.tts_body(text, voice, audio_format, speed)
+        response, region = await self._post(TTS_PATH, json=body)
+        return Speech(
+            audio=response.content,
+            media_type=response.headers.get("content-type", ""),
+            is_cache_hit=response.headers.get(CACHE_HEADER, "").lower() == "hit",
+            region=region,
+        )
+
+    def stream(self, *, language: str | None = None) -> AsyncStream:
+        """A streaming session: ``async with client.stream() as s``; send PCM16 with ``s.send``, ``s.finish()``,
+        and iterate ``s`` for partial and final messages. Opening it fails over like a batch call does."""
+        return AsyncStream(self._core, language)
+
+    async def _post(self, path: str, **kwargs: object) -> tuple[httpx.Response, str]:
+        plan = self._core.plan()
+        for attempt in plan:
+            if attempt.delay_s:
+                await asyncio.sleep(attempt.delay_s)
+            try:
+                response = await self._client(attempt).post(path, **kwargs)  # type: ignore[arg-type]
+            except httpx.TransportError as exc:
+                plan.failed(attempt, exc)
+                continue
+            if response.is_success:
+                return response, plan.succeeded(attempt, self._core.served_by(response.headers))
+            plan.answered(attempt, response.status_code, response.headers, response.content)
+        raise AssertionError("a plan ends by succeeding or raising")
+
+    def _client(self, attempt: Attempt) -> httpx.AsyncClient:
+        key = attempt.region.key
+        if key not in self._http:
+            self._http[key] = httpx.AsyncClient(
+                base_url=attempt.base_url, headers=self._core.headers, timeout=self._core.timeout_s
+            )
+        return self._http[key]
+
+    async def aclose(self) -> None:
+        for client in self._http.values():
+            await client.aclose()
+        self._http.clear()
+
+    async def __aenter__(self) -> AsyncSpeechClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncStream:
+    """One streaming session, opened on the first region of the chain that accepts it.
+
+    Once ``ready`` has arrived the session is bound to its region: audio already sent cannot move, so a failure
+    mid-stream raises :class:`StreamClosedError` (after every message received before it) instead of failing over.
+    """
+
+    def __init__(self, core: Core, language: str | None) -> None:
+        self._core = core
+        self._language = language
+        self._ws: ClientConnection | None = None
+        self.region = ""
+        self.ready: dict = {}
+
+    async def __aenter__(self) -> AsyncStream:
+        core = self._core
+        plan = core.plan()
+        for attempt in plan:
+            if attempt.delay_s:
+                await asyncio.sleep(attempt.delay_s)
+            try:
+                ws = await connect(
+                    attempt.stream_url + core.stream_query(self._language),
+                    additional_headers=core.headers,
+                    max_size=MAX_STREAM_MESSAGE_BYTES,
+                    open_timeout=core.timeout_s,
+                )
+            except InvalidStatus as exc:
+                plan.answered(attempt, exc.response.status_code, exc.response.headers, bytes(exc.response.body or b""))
+                continue
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                plan.failed(attempt, exc)
+                continue
+            try:
+                first = parse_stream_message(await ws.recv())
+            except ConnectionClosed as exc:
+                plan.refused_stream(attempt, *_close_of(exc), None)
+                continue
+            if first["type"] != "ready":
+                detail = first.get("detail")
+                await ws.wait_closed()
+                plan.refused_stream(attempt, ws.close_code or 1006, ws.close_reason or "", detail)
+                continue
+            self.region = plan.succeeded(attempt, core.served_by(ws.response.headers if ws.response else {}))
+            self.ready, self._ws = first, ws
+            return self
+        raise AssertionError("a plan ends by succeeding or raising")
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def send(self, pcm16: bytes) -> None:
+        """Send 16 kHz mono little-endian PCM16 audio (20 ms = 640 bytes a frame is the intended size)."""
+        await self._open().send(pcm16)
+
+    async def finish(self) -> None:
+        """Say the audio is complete; the server sends the remaining finals, then closes."""
+        await self._open().send(_STOP)
+
+    def __aiter__(self) -> AsyncIterator[StreamMessage]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[StreamMessage]:
+        ws = self._open()
+        detail = None
+        try:
+            async for raw in ws:
+                message = parse_stream_message(raw)
+                if message["type"] == "error":
+                    detail = message.get("detail")
+                    continue
+                yield StreamMessage.from_json(message)
+        except ConnectionClosed:
+            pass
+        code = ws.close_code or 1006
+        if code != CLOSE_NORMAL:
+            raise StreamClosedError(self.region, code, ws.close_reason or "", detail)
+
+    def _open(self) -> ClientConnection:
+        if self._ws is None:
+            raise RuntimeError("the stream is not open: use it as `async with client.stream() as stream`")
+        return self._ws
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    frame = exc.rcvd or exc.sent
+    return (frame.code, frame.reason) if frame else (1006, "connection lost")

@@ -1,0 +1,211 @@
+"""The client against real servers on loopback: three regions, one of which is really stopped and restarted.
+
+Nothing of the server is mocked; a breaker's clock is the only thing the tests drive by hand, so that "the reset
+timeout has passed" needs no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from contract.topology import DEFAULT_TOPOLOGY
+from speech_client import (
+    ApiError,
+    AsyncSpeechClient,
+    AuthenticationError,
+    BreakerPolicy,
+    BreakerState,
+    Caller,
+    NoRegionAvailable,
+    ResidencyError,
+    RetryPolicy,
+    SpeechClient,
+    StreamClosedError,
+)
+from tests.client.conftest import ANY_KEY, EU_KEY, errors_of_kind, residency_refusals
+from tests.client.test_routing import ManualClock
+
+QUICK = RetryPolicy(attempts_per_region=2, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=0)
+
+
+def frames(pcm: bytes, size: int = 3200) -> list[bytes]:
+    return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+
+def test_a_clip_is_transcribed_by_the_callers_primary_region(regions, speech_wav):
+    with SpeechClient(regions.endpoints, caller=Caller(continent="NA"), api_key=ANY_KEY) as client:
+        first = client.transcribe(speech_wav)
+        again = client.transcribe(speech_wav, language="en")
+    assert client.chain == ("us-west", "ap-northeast", "eu-west")
+    assert first.region == again.region == "us-west"
+    assert "round bowls" in first.text.lower() and first.segments and first.audio_seconds > 1
+
+
+def test_an_async_stream_yields_partials_and_finals_from_the_callers_region(regions, speech_pcm):
+    async def run() -> tuple[str, list]:
+        client = AsyncSpeechClient(regions.endpoints, caller=Caller(continent="AS"), api_key=ANY_KEY)
+        async with client, client.stream() as stream:
+            for frame in frames(speech_pcm):
+                await stream.send(frame)
+            await stream.finish()
+            return stream.region, [m async for m in stream]
+
+    region, messages = asyncio.run(run())
+    assert region == "ap-northeast"
+    finals = [m for m in messages if m.is_final]
+    assert finals and "round bowls" in " ".join(m.text for m in finals).lower()
+
+
+def test_a_blocking_stream_yields_the_same_messages(regions, speech_pcm):
+    with SpeechClient(regions.endpoints, caller=Caller(continent="EU"), api_key=EU_KEY) as client:
+        messages = list(client.transcribe_stream(frames(speech_pcm)))
+    assert "round bowls" in " ".join(m.text for m in messages if m.is_final).lower()
+
+
+def test_a_wrong_key_is_an_authentication_error_on_batch_and_stream_and_fails_nothing_over(regions, speech_wav):
+    with SpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key="not-a-key") as client:
+        with pytest.raises(AuthenticationError) as batch:
+            client.transcribe(speech_wav)
+        with pytest.raises(AuthenticationError):
+            list(client.transcribe_stream([b"\0" * 640]))
+        assert batch.value.region == "eu-west" and batch.value.status == 401
+        assert client.breaker_state("eu-west") is BreakerState.CLOSED
+
+
+def test_bad_audio_is_the_callers_error_not_a_reason_to_fail_over(regions):
+    client = SpeechClient(regions.endpoints, caller=Caller(continent="NA"), api_key=ANY_KEY)
+    with client, pytest.raises(ApiError) as refused:
+        client.transcribe(b"this is not audio")
+    assert refused.value.region == "us-west" and 400 <= refused.value.status < 500, refused.value
+
+
+def test_an_endpoint_map_that_sends_eu_data_to_another_region_is_caught_by_the_servers_own_name(regions, speech_wav):
+    wrong = {**regions.endpoints, "eu-west": regions.us_west.base_url}
+    client = SpeechClient(wrong, caller=Caller(continent="EU"), api_key=ANY_KEY)
+    with client, pytest.raises(ResidencyError, match="served by 'us-west'"):
+        client.transcribe(speech_wav)
+
+
+@pytest.mark.slow
+def test_with_eu_west_stopped_unrestricted_callers_fail_over_and_eu_callers_fail_cleanly_inside_the_eu(
+    regions, eu_west_stopped, speech_wav, speech_pcm
+):
+    refusals = {
+        name: residency_refusals(server) for name, server in (("us", regions.us_west), ("ap", regions.ap_northeast))
+    }
+    with SpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key=ANY_KEY, retry=QUICK) as africa:
+        assert africa.transcribe(speech_wav).region == "us-west"
+        assert "round bowls" in " ".join(m.text for m in africa.transcribe_stream(frames(speech_pcm))).lower()
+    for caller in (Caller(continent="EU"), Caller(continent="NA", jurisdiction="eu")):
+        with SpeechClient(regions.endpoints, caller=caller, api_key=EU_KEY, retry=QUICK) as europe:
+            with pytest.raises(NoRegionAvailable) as failed:
+                europe.transcribe(speech_wav)
+            with pytest.raises(NoRegionAvailable):
+                list(europe.transcribe_stream([b"\0" * 640]))
+        assert failed.value.chain == ("eu-west",) and "ConnectError" in failed.value.reasons["eu-west"]
+    assert residency_refusals(regions.us_west) == refusals["us"], "an EU request reached us-west"
+    assert residency_refusals(regions.ap_northeast) == refusals["ap"], "an EU request reached ap-northeast"
+
+
+@pytest.mark.slow
+def test_the_breaker_opens_on_a_stopped_region_skips_it_even_once_it_is_back_then_half_opens_and_closes(
+    regions, eu_west_stopped, speech_wav
+):
+    clock = ManualClock()
+    policy = BreakerPolicy(failure_threshold=2, reset_timeout_s=30)
+    with SpeechClient(
+        regions.endpoints, caller=Caller(continent="AF"), api_key=ANY_KEY, retry=QUICK, breaker=policy, clock=clock
+    ) as client:
+        assert client.transcribe(speech_wav).region == "us-west"
+        assert client.breaker_state("eu-west") is BreakerState.CLOSED, "one failure is below the threshold"
+        assert client.transcribe(speech_wav).region == "us-west"
+        assert client.breaker_state("eu-west") is BreakerState.OPEN
+        eu_west_stopped.start()
+        assert client.transcribe(speech_wav).region == "us-west", "an open breaker skips the region"
+        clock.now = 30
+        assert client.breaker_state("eu-west") is BreakerState.HALF_OPEN
+        assert client.transcribe(speech_wav).region == "eu-west", "the probe reaches the region that is back"
+        assert client.breaker_state("eu-west") is BreakerState.CLOSED
+        eu_west_stopped.stop()
+        for _ in range(2):
+            client.transcribe(speech_wav)
+        clock.now = 60
+        assert client.breaker_state("eu-west") is BreakerState.HALF_OPEN
+        assert client.transcribe(speech_wav).region == "us-west"
+        assert client.breaker_state("eu-west") is BreakerState.OPEN, "a failed probe opens it again"
+
+
+@pytest.fixture
+def eu_west_draining(regions):
+    """eu-west refuses new work as a server shutting down does: 503 with Retry-After, streams closed 1013."""
+    live = regions.eu_west.start()
+    state = live.app.state.serving
+    state.is_draining = True
+    try:
+        yield live
+    finally:
+        state.is_draining = False
+
+
+def test_a_busy_region_is_retried_with_backoff_then_left_for_the_next_one(regions, eu_west_draining, speech_wav):
+    patient = RetryPolicy(attempts_per_region=3, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=1)
+    before = errors_of_kind(eu_west_draining, "shutting_down")
+    with SpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key=ANY_KEY, retry=patient) as client:
+        assert client.transcribe(speech_wav).region == "us-west"
+    assert errors_of_kind(eu_west_draining, "shutting_down") - before == 3, "three attempts, Retry-After honoured"
+    impatient = RetryPolicy(attempts_per_region=3, max_retry_after_s=0.5)
+    before = errors_of_kind(eu_west_draining, "shutting_down")
+    with SpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key=ANY_KEY, retry=impatient) as client:
+        assert client.transcribe(speech_wav).region == "us-west"
+    assert errors_of_kind(eu_west_draining, "shutting_down") - before == 1, "Retry-After: 1 exceeds the patience"
+
+
+def test_a_stream_closed_1013_is_retried_then_opened_on_the_next_region(regions, eu_west_draining, speech_pcm):
+    before = errors_of_kind(eu_west_draining, "shutting_down")
+
+    async def run() -> str:
+        async with (
+            AsyncSpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key=ANY_KEY, retry=QUICK) as c,
+            c.stream() as stream,
+        ):
+            await stream.finish()
+            assert [m async for m in stream] == []
+            return stream.region
+
+    assert asyncio.run(run()) == "us-west"
+    assert errors_of_kind(eu_west_draining, "shutting_down") - before == 2
+
+
+def test_an_eu_stream_refused_by_every_eu_region_reports_each_reason(regions, eu_west_draining):
+    async def run() -> None:
+        async with (
+            AsyncSpeechClient(regions.endpoints, caller=Caller(continent="EU"), api_key=EU_KEY, retry=QUICK) as c,
+            c.stream(),
+        ):
+            pass
+
+    with pytest.raises(NoRegionAvailable, match="eu-west: closed 1013"):
+        asyncio.run(run())
+
+
+def test_a_stream_that_ends_abnormally_raises_after_its_messages(regions):
+    async def run() -> None:
+        client = AsyncSpeechClient(regions.endpoints, caller=Caller(continent="NA"), api_key=ANY_KEY)
+        async with client, client.stream() as stream:
+            await stream.send(b"\0" * 64_000)  # over the frame limit
+            async for _ in stream:
+                pass
+
+    with pytest.raises(StreamClosedError) as closed:
+        asyncio.run(run())
+    assert closed.value.code == 1009 and closed.value.region == "us-west"
+
+
+def test_the_client_uses_the_topology_value_it_is_given():
+    assert SpeechClient(domain="speech.example.com", topology=DEFAULT_TOPOLOGY).chain == (
+        "us-west",
+        "ap-northeast",
+        "eu-west",
+    )
