@@ -58,10 +58,16 @@ class Row:
     segments: int
 
 
-def _faster_whisper(model_dir: Path, compute_type: str, threads: int, mode: str, beam: int) -> Callable:
+def faster_whisper_transcriber(
+    model_dir: Path, compute_type: str, threads: int, mode: str, beam: int, workers: int = 1
+) -> Callable[[np.ndarray], tuple[str, int]]:
+    """faster-whisper as shipped, ``mode`` "sequential" or "batched": audio -> (text, segments). ``workers`` calls
+    may run at once from different threads (its ``num_workers``)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)
+    model = WhisperModel(
+        str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=workers
+    )
     if mode == "batched":
         pipeline = BatchedInferencePipeline(model)
 
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         fw_dir = faster_whisper_dir("base", Path(tmp))
         for run in runs:
             mode, beam = FASTER_WHISPER_RUNS[run]
-            engines[f"faster-whisper {args.compute_type} {run}"] = _faster_whisper(
+            engines[f"faster-whisper {args.compute_type} {run}"] = faster_whisper_transcriber(
                 fw_dir, args.compute_type, args.threads, mode, beam
             )
         warm_up = helpers.synthesize(texts[0])
