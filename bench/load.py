@@ -1,0 +1,326 @@
+"""Load and latency of one server, the numbers users size a deployment by, with faster-whisper beside ours.
+
+    python -m bench.load [--quick] [--out bench/results/load.json]
+
+One ``python -m serving`` (Whisper base, 2 inference threads) on loopback, used as clients use it:
+
+* Streams: N clients stream speech in real time at once (``bench/stream_capacity.py``'s clients), N = 1, 2, 3 ...
+  The capacity is the largest N whose finals arrive with p95 under 800 ms after the end of speech, with no stream
+  failing; the levels beyond it show how partial cadence thins out. At N = 1: first-partial and final latency.
+* Batch throughput: 1, 2, 4 and 8 concurrent requests of short clips through :class:`speech_client.AsyncSpeechClient`
+  (audio seconds per wall second), and faster-whisper (int8, greedy, the same 2 threads x 2 workers) in-process on
+  the same clips at the same concurrency: ours pays HTTP, the peer does not.
+* Batch latency: p50/p95 per short clip at concurrency 1, and for one long recording (10 min; ``bench/longform``'s
+  recording), ours against faster-whisper's batched pipeline, greedy.
+* TTS: cold (cache miss) and cache-hit latency of ``POST /v1/tts``, or "not available" when the server lacks it.
+
+``--quick`` (under two minutes on a quiet machine) runs fewer levels and clips and a 1-minute recording, for CI.
+Latency figures on a shared machine are pessimistic: other processes take the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import report
+from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
+from bench.longform import faster_whisper_transcriber
+from bench.servers import ServerProcess
+from bench.stream_capacity import Level, conversation, measure_level
+from contract.topology import Jurisdiction, Region, Topology
+from serving.build.export import ensure_bundled_model
+from serving.engine import SAMPLE_RATE
+from speech_client import ApiError, AsyncSpeechClient
+from tests.serving.server_fixtures import wav_bytes
+
+TARGET_FINAL_P95_S = 0.8
+THREADS = 2
+# The server as one replica: named by a one-region topology, so the client's chain is that server alone.
+LOCAL = Topology(
+    regions=(Region("local", "local-1", "any", "UTC", continents=(), cloudflare_regions=()),),
+    jurisdictions=(Jurisdiction("any", "unrestricted", is_strict_residency=False),),
+    default_region="local",
+)
+TTS_TEXTS = (
+    "Your order has shipped and will arrive on Thursday.",
+    "The meeting moved to three in the afternoon.",
+    "Please hold while we connect your call.",
+    "The weather tomorrow is mostly sunny.",
+    "Thank you for calling, goodbye.",
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    stream_levels: tuple[int, ...]
+    stream_seconds: float
+    batch_levels: tuple[int, ...]
+    requests_per_worker: int
+    clips: int
+    long_minutes: float
+    long_runs: int
+    tts_texts: int
+
+
+FULL = Sizes((1, 2, 3, 4, 5, 6), 20.0, (1, 2, 4, 8), 2, 16, 10.0, 3, 5)
+QUICK = Sizes((1, 2), 6.0, (1, 2), 1, 4, 1.0, 1, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few levels and clips, a 1-minute recording (CI)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/load.json)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    helpers = load_test_helpers()
+    machine = report.machine()
+    print(report.machine_line(machine))
+    clips = _short_clips(helpers, sizes.clips)
+    env = {
+        "SPEECH_INFERENCE_THREADS": str(THREADS),
+        "SPEECH_STREAM__MAX_SESSIONS": str(max(sizes.stream_levels)),
+        "SPEECH_LIMITS__MAX_UPLOAD_BYTES": str(64 << 20),
+        "SPEECH_LIMITS__MAX_QUEUED_REQUESTS": str(2 * max(sizes.batch_levels)),
+    }
+    ensure_bundled_model("base")  # the server only loads a built model; a fresh checkout builds it here once
+    with ServerProcess("load", env).start() as server, tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
+        fw_dir = faster_whisper_dir("base", Path(tmp))
+        peer_short = faster_whisper_transcriber(fw_dir, "int8", THREADS, "sequential", 1, workers=THREADS)
+        peer_long = faster_whisper_transcriber(fw_dir, "int8", THREADS, "batched", 1)
+        ready_s = server.wait_ready()
+        print(f"server ready in {ready_s:.1f} s")
+        results: dict[str, Any] = {
+            "streams": _streams(server, sizes),
+            "batch_throughput": _throughput(server, clips, sizes, peer_short),
+            "batch_long": _long(server, helpers, sizes, peer_long),
+            "tts": asyncio.run(_tts(server.base_url, sizes.tts_texts)),
+        }
+    results["batch_short"] = results["batch_throughput"].pop("short_clip_latency")
+    results_path = report.write(
+        "load",
+        {
+            "command": "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "measured": "under load (shared machine)" if machine["load_average"][0] > 1 else "quiet machine",
+            "machine": machine,
+            "server": {"model": "whisper-base", **env},
+            "peer": "faster-whisper int8, greedy, cpu_threads=2, num_workers=2, in-process (no HTTP)",
+            **results,
+        },
+        args.out,
+    )
+    print(f"results: {results_path}")
+    return 0
+
+
+def _short_clips(helpers: Any, count: int) -> list[np.ndarray]:
+    texts = [s.text for s in helpers.load_sentences(REPO / "bench" / "harvard_sentences.txt")]
+    return [helpers.synthesize(texts[i], engine="flite" if i % 2 else "espeak-ng") for i in range(count)]
+
+
+def _streams(server: ServerProcess, sizes: Sizes) -> dict[str, Any]:
+    clips = [conversation(sizes.stream_seconds, offset) for offset in range(max(sizes.stream_levels))]
+    levels: list[Level] = []
+    capacity, misses = 0, 0
+    for level in sizes.stream_levels:
+        measured = measure_level(server.ws_url, clips, level)
+        levels.append(measured)
+        if measured.keeps_up(TARGET_FINAL_P95_S) and misses == 0:
+            capacity = level
+        elif not measured.keeps_up(TARGET_FINAL_P95_S):
+            misses += 1
+            if misses == 2:  # two levels past capacity show how cadence degrades; more only takes longer
+                break
+    rows = [
+        (lv.streams, lv.finals, lv.final_p50_s, lv.final_p95_s, lv.partials_per_stream_s, lv.errors,
+         "yes" if lv.keeps_up(TARGET_FINAL_P95_S) else "no")
+        for lv in levels
+    ]  # fmt: skip
+    columns = ("streams", "finals", "final p50 s", "final p95 s", "partials/stream-s", "errors", "keeps up")
+    print(report.table(f"real-time streams ({sizes.stream_seconds:g} s each); peer: none", columns, rows))
+    one = levels[0]
+    print(
+        f"capacity: {capacity} streams with final p95 < {TARGET_FINAL_P95_S * 1000:.0f} ms and no errors; at 1 stream "
+        f"first partial p50/p95 {_ms(one.first_partial_p50_s)}/{_ms(one.first_partial_p95_s)} ms, final "
+        f"{_ms(one.final_p50_s)}/{_ms(one.final_p95_s)} ms after end of speech"
+    )
+    return {
+        "target_final_p95_s": TARGET_FINAL_P95_S,
+        "capacity": capacity,
+        "levels": [asdict(lv) for lv in levels],
+        "one_stream": {
+            "first_partial_p50_s": one.first_partial_p50_s,
+            "first_partial_p95_s": one.first_partial_p95_s,
+            "final_p50_s": one.final_p50_s,
+            "final_p95_s": one.final_p95_s,
+        },
+        "peer": None,
+    }
+
+
+def _throughput(
+    server: ServerProcess, clips: list[np.ndarray], sizes: Sizes, peer: Callable[[np.ndarray], tuple[str, int]]
+) -> dict[str, Any]:
+    bodies = [wav_bytes(c) for c in clips]
+    seconds = [len(c) / SAMPLE_RATE for c in clips]
+    peer(clips[0])  # first-call allocations, outside the timing
+    rows: list[tuple[object, ...]] = []
+    levels: list[dict[str, Any]] = []
+    short: dict[str, Any] = {}
+    for level in sizes.batch_levels:
+        jobs = [i % len(clips) for i in range(max(len(clips), level * sizes.requests_per_worker))]
+        ours_wall, ours_latencies = asyncio.run(_ours_batch(server.base_url, bodies, jobs, level))
+        peer_wall, peer_latencies = _peer_batch(peer, clips, jobs, level)
+        audio = sum(seconds[i] for i in jobs)
+        ours, theirs = audio / ours_wall, audio / peer_wall
+        levels.append({"concurrency": level, "requests": len(jobs), "audio_s": audio, "ours": ours, "peer": theirs})
+        rows.append((level, len(jobs), round(audio, 1), ours, theirs, report.ratio(ours, theirs)))
+        if level == 1:
+            short = {
+                "clips": len(jobs),
+                "ours_p50_s": report.percentile(ours_latencies, 50),
+                "ours_p95_s": report.percentile(ours_latencies, 95),
+                "peer_p50_s": report.percentile(peer_latencies, 50),
+                "peer_p95_s": report.percentile(peer_latencies, 95),
+            }
+    columns = ("concurrent", "requests", "audio s", "ours audio-s/s", "peer audio-s/s", "ours/peer")
+    print(report.table("batch throughput (short clips)", columns, rows))
+    if short:
+        print(
+            f"short clips at 1 request: ours p50/p95 {_ms(short['ours_p50_s'])}/{_ms(short['ours_p95_s'])} ms, "
+            f"peer {_ms(short['peer_p50_s'])}/{_ms(short['peer_p95_s'])} ms"
+        )
+    return {"levels": levels, "short_clip_latency": short}
+
+
+async def _ours_batch(base_url: str, bodies: list[bytes], jobs: list[int], level: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = list(jobs)
+    async with AsyncSpeechClient({"local": base_url}, topology=LOCAL) as client:
+        await client.transcribe(bodies[0])  # opens the connection the workers then reuse
+
+        async def worker() -> None:
+            while queue:
+                body = bodies[queue.pop()]
+                started = time.perf_counter()
+                await client.transcribe(body)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(level)))
+        return time.perf_counter() - started, latencies
+
+
+def _peer_batch(
+    peer: Callable[[np.ndarray], tuple[str, int]], clips: list[np.ndarray], jobs: list[int], level: int
+) -> tuple[float, list[float]]:
+    def timed(index: int) -> float:
+        started = time.perf_counter()
+        peer(clips[index])
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(level) as pool:
+        latencies = list(pool.map(timed, jobs))
+    return time.perf_counter() - started, latencies
+
+
+def _long(
+    server: ServerProcess, helpers: Any, sizes: Sizes, peer: Callable[[np.ndarray], tuple[str, int]]
+) -> dict[str, Any]:
+    texts = [s.text for s in helpers.load_sentences(REPO / "bench" / "harvard_sentences.txt")]
+    recording = helpers.long_recording(texts, sizes.long_minutes * 60)
+    audio_s = len(recording.audio) / SAMPLE_RATE
+    body = wav_bytes(recording.audio)
+
+    async def ours_once() -> float:
+        async with AsyncSpeechClient({"local": server.base_url}, topology=LOCAL, timeout_s=1800) as client:
+            started = time.perf_counter()
+            await client.transcribe(body)
+            return time.perf_counter() - started
+
+    ours, theirs = [], []
+    for _ in range(sizes.long_runs):
+        ours.append(asyncio.run(ours_once()))
+        started = time.perf_counter()
+        peer(recording.audio)
+        theirs.append(time.perf_counter() - started)
+    result: dict[str, Any] = {
+        "audio_s": round(audio_s, 1),
+        "runs": sizes.long_runs,
+        "ours_p50_s": report.percentile(ours, 50),
+        "ours_p95_s": report.percentile(ours, 95),
+        "peer_p50_s": report.percentile(theirs, 50),
+        "peer_p95_s": report.percentile(theirs, 95),
+        "peer": "faster-whisper int8 BatchedInferencePipeline, greedy",
+    }
+    result["ours_rtf"] = statistics.median(ours) / audio_s
+    result["peer_rtf"] = statistics.median(theirs) / audio_s
+    rows = [
+        ("ours", result["ours_p50_s"], result["ours_p95_s"], result["ours_rtf"]),
+        ("faster-whisper", result["peer_p50_s"], result["peer_p95_s"], result["peer_rtf"]),
+    ]
+    speedup = report.ratio(result["peer_p50_s"], result["ours_p50_s"])
+    title = f"long recording ({audio_s / 60:.1f} min, {sizes.long_runs} runs); peer/ours p50 {report.times(speedup)}"
+    print(report.table(title, ("engine", "p50 s", "p95 s", "RTF"), rows))
+    return result
+
+
+async def _tts(base_url: str, count: int) -> dict[str, Any]:
+    texts = TTS_TEXTS[:count]
+    async with AsyncSpeechClient({"local": base_url}, topology=LOCAL) as client:
+        try:
+            await client.synthesize("Ready.")
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                print("TTS: not available (the server has no POST /v1/tts)")
+                return {"available": False}
+            raise
+        cold: list[float] = []
+        hit: list[float] = []
+        hits = 0
+        for kind, latencies in (("cold", cold), ("hit", hit)):
+            for text in texts:
+                started = time.perf_counter()
+                speech = await client.synthesize(text)
+                latencies.append(time.perf_counter() - started)
+                hits += kind == "hit" and speech.is_cache_hit
+    result = {
+        "available": True,
+        "texts": len(texts),
+        "cold_p50_s": report.percentile(cold, 50),
+        "cold_p95_s": report.percentile(cold, 95),
+        "hit_p50_s": report.percentile(hit, 50),
+        "hit_p95_s": report.percentile(hit, 95),
+        "hits_reported": hits,
+        "peer": None,
+    }
+    rows = [
+        ("cold (miss)", result["cold_p50_s"], result["cold_p95_s"]),
+        ("cache hit", result["hit_p50_s"], result["hit_p95_s"]),
+    ]
+    print(
+        report.table(
+            f"TTS ({len(texts)} texts; {hits} repeats answered X-Speech-Cache: hit)", ("", "p50 s", "p95 s"), rows
+        )
+    )
+    return result
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
