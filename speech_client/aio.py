@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from contract.service import BATCH_PATH
-from contract.topology import DEFAULT_TOPOLOGY, Topology
-from speech_client.breaker import BreakerPolicy, BreakerState
 from speech_client.core import (
-    CACHE_HEADER,
     CLOSE_NORMAL,
     MAX_STREAM_MESSAGE_BYTES,
     TTS_PATH,
@@ -26,60 +23,22 @@ from speech_client.core import (
 )
 from speech_client.errors import StreamClosedError
 from speech_client.results import Speech, StreamMessage, Transcription
-from speech_client.retry import RetryPolicy
-from speech_client.routing import Caller
 
 _STOP = json.dumps({"type": "stop"})
 
 
-class AsyncSpeechClient:
+class AsyncSpeechClient(Core[httpx.AsyncClient]):
     """Speech API client for asyncio code. One instance per caller area; reuse it (it keeps connections open).
 
-    ``endpoints`` maps region keys to base URLs (``{"eu-west": "https://eu-west.speech.example.com"}``); or give
-    ``domain`` and every region is ``https://<region key>.<domain>``. ``caller`` decides the failover chain (see
-    :class:`Caller`); a caller bound to the EU only ever talks to EU regions. Close it with ``await client.aclose()``
-    or use it as ``async with``.
+    Arguments as for :class:`~speech_client.core.Core`. Close it with ``await client.aclose()`` or use it as
+    ``async with``.
     """
-
-    def __init__(
-        self,
-        endpoints: Mapping[str, str] | None = None,
-        *,
-        domain: str | None = None,
-        caller: Caller | None = None,
-        api_key: str | None = None,
-        topology: Topology = DEFAULT_TOPOLOGY,
-        retry: RetryPolicy | None = None,
-        breaker: BreakerPolicy | None = None,
-        timeout_s: float = 120.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._core = Core(
-            endpoints,
-            domain=domain,
-            caller=caller,
-            api_key=api_key,
-            topology=topology,
-            retry=retry,
-            breaker=breaker,
-            timeout_s=timeout_s,
-            clock=clock,
-        )
-        self._http: dict[str, httpx.AsyncClient] = {}
-
-    @property
-    def chain(self) -> tuple[str, ...]:
-        """The region keys this client tries, in order."""
-        return tuple(r.key for r in self._core.chain)
-
-    def breaker_state(self, region: str) -> BreakerState:
-        return self._core.breaker_state(region)
 
     async def transcribe(
         self, audio: bytes, *, sample_rate: int | None = None, language: str | None = None
     ) -> Transcription:
         """Transcribe one clip: WAV, Ogg, FLAC, or raw little-endian mono PCM16 with ``sample_rate``."""
-        params = self._core.batch_params(sample_rate, language)
+        params = self.batch_params(sample_rate, language)
         response, region = await self._post(BATCH_PATH, content=audio, params=params)
         return Transcription.from_json(response.json(), region)
 
@@ -87,22 +46,17 @@ class AsyncSpeechClient:
         self, text: str, *, voice: str | None = None, audio_format: str = "wav", speed: float = 1.0
     ) -> Speech:
         """Speak ``text``; ``is_cache_hit`` says whether the server had it cached."""
-        body = self._core.tts_body(text, voice, audio_format, speed)
+        body = self.tts_body(text, voice, audio_format, speed)
         response, region = await self._post(TTS_PATH, json=body)
-        return Speech(
-            audio=response.content,
-            media_type=response.headers.get("content-type", ""),
-            is_cache_hit=response.headers.get(CACHE_HEADER, "").lower() == "hit",
-            region=region,
-        )
+        return self.speech_from(response.content, response.headers, region)
 
     def stream(self, *, language: str | None = None) -> AsyncStream:
         """A streaming session: ``async with client.stream() as s``; send PCM16 with ``s.send``, ``s.finish()``,
         and iterate ``s`` for partial and final messages. Opening it fails over like a batch call does."""
-        return AsyncStream(self._core, language)
+        return AsyncStream(self, language)
 
     async def _post(self, path: str, **kwargs: object) -> tuple[httpx.Response, str]:
-        plan = self._core.plan()
+        plan = self._plan()
         for attempt in plan:
             if attempt.delay_s:
                 await asyncio.sleep(attempt.delay_s)
@@ -112,22 +66,22 @@ class AsyncSpeechClient:
                 plan.failed(attempt, exc)
                 continue
             if response.is_success:
-                return response, plan.succeeded(attempt, self._core.served_by(response.headers))
+                return response, plan.succeeded(attempt, self.served_by(response.headers))
             plan.answered(attempt, response.status_code, response.headers, response.content)
         raise AssertionError("a plan ends by succeeding or raising")
 
     def _client(self, attempt: Attempt) -> httpx.AsyncClient:
         key = attempt.region.key
-        if key not in self._http:
-            self._http[key] = httpx.AsyncClient(
-                base_url=attempt.base_url, headers=self._core.headers, timeout=self._core.timeout_s
+        if key not in self._pools:
+            self._pools[key] = httpx.AsyncClient(
+                base_url=attempt.base_url, headers=self.headers, timeout=self.timeout_s
             )
-        return self._http[key]
+        return self._pools[key]
 
     async def aclose(self) -> None:
-        for client in self._http.values():
+        for client in self._pools.values():
             await client.aclose()
-        self._http.clear()
+        self._pools.clear()
 
     async def __aenter__(self) -> AsyncSpeechClient:
         return self
@@ -143,7 +97,7 @@ class AsyncStream:
     mid-stream raises :class:`StreamClosedError` (after every message received before it) instead of failing over.
     """
 
-    def __init__(self, core: Core, language: str | None) -> None:
+    def __init__(self, core: Core[Any], language: str | None) -> None:
         self._core = core
         self._language = language
         self._ws: ClientConnection | None = None
@@ -152,7 +106,7 @@ class AsyncStream:
 
     async def __aenter__(self) -> AsyncStream:
         core = self._core
-        plan = core.plan()
+        plan = core._plan()
         for attempt in plan:
             if attempt.delay_s:
                 await asyncio.sleep(attempt.delay_s)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from contract.service import REGION_HEADER, STREAM_PATH
 from contract.topology import DEFAULT_TOPOLOGY, Region, Topology
@@ -24,6 +26,7 @@ from speech_client.errors import (
     NoRegionAvailable,
     StreamClosedError,
 )
+from speech_client.results import Speech
 from speech_client.retry import CLOSE_TRY_AGAIN_LATER, FAILOVER_STATUSES, RETRY_STATUSES, RetryPolicy, retry_after_s
 from speech_client.routing import Caller
 
@@ -60,7 +63,7 @@ class Plan:
     Iteration ends after :meth:`succeeded`; raises :class:`NoRegionAvailable` when the chain is exhausted.
     """
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core[Any]) -> None:
         self._core = core
         self._reasons: dict[str, str] = {}
         self._verdict: _Verdict | None = None
@@ -68,7 +71,7 @@ class Plan:
 
     def __iter__(self) -> Iterator[Attempt]:
         core = self._core
-        for region in core.chain:
+        for region in core.regions:
             breaker = core.breakers[region.key]
             if not breaker.allow():
                 self._reasons[region.key] = f"circuit {breaker.state}"
@@ -94,7 +97,7 @@ class Plan:
                     breaker.record_failure()
                     break
                 delay = next_delay
-        raise NoRegionAvailable(tuple(r.key for r in core.chain), self._reasons)
+        raise NoRegionAvailable(core.chain, self._reasons)
 
     def succeeded(self, attempt: Attempt, served_by: str | None) -> str:
         """The attempt was answered; check where (raises ResidencyError) and return the region that served it."""
@@ -139,8 +142,17 @@ class Plan:
         self._verdict = _Verdict(f"closed {code} {reason}", is_retryable=False)
 
 
-class Core:
-    """Configuration and shared state of one client: chain, endpoints, breakers, policies."""
+PoolT = TypeVar("PoolT")
+
+
+class Core(Generic[PoolT]):
+    """Configuration and shared state of one client: chain, endpoints, breakers, policies, connection pools.
+
+    ``endpoints`` maps region keys to base URLs (``{"eu-west": "https://eu-west.speech.example.com"}``); or give
+    ``domain`` and every region is ``https://<region key>.<domain>``. ``caller`` decides the failover chain (see
+    :class:`Caller`): a caller bound to the EU only ever talks to EU regions. ``topology`` is the platform's own when
+    it runs other regions. ``clock`` drives the breakers (monotonic seconds; a simulation may pass its own).
+    """
 
     def __init__(
         self,
@@ -154,21 +166,28 @@ class Core:
         breaker: BreakerPolicy | None = None,
         timeout_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
     ) -> None:
         self.topology = topology
         self.caller = caller or Caller()
         self.jurisdiction = routing.bound_jurisdiction(topology, self.caller)
-        self.chain = routing.chain_for(topology, self.caller)
-        self.endpoints = routing.endpoints_for(topology, self.chain, endpoints, domain)
+        self.regions = routing.chain_for(topology, self.caller)
+        self.endpoints = routing.endpoints_for(topology, self.regions, endpoints, domain)
         self.retry = retry or RetryPolicy()
         policy = breaker or BreakerPolicy()
-        self.breakers = {r.key: CircuitBreaker(policy, clock) for r in self.chain}
+        self.breakers = {r.key: CircuitBreaker(policy, clock) for r in self.regions}
         self.timeout_s = timeout_s
-        self.rng = rng or random.Random()
+        self.rng = random.Random()
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # One connection pool per region, opened by the sync or async layer on first use and reused after.
+        self._pools: dict[str, PoolT] = {}
+        self._pools_lock = threading.Lock()
 
-    def plan(self) -> Plan:
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The region keys this client tries, in order."""
+        return tuple(r.key for r in self.regions)
+
+    def _plan(self) -> Plan:
         return Plan(self)
 
     def breaker_state(self, region: str) -> BreakerState:
@@ -198,6 +217,15 @@ class Core:
     @staticmethod
     def stream_query(language: str | None) -> str:
         return f"?language={language}" if language else ""
+
+    @staticmethod
+    def speech_from(content: bytes, headers: Mapping[str, str], region: str) -> Speech:
+        return Speech(
+            audio=content,
+            media_type=headers.get("content-type", ""),
+            is_cache_hit=headers.get(CACHE_HEADER, "").lower() == "hit",
+            region=region,
+        )
 
 
 def parse_stream_message(raw: str | bytes) -> dict:

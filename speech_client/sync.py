@@ -6,17 +6,14 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from contract.service import BATCH_PATH
-from contract.topology import DEFAULT_TOPOLOGY, Topology
-from speech_client.breaker import BreakerPolicy, BreakerState
 from speech_client.core import (
-    CACHE_HEADER,
     CLOSE_NORMAL,
     MAX_STREAM_MESSAGE_BYTES,
     TTS_PATH,
@@ -26,56 +23,19 @@ from speech_client.core import (
 )
 from speech_client.errors import StreamClosedError
 from speech_client.results import Speech, StreamMessage, Transcription
-from speech_client.retry import RetryPolicy
-from speech_client.routing import Caller
 
 _STOP = json.dumps({"type": "stop"})
 
 
-class SpeechClient:
-    """Speech API client for blocking code; thread-safe. Arguments as for :class:`AsyncSpeechClient`.
+class SpeechClient(Core[httpx.Client]):
+    """Speech API client for blocking code; thread-safe. Arguments as for :class:`~speech_client.core.Core`.
 
     Close it with :meth:`close` or use it as ``with SpeechClient(...) as client``.
     """
 
-    def __init__(
-        self,
-        endpoints: Mapping[str, str] | None = None,
-        *,
-        domain: str | None = None,
-        caller: Caller | None = None,
-        api_key: str | None = None,
-        topology: Topology = DEFAULT_TOPOLOGY,
-        retry: RetryPolicy | None = None,
-        breaker: BreakerPolicy | None = None,
-        timeout_s: float = 120.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._core = Core(
-            endpoints,
-            domain=domain,
-            caller=caller,
-            api_key=api_key,
-            topology=topology,
-            retry=retry,
-            breaker=breaker,
-            timeout_s=timeout_s,
-            clock=clock,
-        )
-        self._http: dict[str, httpx.Client] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def chain(self) -> tuple[str, ...]:
-        """The region keys this client tries, in order."""
-        return tuple(r.key for r in self._core.chain)
-
-    def breaker_state(self, region: str) -> BreakerState:
-        return self._core.breaker_state(region)
-
     def transcribe(self, audio: bytes, *, sample_rate: int | None = None, language: str | None = None) -> Transcription:
         """Transcribe one clip: WAV, Ogg, FLAC, or raw little-endian mono PCM16 with ``sample_rate``."""
-        params = self._core.batch_params(sample_rate, language)
+        params = self.batch_params(sample_rate, language)
         response, region = self._post(BATCH_PATH, content=audio, params=params)
         return Transcription.from_json(response.json(), region)
 
@@ -83,14 +43,9 @@ class SpeechClient:
         self, text: str, *, voice: str | None = None, audio_format: str = "wav", speed: float = 1.0
     ) -> Speech:
         """Speak ``text``; ``is_cache_hit`` says whether the server had it cached."""
-        body = self._core.tts_body(text, voice, audio_format, speed)
+        body = self.tts_body(text, voice, audio_format, speed)
         response, region = self._post(TTS_PATH, json=body)
-        return Speech(
-            audio=response.content,
-            media_type=response.headers.get("content-type", ""),
-            is_cache_hit=response.headers.get(CACHE_HEADER, "").lower() == "hit",
-            region=region,
-        )
+        return self.speech_from(response.content, response.headers, region)
 
     def transcribe_stream(self, chunks: Iterable[bytes], *, language: str | None = None) -> Iterator[StreamMessage]:
         """Stream PCM16 ``chunks`` (16 kHz mono; pace them yourself for live audio) and yield partial and final
@@ -116,17 +71,16 @@ class SpeechClient:
             raise StreamClosedError(region, code, ws.close_reason or "", detail)
 
     def _open_stream(self, language: str | None) -> tuple[ClientConnection, str]:
-        core = self._core
-        plan = core.plan()
+        plan = self._plan()
         for attempt in plan:
             if attempt.delay_s:
                 time.sleep(attempt.delay_s)
             try:
                 ws = connect(
-                    attempt.stream_url + core.stream_query(language),
-                    additional_headers=core.headers,
+                    attempt.stream_url + self.stream_query(language),
+                    additional_headers=self.headers,
                     max_size=MAX_STREAM_MESSAGE_BYTES,
-                    open_timeout=core.timeout_s,
+                    open_timeout=self.timeout_s,
                 )
             except InvalidStatus as exc:
                 plan.answered(attempt, exc.response.status_code, exc.response.headers, bytes(exc.response.body or b""))
@@ -147,13 +101,13 @@ class SpeechClient:
                             pass
                     plan.refused_stream(attempt, ws.close_code or 1006, ws.close_reason or "", first.get("detail"))
                     continue
-                region = plan.succeeded(attempt, core.served_by(ws.response.headers if ws.response else {}))
+                region = plan.succeeded(attempt, self.served_by(ws.response.headers if ws.response else {}))
                 refused.pop_all()
                 return ws, region
         raise AssertionError("a plan ends by succeeding or raising")
 
     def _post(self, path: str, **kwargs: object) -> tuple[httpx.Response, str]:
-        plan = self._core.plan()
+        plan = self._plan()
         for attempt in plan:
             if attempt.delay_s:
                 time.sleep(attempt.delay_s)
@@ -163,24 +117,22 @@ class SpeechClient:
                 plan.failed(attempt, exc)
                 continue
             if response.is_success:
-                return response, plan.succeeded(attempt, self._core.served_by(response.headers))
+                return response, plan.succeeded(attempt, self.served_by(response.headers))
             plan.answered(attempt, response.status_code, response.headers, response.content)
         raise AssertionError("a plan ends by succeeding or raising")
 
     def _client(self, attempt: Attempt) -> httpx.Client:
         key = attempt.region.key
-        with self._lock:
-            if key not in self._http:
-                self._http[key] = httpx.Client(
-                    base_url=attempt.base_url, headers=self._core.headers, timeout=self._core.timeout_s
-                )
-            return self._http[key]
+        with self._pools_lock:
+            if key not in self._pools:
+                self._pools[key] = httpx.Client(base_url=attempt.base_url, headers=self.headers, timeout=self.timeout_s)
+            return self._pools[key]
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._http.values():
+        with self._pools_lock:
+            for client in self._pools.values():
                 client.close()
-            self._http.clear()
+            self._pools.clear()
 
     def __enter__(self) -> SpeechClient:
         return self
