@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         requests = asyncio.run(_drill(servers, keys, clip, durations, args.workers, timeline))
         refusals = {k: _eu_refusals(s.base_url) for k, s in servers.items() if k != STOPPED}
     for request in requests:
-        request.phase = timeline.phase(request.started)
+        # Counted where it ended: a request in flight when eu-west died belongs to the switch, not the baseline.
+        request.phase = timeline.phase(request.started + request.latency_s)
     checks = _checks(requests, refusals)
     summary = _summary(requests)
     _print(summary, checks)
