@@ -18,6 +18,7 @@ CHECKED = (
     "bench",
     "speech_client",
     "tests/client",
+    "tests/bench",
     "scripts",
     "tests/conftest.py",
     "tests/contract",
