@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from contract.service import READINESS_PATH, STREAM_PATH
+from contract.service import ENV_GRPC_PORT, READINESS_PATH, STREAM_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 600  # a first run builds the bundled model before it can be ready
@@ -49,7 +49,8 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}{STREAM_PATH}"
 
     def start(self) -> ServerProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "SPEECH_LOG_LEVEL": "warning", **self.env}
+        # gRPC on any free port: the fixed default would collide between regions, and with anything else running.
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SPEECH_LOG_LEVEL": "warning", ENV_GRPC_PORT: "0", **self.env}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serving", "--port", str(self.port)],

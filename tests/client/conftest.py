@@ -17,7 +17,7 @@ import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.build.export import ensure_bundled_model
-from serving.settings import AuthSettings, ModelSettings, Settings
+from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings
 from tests.serving.conftest import synthesize
 from tests.serving.server_fixtures import LiveServer, digest, live_server, pcm16, scrape, wav_bytes, with_silence
 
@@ -33,6 +33,7 @@ def regional_settings(region_key: str, model_dir: Path) -> Settings:
         public_domain=DOMAIN,
         model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
         auth=AuthSettings(api_key_hashes=[digest(ANY_KEY), f"{digest(EU_KEY)} jurisdiction=eu"]),
+        grpc=GrpcSettings(port=0),
     )
 
 
