@@ -4,7 +4,7 @@
 
 One ``python -m serving`` (Whisper base, 2 inference threads) on loopback, used as clients use it:
 
-* Streams: N clients stream speech in real time at once (``bench/stream_capacity.py``'s clients), N = 1, 2, 3 ...
+* Streams: N clients stream speech in real time at once (``bench/streams.py``'s clients), N = 1, 2, 3 ...
   The capacity is the largest N whose finals arrive with p95 under 800 ms after the end of speech, with no stream
   failing; the levels beyond it show how partial cadence thins out. At N = 1: first-partial and final latency.
 * Batch throughput: 1, 2, 4 and 8 concurrent requests of short clips through :class:`speech_client.AsyncSpeechClient`
@@ -38,7 +38,7 @@ from bench import report
 from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
 from bench.longform import faster_whisper_transcriber
 from bench.servers import ServerProcess
-from bench.stream_capacity import Level, conversation, measure_level
+from bench.streams import conversation, frames_of, run_level
 from contract.topology import Jurisdiction, Region, Topology
 from serving.build.export import ensure_bundled_model
 from serving.engine import SAMPLE_RATE
@@ -129,12 +129,47 @@ def _short_clips(helpers: Any, count: int) -> list[np.ndarray]:
     return [helpers.synthesize(texts[i], engine="flite" if i % 2 else "espeak-ng") for i in range(count)]
 
 
+@dataclass
+class Level:
+    """What N concurrent real-time streams got from one server."""
+
+    streams: int
+    finals: int
+    final_p50_s: float | None
+    final_p95_s: float | None
+    first_partial_p50_s: float | None
+    first_partial_p95_s: float | None
+    partials_per_stream_s: float
+    errors: int  # streams that did not end with a normal close
+
+    def keeps_up(self, target_s: float) -> bool:
+        return self.errors == 0 and self.final_p95_s is not None and self.final_p95_s <= target_s
+
+
+def measure_level(url: str, clips: list[tuple[list[bytes], list[Any]]], level: int) -> Level:
+    """Stream ``clips[:level]`` to ``url`` at once, in real time, and summarise what came back."""
+    results = run_level(url, clips, level)
+    finals = [d for r in results for d in r.finals]
+    firsts = [d for r in results for d in r.first_partials]
+    return Level(
+        streams=level,
+        finals=len(finals),
+        final_p50_s=report.percentile(finals, 50),
+        final_p95_s=report.percentile(finals, 95),
+        first_partial_p50_s=report.percentile(firsts, 50),
+        first_partial_p95_s=report.percentile(firsts, 95),
+        partials_per_stream_s=statistics.mean(r.partials / r.seconds for r in results),
+        errors=sum(r.close_code != 1000 for r in results),
+    )
+
+
 def _streams(server: ServerProcess, sizes: Sizes) -> dict[str, Any]:
-    clips = [conversation(sizes.stream_seconds, offset) for offset in range(max(sizes.stream_levels))]
+    talks = [conversation(sizes.stream_seconds, offset) for offset in range(max(sizes.stream_levels))]
+    clips = [(frames_of(audio, "pcm16"), spoken) for audio, spoken in talks]
     levels: list[Level] = []
     capacity, misses = 0, 0
     for level in sizes.stream_levels:
-        measured = measure_level(server.ws_url, clips, level)
+        measured = measure_level(server.ws_url + "?language=en", clips, level)
         levels.append(measured)
         if measured.keeps_up(TARGET_FINAL_P95_S) and misses == 0:
             capacity = level

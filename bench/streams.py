@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bench.asr_speed import REPO
 from bench.longform import _machine
@@ -65,6 +66,7 @@ class StreamResult:
     partials: int = 0
     seconds: float = 0.0
     close_code: int | None = None
+    error: str | None = None  # why the stream failed before it closed (connection refused, reset)
 
 
 @dataclass
@@ -109,7 +111,25 @@ def frames_of(audio: np.ndarray, codec: str) -> list[bytes]:
 
 
 async def one_stream(url: str, frames: list[bytes], spoken: list[Spoken]) -> StreamResult:
+    """Stream ``frames`` in real time and time what comes back; a failure is recorded, not raised."""
     result = StreamResult(seconds=len(frames) * FRAME_S)
+    try:
+        await _stream(url, frames, spoken, result)
+    except (OSError, ConnectionClosed) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def run_level(url: str, clips: list[tuple[list[bytes], list[Spoken]]], level: int) -> list[StreamResult]:
+    """Stream ``clips[:level]`` to ``url`` all at once, each in real time."""
+
+    async def run() -> list[StreamResult]:
+        return await asyncio.gather(*(one_stream(url, *clips[i]) for i in range(level)))
+
+    return asyncio.run(run())
+
+
+async def _stream(url: str, frames: list[bytes], spoken: list[Spoken], result: StreamResult) -> None:
     arrivals: dict[int, list[float]] = {}  # utterance -> partial arrival times, seconds into the stream
     finals: list[tuple[float, dict]] = []
     async with connect(url, max_size=2**20) as ws:
@@ -144,7 +164,6 @@ async def one_stream(url: str, frames: list[bytes], spoken: list[Spoken]) -> Str
             result.first_partials.append(partials[0] - first.start)
         marks = [first.start, *partials]
         result.partial_gaps += [b - a for a, b in itertools.pairwise(marks)]
-    return result
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -191,11 +210,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
         for level in levels:
             shed_before, cpu_before = _shed(scrape(server.base_url)), _cpu_seconds()
 
-            async def run_level(level: int = level) -> list[StreamResult]:
-                url = server.ws_url + query
-                return await asyncio.gather(*(one_stream(url, *clips[i]) for i in range(level)))
-
-            results = asyncio.run(run_level())
+            results = run_level(server.ws_url + query, clips, level)
             finals = [d for r in results for d in r.finals]
             firsts = [d for r in results for d in r.first_partials]
             gaps = [d for r in results for d in r.partial_gaps]
