@@ -26,6 +26,9 @@ METRICS_PATH = "/metrics"
 API_PREFIX = "/v1/"
 STREAM_PATH = "/v1/asr/stream"
 BATCH_PATH = "/v1/asr"
+# OpenAI's audio API, so OpenAI's clients work unchanged: the same batch pipeline as BATCH_PATH, OpenAI's shapes.
+OPENAI_PREFIX = "/v1/audio/"
+OPENAI_TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.

@@ -66,9 +66,19 @@ class WhisperDecoder:
         self._suppress_begin[[i for i in cfg.suppress_ids_begin if i <= cfg.eot]] = True
         self._language_ids = np.array(list(cfg.languages.values()))
         self._language_codes = list(cfg.languages)
+        self._sot_prev = tokenizer.token_to_id("<|startofprev|>")
         # Each step's presents become the next step's pasts; encoder outputs feed the inputs of the same name.
         self.present_names = decoder_outputs(cfg.n_decoder_layers)[1:]
         self.past_names = [name.replace("present_", "past_") for name in self.present_names]
+
+    def prompt_tokens(self, text: str | None) -> list[int]:
+        """``<|startofprev|>`` and the tokens of ``text`` (its last ones when too long): what comes before the
+        start-of-transcript token when decoding is conditioned on a prompt; nothing without one."""
+        if not text or not text.strip():
+            return []
+        tokens = self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
+        # Whisper keeps the prompt within half the text context, so the transcript keeps the other half.
+        return [self._sot_prev, *tokens[-(self.config.n_text_ctx // 2 - 1) :]]
 
     def language_of(self, session: ort.InferenceSession, cross: dict[str, ort.OrtValue]) -> str:
         """The most likely language of the first window in ``cross``."""
@@ -83,11 +93,15 @@ class WhisperDecoder:
         language: str | None,
         temperature: float,
         rng: np.random.Generator | None,
+        prompt: list[int] | None = None,
     ) -> tuple[list[Decoded], str]:
-        """Decode ``rows`` windows together; ``language`` None takes the first row's most likely language."""
+        """Decode ``rows`` windows together; ``language`` None takes the first row's most likely language.
+
+        ``prompt`` (from :meth:`prompt_tokens`) precedes every row's start-of-transcript token.
+        """
         cfg = self.config
         run = _DecoderPass(self, session, cross, rows)
-        logits = run.step(np.full((rows, 1), cfg.sot))
+        logits = run.step(np.tile([*(prompt or []), cfg.sot], (rows, 1)))
         no_speech = _softmax(logits)[:, cfg.no_speech]
         if not cfg.is_multilingual:
             language, prompt = "en", [cfg.no_timestamps]
@@ -145,15 +159,17 @@ class WhisperDecoder:
         first: Decoded,
         language: str,
         rng: np.random.Generator,
+        prompt: list[int] | None = None,
     ) -> Decoded:
-        """Decode one window again at each higher temperature, ``BEST_OF`` samples at once, until one passes."""
+        """Decode one window again at each temperature above the first attempt's, ``BEST_OF`` samples at once,
+        until one passes."""
         samples = {
             name: ort.OrtValue.ortvalue_from_numpy(np.repeat(value.numpy()[row : row + 1], BEST_OF, 0), self.device)
             for name, value in cross.items()
         }
         attempts = [first]
-        for temperature in TEMPERATURES[1:]:
-            candidates, _ = self.decode(session, samples, BEST_OF, language, temperature, rng)
+        for temperature in (t for t in TEMPERATURES if t > first.temperature):
+            candidates, _ = self.decode(session, samples, BEST_OF, language, temperature, rng, prompt)
             attempts.append(best_candidate(candidates))
             if not attempts[-1].needs_fallback:
                 return attempts[-1]

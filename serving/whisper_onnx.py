@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows
 from serving.decoding import Decoded
-from serving.engine import SAMPLE_RATE, Segment, Transcription
+from serving.engine import SAMPLE_RATE, DecodeOptions, Segment, Transcription
 from serving.mel import CHUNK_SAMPLES, draft_features, window_features
 from serving.model_dir import (
     DECODER_FILE,
@@ -136,9 +136,17 @@ class WhisperOnnxEngine:
             )
         return audio.astype(np.float32, copy=False)
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False) -> Transcription:
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        options: DecodeOptions | None = None,
+    ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window
-        with speech. Each window's text is one segment, timed by the speech the window holds.
+        with speech. Each window's text is one segment, timed by the speech the window holds. ``options`` set a
+        prompt and the first sampling temperature (``serving/engine.py``).
 
         ``draft`` trades some accuracy for latency, for streaming partials: the encoder sees the last 30 s of
         audio plus a little silence instead of a padded 30 s window, and nothing is decoded twice (about 3x less
@@ -152,6 +160,8 @@ class WhisperOnnxEngine:
         started = time.perf_counter()
         windows = self.plan(audio)
         timings["vad"] = time.perf_counter() - started
+        options = options or DecodeOptions()
+        prompt = self._whisper.prompt_tokens(options.prompt)
         rng = np.random.default_rng(_SEED)
         segments: list[Segment] = []
         for first in range(0, len(windows), self.batch):
@@ -163,10 +173,12 @@ class WhisperOnnxEngine:
             cross = self._encode(encoder, mels)
             _add(timings, "encode", started)
             started = time.perf_counter()
-            decoded, language = self._whisper.decode(decoder, cross, len(batch), language, 0.0, rng)
+            decoded, language = self._whisper.decode(
+                decoder, cross, len(batch), language, options.temperature, rng, prompt
+            )
             for row, result in enumerate(decoded):
                 if result.needs_fallback:
-                    decoded[row] = self._whisper.decode_hotter(decoder, cross, row, result, language, rng)
+                    decoded[row] = self._whisper.decode_hotter(decoder, cross, row, result, language, rng, prompt)
             segments.extend(
                 self._segment(w.start / SAMPLE_RATE, w.end / SAMPLE_RATE, d)
                 for w, d in zip(batch, decoded, strict=True)
@@ -270,6 +282,7 @@ class WhisperOnnxEngine:
             compression_ratio=round(decoded.compression_ratio, 4),
             no_speech_prob=round(decoded.no_speech_prob, 4),
             temperature=decoded.temperature,
+            tokens=tuple(decoded.tokens),
         )
 
     def close(self) -> None:
