@@ -3,9 +3,10 @@
 A clip of up to 30 s is one window. A longer recording is cut where Silero VAD hears pauses, and its speech is
 packed into windows of at most 30 s (``serving/chunking.py``), so no word straddles two windows and silences are
 never decoded. Each window is encoded once (which also yields every decoder layer's cross-attention K/V); the
-windows of a batch are then decoded together, greedily and without timestamps, one step for all of them with a
-growing self-attention cache. A window whose text trips a guard (``serving/decoding.py``) is decoded again at
-rising temperatures. The language is detected once, on the first window with speech, and used for every window.
+windows of a batch are then decoded together, greedily and with Whisper's timestamp tokens (which time each
+phrase; drafts go without), one step for all of them with a growing self-attention cache. A window whose text
+trips a guard (``serving/decoding.py``) is decoded again at rising temperatures. The language is detected once,
+on the first window with speech, and used for every window.
 Memory stays bounded for any length: features and K/V exist for one batch of windows at a time.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows
+from serving.chunking import SPEECH_PAD_S, SPEECH_THRESHOLD, Span, Window, plan_windows
 from serving.decoding import Decoded
 from serving.engine import SAMPLE_RATE, DecodeOptions, Segment, Transcription
 from serving.mel import CHUNK_SAMPLES, draft_features, window_features
@@ -145,7 +146,8 @@ class WhisperOnnxEngine:
         options: DecodeOptions | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window
-        with speech. Each window's text is one segment, timed by the speech the window holds. ``options`` set a
+        with speech. Segments are the phrases Whisper's timestamp tokens mark, timed in the recording (a window's
+        audio skips the pauses between its spans, so times are mapped back through them). ``options`` set a
         prompt and the first sampling temperature (``serving/engine.py``).
 
         ``draft`` trades some accuracy for latency, for streaming partials: the encoder sees the last 30 s of
@@ -168,22 +170,24 @@ class WhisperOnnxEngine:
             batch = windows[first : first + self.batch]
             started = time.perf_counter()
             mels = np.stack([window_features(w.audio(audio), self.config.n_mels) for w in batch])
+            # Where each window's speech ends: its audio less the VAD's padding after the last word.
+            speech_ends = [max(0.0, w.samples / SAMPLE_RATE - SPEECH_PAD_S) for w in batch]
             _add(timings, "features", started)
             started = time.perf_counter()
             cross = self._encode(encoder, mels)
             _add(timings, "encode", started)
             started = time.perf_counter()
             decoded, language = self._whisper.decode(
-                decoder, cross, len(batch), language, options.temperature, rng, prompt
+                decoder, cross, len(batch), language, options.temperature, rng, prompt, speech_ends
             )
             for row, result in enumerate(decoded):
                 if result.needs_fallback:
-                    decoded[row] = self._whisper.decode_hotter(decoder, cross, row, result, language, rng, prompt)
-            segments.extend(
-                self._segment(w.start / SAMPLE_RATE, w.end / SAMPLE_RATE, d)
-                for w, d in zip(batch, decoded, strict=True)
-                if d.text and not d.is_silence
-            )
+                    decoded[row] = self._whisper.decode_hotter(
+                        decoder, cross, row, result, language, rng, prompt, speech_ends[row]
+                    )
+            for window, result in zip(batch, decoded, strict=True):
+                if result.text and not result.is_silence:
+                    segments.extend(self._timed_segments(window, result, segments[-1].end if segments else 0.0))
             _add(timings, "decode", started)
         if language is None:
             # No window had speech, so none was decoded: Whisper hallucinates over silence ("you", "Thank you").
@@ -271,18 +275,34 @@ class WhisperOnnxEngine:
             encoder.run_with_iobinding(binding)
         return {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
 
+    def _timed_segments(self, window: Window, decoded: Decoded, after: float) -> list[Segment]:
+        """A window's phrases as segments timed in the recording by Whisper's timestamps, each starting no earlier
+        than ``after`` (the previous segment's end) and the one before it in the window; a phrase without a
+        timestamp on one side takes the window's edge (or the previous phrase's end) there."""
+        segments = []
+        for phrase in self._whisper.phrases(decoded):
+            begins = window.start if phrase.start is None else window.sample_at(phrase.start)
+            ends = window.end if phrase.end is None else window.sample_at(phrase.end, is_end=True)
+            begins_s = max(after, begins / SAMPLE_RATE)
+            segment = self._segment(begins_s, max(begins_s, ends / SAMPLE_RATE), decoded, phrase.text, phrase.tokens)
+            segments.append(segment)
+            after = segment.end
+        return segments
+
     @staticmethod
-    def _segment(start: float, end: float, decoded: Decoded) -> Segment:
+    def _segment(
+        start: float, end: float, decoded: Decoded, text: str | None = None, tokens: list[int] | None = None
+    ) -> Segment:
         # Milliseconds rounded down keep every segment inside the audio and apart from the next.
         return Segment(
             start=math.floor(start * 1000) / 1000,
             end=math.floor(end * 1000) / 1000,
-            text=decoded.text,
+            text=decoded.text if text is None else text,
             avg_logprob=round(decoded.avg_logprob, 4),
             compression_ratio=round(decoded.compression_ratio, 4),
             no_speech_prob=round(decoded.no_speech_prob, 4),
             temperature=decoded.temperature,
-            tokens=tuple(decoded.tokens),
+            tokens=tuple(decoded.tokens if tokens is None else tokens),
         )
 
     def close(self) -> None:

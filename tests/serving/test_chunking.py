@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from serving.chunking import (
+    CUT_SNAP_S,
     SPEECH_PAD_S,
     SPEECH_THRESHOLD,
     Span,
@@ -116,3 +117,21 @@ def test_every_window_the_vad_calls_speech_is_inside_exactly_one_planned_window(
         covered[-(-span.start // WINDOW) : span.end // WINDOW] = True
     lost = speech[~covered[speech]]
     assert lost.size == 0, f"speech windows outside every planned window: {lost[:10]}"
+
+
+def test_a_time_in_a_window_maps_back_through_its_spans_to_the_recording():
+    window = Window((Span(16_000, 96_000), Span(200_000, 280_000)))  # 5 s of speech, a pause, 5 s more
+    assert window.sample_at(0.0) == 16_000
+    assert window.sample_at(1.5) == 40_000
+    assert window.sample_at(7.5) == 240_000
+    assert window.sample_at(5.0, is_end=True) == 96_000, "an end on the cut is the first span's end"
+    assert window.sample_at(29.0) == 280_000, "past the window's audio is its end"
+
+
+def test_a_time_near_a_cut_belongs_to_the_speech_on_the_other_side():
+    window = Window((Span(16_000, 96_000), Span(200_000, 280_000)))
+    snap = CUT_SNAP_S - 0.1
+    assert window.sample_at(5.0 - snap) == 200_000, "a start just before the cut opens the speech after it"
+    assert window.sample_at(5.0 + snap, is_end=True) == 96_000, "an end just after the cut closes the speech before"
+    assert window.sample_at(5.0 - snap, is_end=True) == round((5.0 - snap) * RATE) + 16_000
+    assert window.sample_at(5.0 + snap) == round(snap * RATE) + 200_000
