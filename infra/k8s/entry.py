@@ -55,7 +55,8 @@ def http_routes(realtime_host: str, batch_host: str) -> list[dict[str, Any]]:
         },
         {
             "name": "batch",
-            "match": [{"uri": {"exact": service.BATCH_PATH}}],
+            # Whole uploads, ours and OpenAI's shape alike: the batch replicas, with their timeout and retries.
+            "match": [{"uri": {"exact": path}} for path in (service.BATCH_PATH, service.OPENAI_TRANSCRIPTIONS_PATH)],
             "route": _destination(batch_host),
             "timeout": BATCH_TIMEOUT,
             "retries": {"attempts": 2, "retryOn": "connect-failure,refused-stream,reset,503"},
