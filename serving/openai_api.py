@@ -203,7 +203,8 @@ def _response(done: BatchResult, response_format: str) -> Response:
 def _segment(index: int, segment: Segment) -> dict:
     return {
         "id": index,
-        # OpenAI's seek is the offset, in 10 ms mel frames, of the audio the segment was decoded from.
+        # OpenAI's seek is the 10 ms frame its 30 s window starts at; our windows skip pauses and start nowhere in
+        # particular, so it is the frame the segment starts at.
         "seek": round(segment.start * 100),
         "start": segment.start,
         "end": segment.end,
