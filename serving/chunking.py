@@ -157,6 +157,17 @@ class Window:
         return self.end
 
 
+def speech_end_in(window: Window, probabilities: np.ndarray, threshold: float = SPEECH_THRESHOLD) -> float:
+    """Seconds into ``window``'s audio at which its last VAD step scoring ``threshold`` or more ends: where its
+    speech ends, trailing padding and silence aside (a clip of up to 30 s is one window, silence and all)."""
+    last = window.spans[-1]
+    before = window.samples - last.length
+    first = last.start // WINDOW
+    heard = np.flatnonzero(probabilities[first : -(-last.end // WINDOW)] >= threshold)
+    end = last.start if heard.size == 0 else min(last.end, (first + int(heard[-1]) + 1) * WINDOW)
+    return (before + end - last.start) / SAMPLE_RATE
+
+
 def pack_into_windows(regions: list[Span], max_samples: int) -> list[Window]:
     """Consecutive regions packed in order while their audio fits ``max_samples``; regions must be ordered,
     disjoint and each at most ``max_samples`` long."""

@@ -35,8 +35,8 @@ TIMESTAMP_TOKENS = 1501
 # The first phrase starts within this many steps of 0.02 s (openai/whisper's max_initial_timestamp, 1 s).
 MAX_INITIAL_TIMESTAMP = 50
 # With timestamps, Whisper ends a window early when it believes its last phrase runs on into the next window (on
-# the 10 min bench: 54 words lost, the last sentence of most full windows). Our windows end where the VAD heard
-# the speech end, so end-of-text is refused until a phrase has closed within this many seconds of that end.
+# the 10 min bench: 54 words lost, the last sentence of most full windows). The VAD knows where a window's speech
+# ends, so end-of-text is refused until a phrase has closed within this many seconds of that end.
 END_SLACK_S = 1.5
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.chunking import SPEECH_PAD_S, SPEECH_THRESHOLD, Span, Window, plan_windows
+from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows, speech_end_in
 from serving.decoding import Decoded
 from serving.engine import SAMPLE_RATE, DecodeOptions, Segment, Transcription
 from serving.mel import CHUNK_SAMPLES, draft_features, window_features
@@ -160,7 +160,7 @@ class WhisperOnnxEngine:
         if draft and self.supports_draft:
             return self._draft(encoder, decoder, audio, language, timings)
         started = time.perf_counter()
-        windows = self.plan(audio)
+        windows, probabilities = self._plan(audio)
         timings["vad"] = time.perf_counter() - started
         options = options or DecodeOptions()
         prompt = self._whisper.prompt_tokens(options.prompt)
@@ -170,8 +170,7 @@ class WhisperOnnxEngine:
             batch = windows[first : first + self.batch]
             started = time.perf_counter()
             mels = np.stack([window_features(w.audio(audio), self.config.n_mels) for w in batch])
-            # Where each window's speech ends: its audio less the VAD's padding after the last word.
-            speech_ends = [max(0.0, w.samples / SAMPLE_RATE - SPEECH_PAD_S) for w in batch]
+            speech_ends = [speech_end_in(w, probabilities) for w in batch]
             _add(timings, "features", started)
             started = time.perf_counter()
             cross = self._encode(encoder, mels)
@@ -204,10 +203,15 @@ class WhisperOnnxEngine:
     def plan(self, audio: np.ndarray) -> list[Window]:
         """The windows ``transcribe`` decodes, none if the VAD hears no speech: a clip of up to 30 s whole, a
         longer one's speech cut in its pauses and packed into windows of at most 30 s."""
+        return self._plan(audio)[0]
+
+    def _plan(self, audio: np.ndarray) -> tuple[list[Window], np.ndarray]:
+        """The windows, and the VAD's speech probability per step of the audio."""
         probabilities = self._vad.probabilities(audio)
         if len(audio) <= CHUNK_SAMPLES:
-            return [Window((Span(0, len(audio)),))] if np.any(probabilities >= SPEECH_THRESHOLD) else []
-        return plan_windows(probabilities, len(audio), CHUNK_SAMPLES)
+            is_heard = bool(np.any(probabilities >= SPEECH_THRESHOLD))
+            return ([Window((Span(0, len(audio)),))] if is_heard else []), probabilities
+        return plan_windows(probabilities, len(audio), CHUNK_SAMPLES), probabilities
 
     def _detect_language(
         self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, audio: np.ndarray, timings: dict

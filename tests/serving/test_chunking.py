@@ -15,6 +15,7 @@ from serving.chunking import (
     Window,
     pack_into_windows,
     plan_windows,
+    speech_end_in,
     speech_regions,
     split_long,
 )
@@ -135,3 +136,12 @@ def test_a_time_near_a_cut_belongs_to_the_speech_on_the_other_side():
     assert window.sample_at(5.0 + snap, is_end=True) == 96_000, "an end just after the cut closes the speech before"
     assert window.sample_at(5.0 - snap, is_end=True) == round((5.0 - snap) * RATE) + 16_000
     assert window.sample_at(5.0 + snap) == round(snap * RATE) + 200_000
+
+
+def test_a_windows_speech_ends_at_its_last_step_heard_not_at_its_padding_or_silence():
+    probabilities = scores((0.0, 10), (0.9, 40), (0.0, 300))
+    whole_clip = Window((Span(0, 350 * WINDOW),))
+    assert speech_end_in(whole_clip, probabilities) == pytest.approx(50 * WINDOW / RATE)
+    packed = Window((Span(0, 20 * WINDOW), Span(30 * WINDOW, 60 * WINDOW)))
+    assert speech_end_in(packed, probabilities) == pytest.approx((20 + 20) * WINDOW / RATE), "measured in the window"
+    assert speech_end_in(Window((Span(100 * WINDOW, 200 * WINDOW),)), probabilities) == 0.0
