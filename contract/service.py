@@ -34,6 +34,9 @@ CACHE_HEADER = "X-Speech-Cache"
 # Every HTTP response and every WebSocket handshake names the region that answered (its topology key, or `local`
 # for a replica without SPEECH_REGION), so a client can prove where its audio was processed and alarm otherwise.
 REGION_HEADER = "X-Speech-Region"
+# OpenAI's audio API, so OpenAI's clients work unchanged: the same batch pipeline as BATCH_PATH, OpenAI's shapes.
+OPENAI_PREFIX = "/v1/audio/"
+OPENAI_TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.

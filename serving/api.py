@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from functools import partial
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.requests import ClientDisconnect
 
 from contract.service import BATCH_PATH, HEALTH_PATH, METRICS_PATH, READINESS_PATH
-from serving import audio
-from serving.engine import SAMPLE_RATE, Transcription
+from serving.batch import BatchJob, transcribe_request
 from serving.metrics import CONTENT_TYPE
 from serving.model_dir import ModelError
 from serving.model_manager import ModelManager, ReloadInProgressError, public_reason
 from serving.model_store import ModelStoreError
 from serving.names import ModelName, ModelVersion
-from serving.registry import EngineLease, ModelInfo, RegistryClosedError
+from serving.registry import EngineLease, ModelInfo
 from serving.state import ServingState, serving_state
 
 log = logging.getLogger(__name__)
@@ -97,39 +92,21 @@ async def transcribe(
         str | None, Query(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code; default: detect")
     ] = None,
 ) -> TranscriptionResponse:
-    """Transcribe one clip (at most ``SPEECH_LIMITS__MAX_AUDIO_S`` seconds) sent as the request body.
+    """Transcribe one recording (at most ``SPEECH_LIMITS__MAX_AUDIO_S`` seconds) sent as the request body."""
 
-    Admission comes first: a request takes its queue slot and a model reference before its upload is read, so a
-    full server refuses with 503 at once instead of after reading and decoding megabytes it cannot serve.
-    """
-    started = time.perf_counter()
-    if state.is_draining:
-        state.metrics.error(state.current_version(), "shutting_down")
-        raise HTTPException(503, "the server is shutting down; retry (another replica will answer)", _RETRY)
-    if not state.batch_slots.try_enter():
-        state.metrics.error(state.current_version(), "overloaded")
-        raise HTTPException(503, "the server is at its limit of queued transcriptions; retry shortly", _RETRY)
-    try:
-        with _acquire(state) as lease:
-            request.state.model_version = lease.info.version
-            body = await _upload(request, state, lease)
-            clip = await _decode(state, body, sample_rate)
-            decoded = time.perf_counter()
-            result, engine_seconds = await _run_engine(state, lease, clip, language)
-    finally:
-        state.batch_slots.leave()
-    if state.shadow is not None:  # off the response path: it only schedules, or skips, a comparison
-        state.shadow.offer(clip, language, result, engine_seconds)
-    timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
-    timings["total"] = time.perf_counter() - started
+    async def job_of(body: bytes, _: EngineLease) -> BatchJob:
+        return BatchJob(body, sample_rate=sample_rate, language=language)
+
+    done = await transcribe_request(request, state, job_of)
+    result = done.transcription
     return TranscriptionResponse(
         text=result.text,
         language=result.language,
-        model=lease.info.name,
+        model=done.model,
         model_version=result.model_version,
-        audio_seconds=round(len(clip) / SAMPLE_RATE, 3),
+        audio_seconds=done.audio_seconds,
         segments=[SegmentResponse(start=s.start, end=s.end, text=s.text) for s in result.segments],
-        timings={stage: round(seconds, 4) for stage, seconds in timings.items()},
+        timings=done.timings,
     )
 
 
@@ -200,61 +177,6 @@ def _manager_named(state: ServingState, name: str | None) -> ModelManager:
         served = ", ".join(sorted(served for _, served in state.models.managers))
         raise HTTPException(404, f"model {name!r} is not served here; served models: {served}")
     return found[0]
-
-
-_RETRY = {"Retry-After": "1"}
-
-
-def _acquire(state: ServingState) -> EngineLease:
-    if not state.models.is_ready:
-        state.metrics.error("none", "not_ready")
-        raise HTTPException(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
-    try:
-        return state.models.asr.registry.acquire()
-    except RegistryClosedError as exc:
-        raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
-
-
-async def _upload(request: Request, state: ServingState, lease: EngineLease) -> bytes:
-    """The request body; the gate bounds its size and how long it may take (``serving/gate.py``)."""
-    try:
-        return await request.body()
-    except ClientDisconnect:
-        state.metrics.error(lease.info.version, "client_abort")
-        # 499, as nginx logs it: there is nobody left to read the answer, but the metrics and access log are right.
-        raise HTTPException(499, "the client closed the connection before its upload was complete") from None
-
-
-async def _decode(state: ServingState, body: bytes, sample_rate: int | None) -> np.ndarray:
-    """The clip at 16 kHz, decoded on a decoder thread (bounded in number), never on the event loop."""
-    loop = asyncio.get_running_loop()
-    max_audio_s = state.settings.limits.max_audio_s
-    try:
-        return await loop.run_in_executor(
-            state.decode_pool, partial(audio.decode, body, sample_rate=sample_rate, max_audio_s=max_audio_s)
-        )
-    except audio.AudioError as exc:
-        state.metrics.error(state.current_version(), "bad_audio")
-        raise HTTPException(exc.status_code, str(exc)) from exc
-
-
-async def _run_engine(
-    state: ServingState, lease: EngineLease, clip: np.ndarray, language: str | None
-) -> tuple[Transcription, float]:
-    queued = time.perf_counter()
-    version = lease.info.version
-    try:
-        result = await state.inference.run(lease.engine.transcribe, clip, language)
-    except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
-        state.metrics.error(version, "bad_audio")
-        raise HTTPException(422, str(exc)) from exc
-    except Exception as exc:
-        log.exception("transcription failed")
-        state.metrics.error(version, "engine")
-        raise HTTPException(500, "transcription failed; the server logged why") from exc
-    engine_seconds = time.perf_counter() - queued
-    state.metrics.inference(version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
-    return result, engine_seconds
 
 
 def _info(info: ModelInfo | None) -> dict | None:

@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.routing import Route, WebSocketRoute
 
-from serving import api, stream_api, tts_api
+from serving import api, openai_api, stream_api, tts_api
 from serving.auth import ApiKeyVerifier
 from serving.gate import RegionHeader, RequestGate, RequestMetrics
 from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
+from serving.openai_errors import on_http_exception
 from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.shadow import ShadowModel
@@ -62,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
-    routers = (api.probes, api.v1, api.admin, stream_api.router, tts_api.router)
+    # OpenAI's clients read errors from {"error": {...}}; every other route keeps {"detail": ...}.
+    app.add_exception_handler(HTTPException, on_http_exception)
+    routers = (api.probes, api.v1, api.admin, openai_api.router, stream_api.router, tts_api.router)
     for router in routers:
         app.include_router(router)
     route_paths = frozenset(
@@ -73,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestGate,
         state=state,
         admin_paths=api.ADMIN_PATHS,
-        upload_paths=api.UPLOAD_PATHS,
+        upload_paths=api.UPLOAD_PATHS | openai_api.UPLOAD_PATHS,
         route_paths=route_paths,
     )
     app.add_middleware(RequestMetrics, state=state, route_paths=route_paths)

@@ -22,6 +22,9 @@ SPEECH_THRESHOLD = 0.5
 SILENCE_THRESHOLD = SPEECH_THRESHOLD - 0.15
 MIN_SILENCE_S = 0.16
 SPEECH_PAD_S = 0.4
+# How far from a cut between two spans of a window a timestamp is taken to belong to the other side (the padding,
+# plus the half second by which Whisper's phrase boundaries lag the speech).
+CUT_SNAP_S = SPEECH_PAD_S + 0.5
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,38 @@ class Window:
 
     def audio(self, recording: np.ndarray) -> np.ndarray:
         return np.concatenate([recording[span.start : span.end] for span in self.spans])
+
+    def sample_at(self, seconds: float, *, is_end: bool = False) -> int:
+        """The recording's sample at ``seconds`` into the window's audio (its spans back to back); a time past the
+        window's audio is its end.
+
+        Whisper times a phrase's end late and the next one's start at that same instant, so near a cut, where the
+        window left a pause out, its times land on the wrong side: a start within ``CUT_SNAP_S`` of its span's end
+        belongs to the speech after the cut (the next span's start), an end within ``CUT_SNAP_S`` of its span's
+        start to the speech before it (the previous span's end). Segments then never stretch across a pause.
+        """
+        offset = max(0, round(seconds * SAMPLE_RATE))
+        snap = round(CUT_SNAP_S * SAMPLE_RATE)
+        for index, span in enumerate(self.spans):
+            if offset < span.length or (is_end and offset == span.length):
+                if is_end and index > 0 and offset <= snap:
+                    return self.spans[index - 1].end
+                if not is_end and index + 1 < len(self.spans) and span.length - offset <= snap:
+                    return self.spans[index + 1].start
+                return span.start + offset
+            offset -= span.length
+        return self.end
+
+
+def speech_end_in(window: Window, probabilities: np.ndarray, threshold: float = SPEECH_THRESHOLD) -> float:
+    """Seconds into ``window``'s audio at which its last VAD step scoring ``threshold`` or more ends: where its
+    speech ends, trailing padding and silence aside (a clip of up to 30 s is one window, silence and all)."""
+    last = window.spans[-1]
+    before = window.samples - last.length
+    first = last.start // WINDOW
+    heard = np.flatnonzero(probabilities[first : -(-last.end // WINDOW)] >= threshold)
+    end = last.start if heard.size == 0 else min(last.end, (first + int(heard[-1]) + 1) * WINDOW)
+    return (before + end - last.start) / SAMPLE_RATE
 
 
 def pack_into_windows(regions: list[Span], max_samples: int) -> list[Window]:

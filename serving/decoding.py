@@ -19,6 +19,8 @@ LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 BEST_OF = 5  # samples per window at a temperature above zero; the most probable one is kept
+# Seconds between two timestamp tokens.
+TIME_PRECISION = 0.02
 # A phrase of up to this many tokens repeated this many times in a row is a decoding loop, not speech.
 MAX_LOOP_NGRAM = 16
 LOOP_REPEATS = 4
@@ -73,6 +75,27 @@ def strip_loop(tokens: list[int]) -> tuple[list[int], bool]:
         if all(tokens[-span + i * n : len(tokens) - span + (i + 1) * n] == gram for i in range(LOOP_REPEATS)):
             return tokens[: len(tokens) - span + n], True
     return tokens, False
+
+
+def timed_pieces(tokens: list[int], timestamp_begin: int) -> list[tuple[float | None, float | None, list[int]]]:
+    """The text tokens between timestamp tokens, as (start, end, tokens) in seconds of the window: a timestamp
+    before text opens a phrase, one after text closes it; None where the phrase has no timestamp on that side."""
+    pieces: list[tuple[float | None, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        seconds = round((token - timestamp_begin) * TIME_PRECISION, 2)
+        if text:
+            pieces.append((start, seconds, text))
+            start, text = None, []
+        else:
+            start = seconds
+    if text:
+        pieces.append((start, None, text))
+    return pieces
 
 
 def best_candidate(candidates: list[Decoded]) -> Decoded:

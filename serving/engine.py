@@ -39,6 +39,21 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
+    tokens: tuple[int, ...] = ()  # the text tokens decoded for it (OpenAI's verbose_json reports them)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a batch transcription is decoded, as Whisper's own ``transcribe`` takes it.
+
+    ``prompt`` is text the model reads as what came before each window (spellings, names, a style): every window,
+    as in faster-whisper's batched pipeline, since windows are decoded side by side rather than each conditioned on
+    the one before. ``temperature`` 0 decodes greedily and samples again
+    at rising temperatures where a guard trips; above 0 it samples from that temperature on.
+    """
+
+    prompt: str | None = None
+    temperature: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,13 +90,20 @@ class AsrEngine(Engine, Protocol):
         ...
 
     def transcribe(
-        self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        prefix: str = "",
+        options: DecodeOptions | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None means detect it once, on the
         first speech, and use it throughout.
 
-        ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it. A draft's
-        text starts with ``prefix``: words a stream has settled, which the engine need not decode again.
+        ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it, and drafts
+        ignore ``options``. A draft's text starts with ``prefix``: words a stream has settled, which the engine need
+        not decode again.
         """
         ...
 

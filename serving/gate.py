@@ -11,6 +11,7 @@ everything else (the API, ``/docs``, ``/openapi.json``, unknown paths) a transcr
 whose tenant's data may not be processed in this replica's jurisdiction gets 421 and its regional endpoints
 (``serving/residency.py``) on any API path, again before any audio is read.
 WebSockets pass through: the stream route authenticates after accepting, so a refused client reads a close code.
+Refusals on OpenAI-compatible paths are OpenAI-shaped (``serving/openai_errors.py``), so OpenAI's clients show why.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contract.service import API_PREFIX, HEALTH_PATH, METRICS_PATH, READINESS_PATH, REGION_HEADER
 from serving.auth import ADMIN_OFF_DETAIL, ADMIN_UNAUTHORIZED_DETAIL, UNAUTHORIZED_DETAIL
+from serving.openai_errors import error_response
 from serving.residency import MISDIRECTED
 from serving.settings import LimitsSettings
 from serving.state import ServingState
@@ -71,7 +73,7 @@ class RequestGate:
         too_big = _too_big_detail(limit, is_upload)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse_declared(declared, too_big)(scope, receive, send)
+            await self._refuse_declared(path, declared, too_big)(scope, receive, send)
             return
         bounded = _BoundedBody(receive, limit, too_big, limits, self._state)
         await self.app(scope, bounded.receive, send)
@@ -83,26 +85,27 @@ class RequestGate:
         if path in self._admin_paths:
             if not state.admin_auth.is_enabled:
                 state.metrics.error(state.current_version(), "admin_off")
-                return JSONResponse({"detail": ADMIN_OFF_DETAIL}, 403, _CLOSE)
+                return error_response(path, 403, ADMIN_OFF_DETAIL, _CLOSE)
             if not state.admin_auth.is_allowed(headers):
                 state.metrics.error(state.current_version(), "unauthorized")
-                return JSONResponse({"detail": ADMIN_UNAUTHORIZED_DETAIL}, 401, _CHALLENGE)
+                return error_response(path, 401, ADMIN_UNAUTHORIZED_DETAIL, _CHALLENGE)
             return None
         if not state.auth.is_allowed(headers):
             state.metrics.error(state.current_version(), "unauthorized")
-            return JSONResponse({"detail": UNAUTHORIZED_DETAIL}, 401, _CHALLENGE)
+            return error_response(path, 401, UNAUTHORIZED_DETAIL, _CHALLENGE)
         misdirected = state.residency.refusal(state.auth.home_jurisdiction(headers))
         if misdirected is not None and path.startswith(API_PREFIX):
             route = path if path in self._route_paths else "unmatched"
             state.metrics.residency_refused(state.current_version(), misdirected.jurisdiction, route)
-            return JSONResponse(misdirected.body(), MISDIRECTED, _CLOSE)
+            details = {k: v for k, v in misdirected.body().items() if k != "detail"}
+            return error_response(path, MISDIRECTED, misdirected.detail, _CLOSE, **details)
         return None
 
-    def _refuse_declared(self, declared: str, too_big: str) -> JSONResponse:
+    def _refuse_declared(self, path: str, declared: str, too_big: str) -> JSONResponse:
         self._state.metrics.error(self._state.current_version(), "too_large")
         if not declared.isdigit():
-            return JSONResponse({"detail": f"Content-Length {declared[:40]!r} is not a byte count"}, 400, _CLOSE)
-        return JSONResponse({"detail": too_big}, 413, _CLOSE)
+            return error_response(path, 400, f"Content-Length {declared[:40]!r} is not a byte count", _CLOSE)
+        return error_response(path, 413, too_big, _CLOSE)
 
 
 class _BoundedBody:

@@ -2,16 +2,51 @@
 
 A decoder step on the CPU is bound by memory traffic: the fp32 weights, the vocabulary projection above all, are
 read once per step however many rows share it, so windows decoded together cost far less each than alone.
+
+With timestamps the model also predicts when each phrase starts and ends (Whisper's timestamp tokens, every
+0.02 s of the window), under openai/whisper's rules: the text opens with a timestamp in its first second,
+timestamps come in pairs that close one phrase and open the next, never go back, and are taken whenever the
+model puts more probability on some timestamp than on any single word. They cost two tokens a phrase.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.decoding import BEST_OF, TEMPERATURES, Decoded, best_candidate, final_choice, log_softmax, strip_loop
-from serving.model_dir import WhisperConfig, decoder_outputs
+from serving.decoding import (
+    BEST_OF,
+    TEMPERATURES,
+    TIME_PRECISION,
+    Decoded,
+    best_candidate,
+    final_choice,
+    log_softmax,
+    strip_loop,
+    timed_pieces,
+)
+from serving.model_dir import ModelError, WhisperConfig, decoder_outputs
+
+# Timestamp tokens: <|0.00|> to <|30.00|> in steps of 0.02 s, right after <|notimestamps|>.
+TIMESTAMP_TOKENS = 1501
+# The first phrase starts within this many steps of 0.02 s (openai/whisper's max_initial_timestamp, 1 s).
+MAX_INITIAL_TIMESTAMP = 50
+# With timestamps, Whisper ends a window early when it believes its last phrase runs on into the next window (on
+# the 10 min bench: 54 words lost, the last sentence of most full windows). The VAD knows where a window's speech
+# ends, so end-of-text is refused until a phrase has closed within this many seconds of that end.
+END_SLACK_S = 1.5
+
+
+class Phrase(NamedTuple):
+    """Text between two timestamps; a time is None where the model left it out (a phrase cut off by the end)."""
+
+    start: float | None
+    end: float | None
+    text: str
+    tokens: list[int]
 
 
 class _DecoderPass:
@@ -64,20 +99,39 @@ class WhisperDecoder:
         self._suppress[[i for i in cfg.suppress_ids if i <= cfg.eot]] = True
         self._suppress_begin = self._suppress.copy()
         self._suppress_begin[[i for i in cfg.suppress_ids_begin if i <= cfg.eot]] = True
+        self.timestamp_begin = cfg.no_timestamps + 1
+        # With timestamps the vocabulary sampled from runs on past the specials to the timestamp tokens.
+        specials = np.ones(self.timestamp_begin - cfg.eot - 1, dtype=bool)
+        stamps = np.zeros(TIMESTAMP_TOKENS, dtype=bool)
+        self._suppress_timed = np.concatenate([self._suppress, specials, stamps])
+        self._suppress_timed_begin = np.concatenate([self._suppress_begin, specials, stamps])
         self._language_ids = np.array(list(cfg.languages.values()))
         self._language_codes = list(cfg.languages)
+        sot_prev = tokenizer.token_to_id("<|startofprev|>")
+        if sot_prev is None:
+            raise ModelError("the model's tokenizer.json has no <|startofprev|> token; export the model again")
+        self._sot_prev = sot_prev
         # Each step's presents become the next step's pasts; encoder outputs feed the inputs of the same name.
         self.present_names = decoder_outputs(cfg.n_decoder_layers)[1:]
         self.past_names = [name.replace("present_", "past_") for name in self.present_names]
+
+    def prompt_tokens(self, text: str | None) -> list[int]:
+        """``<|startofprev|>`` and the tokens of ``text`` (its last ones when too long): what comes before the
+        start-of-transcript token when decoding is conditioned on a prompt; nothing without one."""
+        if not text or not text.strip():
+            return []
+        tokens = self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
+        # Whisper keeps the prompt within half the text context, so the transcript keeps the other half.
+        return [self._sot_prev, *tokens[-(self.config.n_text_ctx // 2 - 1) :]]
+
+    def tokens_of(self, text: str) -> list[int]:
+        """Text tokens of ``text`` as the model writes it after the prompt: with a leading space."""
+        return self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
 
     def language_of(self, session: ort.InferenceSession, cross: dict[str, ort.OrtValue]) -> str:
         """The most likely language of the first window in ``cross``."""
         logits = _DecoderPass(self, session, cross, 1).step(np.array([[self.config.sot]]))
         return self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
-
-    def tokens_of(self, text: str) -> list[int]:
-        """Text tokens of ``text`` as the model writes it after the prompt: with a leading space."""
-        return self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
 
     def decode(
         self,
@@ -87,33 +141,48 @@ class WhisperDecoder:
         language: str | None,
         temperature: float,
         rng: np.random.Generator | None,
+        prompt: list[int] | None = None,
+        speech_ends: list[float] | None = None,
         prefix: list[int] | None = None,
     ) -> tuple[list[Decoded], str]:
         """Decode ``rows`` windows together; ``language`` None takes the first row's most likely language.
 
+        ``prompt`` (from :meth:`prompt_tokens`) precedes every row's start-of-transcript token. ``speech_ends``,
+        where each row's speech ends in seconds of its window, turns timestamps on: timestamp tokens interleave
+        with the text (:meth:`phrases` reads them), and no row may stop before it has closed a phrase near its end.
         ``prefix`` tokens are forced as the start of every row's text and fed in the prompt's step, so a streaming
         draft whose first words are already settled pays one decoder run for them instead of one per token.
         """
         cfg = self.config
+        timestamps = speech_ends is not None
         run = _DecoderPass(self, session, cross, rows)
-        logits = run.step(np.full((rows, 1), cfg.sot))
+        logits = run.step(np.tile([*(prompt or []), cfg.sot], (rows, 1)))
         no_speech = _softmax(logits)[:, cfg.no_speech]
         if not cfg.is_multilingual:
-            language, prompt = "en", [cfg.no_timestamps]
+            language, task = "en", []
         else:
             if language is None:
                 language = self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
-            prompt = [cfg.languages[language], cfg.transcribe, cfg.no_timestamps]
+            task = [cfg.languages[language], cfg.transcribe]
         prefix = list(prefix or ())
-        logits = run.step(np.tile(prompt + prefix, (rows, 1)))
+        rest = [*task, *([] if timestamps else [cfg.no_timestamps]), *prefix]
+        if rest:  # an English-only model decoding timestamps has nothing to add after start-of-transcript
+            logits = run.step(np.tile(rest, (rows, 1)))
+        width = self.timestamp_begin + TIMESTAMP_TOKENS if timestamps else cfg.eot + 1
+        suppress = (self._suppress_timed_begin, self._suppress_timed) if timestamps else (
+            self._suppress_begin, self._suppress
+        )  # fmt: skip
         tokens: list[list[int]] = [list(prefix) for _ in range(rows)]
         sum_logprob = np.zeros(rows)
         loops = [False] * rows
         active = list(range(rows))
         feed = np.full((rows, 1), cfg.eot)
         for step in range(cfg.n_text_ctx // 2):
-            text_logits = logits[active, : cfg.eot + 1]
-            text_logits[:, self._suppress_begin if step == 0 and not prefix else self._suppress] = -np.inf
+            text_logits = logits[active, :width]
+            text_logits[:, suppress[0] if step == 0 and not prefix else suppress[1]] = -np.inf
+            if speech_ends is not None:
+                for i, row in enumerate(active):
+                    self._apply_timestamp_rules(text_logits[i], tokens[row], speech_ends[row])
             if temperature > 0 and rng is not None:
                 picked = np.argmax(text_logits / temperature + rng.gumbel(size=text_logits.shape), axis=-1)
             else:
@@ -140,12 +209,48 @@ class WhisperDecoder:
                 sum_logprob=float(sum_logprob[row]),
                 no_speech_prob=float(no_speech[row]),
                 temperature=temperature,
-                text=self._tokenizer.decode(tokens[row], skip_special_tokens=True).strip(),
+                text=self._text(tokens[row]),
                 is_loop=loops[row],
             )
             for row in range(rows)
         ]
         return decoded, language
+
+    def phrases(self, decoded: Decoded) -> list[Phrase]:
+        """The phrases of a window decoded with timestamps, timed in seconds of the window's audio."""
+        phrases = [Phrase(start, end, self._text(tokens), tokens) for start, end, tokens in timed_pieces(
+            decoded.tokens, self.timestamp_begin
+        )]  # fmt: skip
+        return [phrase for phrase in phrases if phrase.text]
+
+    def _text(self, tokens: list[int]) -> str:
+        return self._tokenizer.decode([t for t in tokens if t < self.config.eot], skip_special_tokens=True).strip()
+
+    def _apply_timestamp_rules(self, logits: np.ndarray, sampled: list[int], speech_end: float) -> None:
+        """Mask, in place, the tokens openai/whisper's timestamp rules forbid after ``sampled``, and end-of-text
+        until a phrase has closed near ``speech_end`` (``END_SLACK_S``)."""
+        begin = self.timestamp_begin
+        if not sampled:
+            logits[:begin] = -np.inf
+            logits[begin + MAX_INITIAL_TIMESTAMP + 1 :] = -np.inf
+            return
+        last_was_timestamp = sampled[-1] >= begin
+        penultimate_was_timestamp = len(sampled) < 2 or sampled[-2] >= begin
+        if last_was_timestamp:
+            if penultimate_was_timestamp:
+                logits[begin:] = -np.inf  # a pair just closed a phrase and opened the next: text must follow
+            else:
+                logits[: self.config.eot] = -np.inf  # a phrase just ended: the next one's start, or the end
+        stamps = [token for token in sampled if token >= begin]
+        if not stamps or (stamps[-1] - begin) * TIME_PRECISION < speech_end - END_SLACK_S:
+            logits[self.config.eot] = -np.inf
+        if stamps:
+            # Never back in time; a phrase that just opened may not close at the same instant.
+            floor = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
+            logits[begin:floor] = -np.inf
+        logprobs = log_softmax(logits)
+        if np.logaddexp.reduce(logprobs[begin:]) > logprobs[:begin].max():
+            logits[:begin] = -np.inf
 
     def decode_hotter(
         self,
@@ -155,15 +260,27 @@ class WhisperDecoder:
         first: Decoded,
         language: str,
         rng: np.random.Generator,
+        prompt: list[int] | None = None,
+        speech_end: float | None = None,
     ) -> Decoded:
-        """Decode one window again at each higher temperature, ``BEST_OF`` samples at once, until one passes."""
+        """Decode one window again at each temperature above the first attempt's, ``BEST_OF`` samples at once,
+        until one passes."""
         samples = {
             name: ort.OrtValue.ortvalue_from_numpy(np.repeat(value.numpy()[row : row + 1], BEST_OF, 0), self.device)
             for name, value in cross.items()
         }
         attempts = [first]
-        for temperature in TEMPERATURES[1:]:
-            candidates, _ = self.decode(session, samples, BEST_OF, language, temperature, rng)
+        for temperature in (t for t in TEMPERATURES if t > first.temperature):
+            candidates, _ = self.decode(
+                session,
+                samples,
+                BEST_OF,
+                language,
+                temperature,
+                rng,
+                prompt,
+                None if speech_end is None else [speech_end] * BEST_OF,
+            )
             attempts.append(best_candidate(candidates))
             if not attempts[-1].needs_fallback:
                 return attempts[-1]

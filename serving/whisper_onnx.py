@@ -3,9 +3,10 @@
 A clip of up to 30 s is one window. A longer recording is cut where Silero VAD hears pauses, and its speech is
 packed into windows of at most 30 s (``serving/chunking.py``), so no word straddles two windows and silences are
 never decoded. Each window is encoded once (which also yields every decoder layer's cross-attention K/V); the
-windows of a batch are then decoded together, greedily and without timestamps, one step for all of them with a
-growing self-attention cache. A window whose text trips a guard (``serving/decoding.py``) is decoded again at
-rising temperatures. The language is detected once, on the first window with speech, and used for every window.
+windows of a batch are then decoded together, greedily and with Whisper's timestamp tokens (which time each
+phrase; drafts go without), one step for all of them with a growing self-attention cache. A window whose text
+trips a guard (``serving/decoding.py``) is decoded again at rising temperatures. The language is detected once,
+on the first window with speech, and used for every window.
 Memory stays bounded for any length: features and K/V exist for one batch of windows at a time.
 """
 
@@ -20,9 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows
+from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows, speech_end_in
 from serving.decoding import Decoded
-from serving.engine import SAMPLE_RATE, Segment, Transcription
+from serving.engine import SAMPLE_RATE, DecodeOptions, Segment, Transcription
 from serving.mel import CHUNK_SAMPLES, draft_features, window_features
 from serving.model_dir import (
     DECODER_FILE,
@@ -137,10 +138,18 @@ class WhisperOnnxEngine:
         return audio.astype(np.float32, copy=False)
 
     def transcribe(
-        self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        prefix: str = "",
+        options: DecodeOptions | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio of any length; ``language`` None detects it on the first window
-        with speech. Each window's text is one segment, timed by the speech the window holds.
+        with speech. Segments are the phrases Whisper's timestamp tokens mark, timed in the recording (a window's
+        audio skips the pauses between its spans, so times are mapped back through them). ``options`` set a
+        prompt and the first sampling temperature (``serving/engine.py``).
 
         ``draft`` trades some accuracy for latency, for streaming partials: the encoder sees the last 30 s of
         audio plus a little silence instead of a padded 30 s window, and nothing is decoded twice (about 3x less
@@ -153,28 +162,33 @@ class WhisperOnnxEngine:
         if draft and self.supports_draft:
             return self._draft(encoder, decoder, audio, language, timings, prefix)
         started = time.perf_counter()
-        windows = self.plan(audio)
+        windows, probabilities = self._plan(audio)
         timings["vad"] = time.perf_counter() - started
+        options = options or DecodeOptions()
+        prompt = self._whisper.prompt_tokens(options.prompt)
         rng = np.random.default_rng(_SEED)
         segments: list[Segment] = []
         for first in range(0, len(windows), self.batch):
             batch = windows[first : first + self.batch]
             started = time.perf_counter()
             mels = np.stack([window_features(w.audio(audio), self.config.n_mels) for w in batch])
+            speech_ends = [speech_end_in(w, probabilities) for w in batch]
             _add(timings, "features", started)
             started = time.perf_counter()
             cross = self._encode(encoder, mels)
             _add(timings, "encode", started)
             started = time.perf_counter()
-            decoded, language = self._whisper.decode(decoder, cross, len(batch), language, 0.0, rng)
+            decoded, language = self._whisper.decode(
+                decoder, cross, len(batch), language, options.temperature, rng, prompt, speech_ends
+            )
             for row, result in enumerate(decoded):
                 if result.needs_fallback:
-                    decoded[row] = self._whisper.decode_hotter(decoder, cross, row, result, language, rng)
-            segments.extend(
-                self._segment(w.start / SAMPLE_RATE, w.end / SAMPLE_RATE, d)
-                for w, d in zip(batch, decoded, strict=True)
-                if d.text and not d.is_silence
-            )
+                    decoded[row] = self._whisper.decode_hotter(
+                        decoder, cross, row, result, language, rng, prompt, speech_ends[row]
+                    )
+            for window, result in zip(batch, decoded, strict=True):
+                if result.text and not result.is_silence:
+                    segments.extend(self._timed_segments(window, result, segments[-1].end if segments else 0.0))
             _add(timings, "decode", started)
         if language is None:
             # No window had speech, so none was decoded: Whisper hallucinates over silence ("you", "Thank you").
@@ -191,10 +205,15 @@ class WhisperOnnxEngine:
     def plan(self, audio: np.ndarray) -> list[Window]:
         """The windows ``transcribe`` decodes, none if the VAD hears no speech: a clip of up to 30 s whole, a
         longer one's speech cut in its pauses and packed into windows of at most 30 s."""
+        return self._plan(audio)[0]
+
+    def _plan(self, audio: np.ndarray) -> tuple[list[Window], np.ndarray]:
+        """The windows, and the VAD's speech probability per step of the audio."""
         probabilities = self._vad.probabilities(audio)
         if len(audio) <= CHUNK_SAMPLES:
-            return [Window((Span(0, len(audio)),))] if np.any(probabilities >= SPEECH_THRESHOLD) else []
-        return plan_windows(probabilities, len(audio), CHUNK_SAMPLES)
+            is_heard = bool(np.any(probabilities >= SPEECH_THRESHOLD))
+            return ([Window((Span(0, len(audio)),))] if is_heard else []), probabilities
+        return plan_windows(probabilities, len(audio), CHUNK_SAMPLES), probabilities
 
     def detect_language(self, audio: np.ndarray) -> str:
         """The most likely language of the first 30 s of ``audio``, as a padded window (Whisper's own detection:
@@ -231,7 +250,7 @@ class WhisperOnnxEngine:
         _add(timings, "encode", started)
         started = time.perf_counter()
         forced = self._whisper.tokens_of(prefix) if prefix.strip() else None
-        (decoded,), language = self._whisper.decode(decoder, cross, 1, language, 0.0, None, forced)
+        (decoded,), language = self._whisper.decode(decoder, cross, 1, language, 0.0, None, prefix=forced)
         _add(timings, "decode", started)
         seconds = len(audio) / SAMPLE_RATE
         # Settled words stay even when the rest sounds like silence: a stream's committed text never shrinks.
@@ -271,17 +290,34 @@ class WhisperOnnxEngine:
             encoder.run_with_iobinding(binding)
         return {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
 
+    def _timed_segments(self, window: Window, decoded: Decoded, after: float) -> list[Segment]:
+        """A window's phrases as segments timed in the recording by Whisper's timestamps, each starting no earlier
+        than ``after`` (the previous segment's end) and the one before it in the window; a phrase without a
+        timestamp on one side takes the window's edge (or the previous phrase's end) there."""
+        segments = []
+        for phrase in self._whisper.phrases(decoded):
+            begins = window.start if phrase.start is None else window.sample_at(phrase.start)
+            ends = window.end if phrase.end is None else window.sample_at(phrase.end, is_end=True)
+            begins_s = max(after, begins / SAMPLE_RATE)
+            segment = self._segment(begins_s, max(begins_s, ends / SAMPLE_RATE), decoded, phrase.text, phrase.tokens)
+            segments.append(segment)
+            after = segment.end
+        return segments
+
     @staticmethod
-    def _segment(start: float, end: float, decoded: Decoded) -> Segment:
+    def _segment(
+        start: float, end: float, decoded: Decoded, text: str | None = None, tokens: list[int] | None = None
+    ) -> Segment:
         # Milliseconds rounded down keep every segment inside the audio and apart from the next.
         return Segment(
             start=math.floor(start * 1000) / 1000,
             end=math.floor(end * 1000) / 1000,
-            text=decoded.text,
+            text=decoded.text if text is None else text,
             avg_logprob=round(decoded.avg_logprob, 4),
             compression_ratio=round(decoded.compression_ratio, 4),
             no_speech_prob=round(decoded.no_speech_prob, 4),
             temperature=decoded.temperature,
+            tokens=tuple(decoded.tokens if tokens is None else tokens),
         )
 
     def close(self) -> None:

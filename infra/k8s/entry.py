@@ -63,7 +63,8 @@ def http_routes(realtime: tuple[str, str], batch: tuple[str, str]) -> list[dict[
         },
         {
             "name": BATCH_ROUTE,
-            "match": [{"uri": {"exact": service.BATCH_PATH}}],
+            # Whole uploads, ours and OpenAI's shape alike: the batch replicas, with their timeout and retries.
+            "match": [{"uri": {"exact": path}} for path in (service.BATCH_PATH, service.OPENAI_TRANSCRIPTIONS_PATH)],
             "route": _split(batch),
             "timeout": BATCH_TIMEOUT,
             "retries": {"attempts": 2, "retryOn": "connect-failure,refused-stream,reset,503"},

@@ -33,7 +33,7 @@ import grpc
 from fastapi import HTTPException
 
 from contract.service import GRPC_SERVICE
-from serving import api
+from serving import api, batch
 from serving.registry import RegistryClosedError
 from serving.state import ServingState
 from serving.stream_api import CLIENT_ABORT
@@ -265,8 +265,8 @@ class SpeechService:
             raise _Failed(Code.RESOURCE_EXHAUSTED, "the server is at its limit of queued transcriptions; retry shortly")
         try:
             with state.models.asr.registry.acquire() as lease:
-                clip = await api._decode(state, request.audio.content, sample_rate)
-                result, _ = await api._run_engine(state, lease, clip, language)
+                clip = await batch.decode_upload(state, request.audio.content, sample_rate)
+                result, _ = await batch.run_engine(state, lease, clip, language)
         except RegistryClosedError as exc:
             raise _Failed(Code.UNAVAILABLE, str(exc)) from None
         except HTTPException as exc:

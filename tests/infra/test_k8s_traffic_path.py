@@ -126,7 +126,12 @@ def test_a_request_to_the_global_name_reaches_a_serving_pods_port(program, stack
         "target groups",
     )
     assert target_group.inputs["targetType"] == "ip"
-    for path, role in ((service.STREAM_PATH, ""), (service.BATCH_PATH, "-batch"), (service.READINESS_PATH, "")):
+    for path, role in (
+        (service.STREAM_PATH, ""),
+        (service.BATCH_PATH, "-batch"),
+        (service.OPENAI_TRANSCRIPTIONS_PATH, "-batch"),
+        (service.READINESS_PATH, ""),
+    ):
         rollout, port = _follow_to_pod(graph, target_group.outputs["arn"], path)
         assert rollout["metadata"]["name"] == f"{service.SERVICE_ACCOUNT}{role}", path
         assert port["containerPort"] == service.SERVING_PORT
@@ -170,8 +175,10 @@ def test_metrics_are_never_routed_from_outside(program, stack):
 def test_batch_requests_are_retried_on_another_replica_and_streams_never_time_out(program, stack):
     (virtual_service,) = kube.of_kind(program(stack), "VirtualService")
     routes = virtual_service["spec"]["http"]
-    batch, stream = _route_for(routes, service.BATCH_PATH), _route_for(routes, service.STREAM_PATH)
-    assert "503" in batch["retries"]["retryOn"] and "reset" in batch["retries"]["retryOn"]
+    stream = _route_for(routes, service.STREAM_PATH)
+    for path in (service.BATCH_PATH, service.OPENAI_TRANSCRIPTIONS_PATH):
+        batch = _route_for(routes, path)
+        assert "503" in batch["retries"]["retryOn"] and "reset" in batch["retries"]["retryOn"], path
     assert "timeout" not in stream and "retries" not in stream
     grpc_stream = _route_for(routes, GRPC_STREAM_PATH)
     assert "timeout" not in grpc_stream and "retries" not in grpc_stream

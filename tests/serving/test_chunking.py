@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from serving.chunking import (
+    CUT_SNAP_S,
     SPEECH_PAD_S,
     SPEECH_THRESHOLD,
     Span,
     Window,
     pack_into_windows,
     plan_windows,
+    speech_end_in,
     speech_regions,
     split_long,
 )
@@ -116,3 +118,30 @@ def test_every_window_the_vad_calls_speech_is_inside_exactly_one_planned_window(
         covered[-(-span.start // WINDOW) : span.end // WINDOW] = True
     lost = speech[~covered[speech]]
     assert lost.size == 0, f"speech windows outside every planned window: {lost[:10]}"
+
+
+def test_a_time_in_a_window_maps_back_through_its_spans_to_the_recording():
+    window = Window((Span(16_000, 96_000), Span(200_000, 280_000)))  # 5 s of speech, a pause, 5 s more
+    assert window.sample_at(0.0) == 16_000
+    assert window.sample_at(1.5) == 40_000
+    assert window.sample_at(7.5) == 240_000
+    assert window.sample_at(5.0, is_end=True) == 96_000, "an end on the cut is the first span's end"
+    assert window.sample_at(29.0) == 280_000, "past the window's audio is its end"
+
+
+def test_a_time_near_a_cut_belongs_to_the_speech_on_the_other_side():
+    window = Window((Span(16_000, 96_000), Span(200_000, 280_000)))
+    snap = CUT_SNAP_S - 0.1
+    assert window.sample_at(5.0 - snap) == 200_000, "a start just before the cut opens the speech after it"
+    assert window.sample_at(5.0 + snap, is_end=True) == 96_000, "an end just after the cut closes the speech before"
+    assert window.sample_at(5.0 - snap, is_end=True) == round((5.0 - snap) * RATE) + 16_000
+    assert window.sample_at(5.0 + snap) == round(snap * RATE) + 200_000
+
+
+def test_a_windows_speech_ends_at_its_last_step_heard_not_at_its_padding_or_silence():
+    probabilities = scores((0.0, 10), (0.9, 40), (0.0, 300))
+    whole_clip = Window((Span(0, 350 * WINDOW),))
+    assert speech_end_in(whole_clip, probabilities) == pytest.approx(50 * WINDOW / RATE)
+    packed = Window((Span(0, 20 * WINDOW), Span(30 * WINDOW, 60 * WINDOW)))
+    assert speech_end_in(packed, probabilities) == pytest.approx((20 + 20) * WINDOW / RATE), "measured in the window"
+    assert speech_end_in(Window((Span(100 * WINDOW, 200 * WINDOW),)), probabilities) == 0.0

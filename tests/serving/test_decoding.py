@@ -11,6 +11,7 @@ from serving.decoding import (
     compression_ratio,
     final_choice,
     strip_loop,
+    timed_pieces,
 )
 
 
@@ -66,3 +67,21 @@ def test_of_several_samples_the_one_with_the_most_probable_tokens_is_kept():
     short_but_unlikely = decoded("Go.", tokens=[1, 2], sum_logprob=-3.0)
     long_and_likely = decoded("Go to the store now.", tokens=[1, 2, 3, 4, 5, 6], sum_logprob=-1.2)
     assert best_candidate([short_but_unlikely, long_and_likely]) is long_and_likely
+
+
+BEGIN = 1000  # the first timestamp token in these examples: <|0.00|>
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        ([BEGIN, 5, 6, BEGIN + 50, BEGIN + 50, 7, BEGIN + 120], [(0.0, 1.0, [5, 6]), (1.0, 2.4, [7])]),
+        ([BEGIN + 10, 5, BEGIN + 60, BEGIN + 75], [(0.2, 1.2, [5])]),
+        ([BEGIN, 5, 6], [(0.0, None, [5, 6])]),
+        ([5, BEGIN + 25], [(None, 0.5, [5])]),
+        ([BEGIN, BEGIN + 5], []),
+    ],
+    ids=["two phrases", "a trailing start without text", "cut off before its end", "no start", "no text"],
+)
+def test_timestamp_tokens_split_a_window_into_timed_phrases(tokens, expected):
+    assert timed_pieces(tokens, BEGIN) == expected

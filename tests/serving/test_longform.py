@@ -15,8 +15,10 @@ from serving import mel
 from serving.mel import CHUNK_SAMPLES, HOP_LENGTH, N_FFT
 
 RATE = 16_000
-# Segments are timed by the VAD, whose padded edges lie up to this far outside the speech.
+# Segments are timed by Whisper's timestamp tokens, which may lie this far outside the speech (into the VAD's padding).
 SLACK_S = 1.0
+# The longest clip long_recording reads; a segment is a phrase, never a window of several sentences.
+LONGEST_SENTENCE_S = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +93,12 @@ def test_segments_start_and_end_at_speech_and_pauses_add_no_words(transcript, re
         assert any(start <= segment.end <= end + SLACK_S for start, end in speech), f"{segment} ends in a pause"
     errors = word_errors([recording.text], [result.text])
     assert errors.insertions <= 0.03 * (errors.hits + errors.substitutions + errors.deletions), result.text
+
+
+def test_segments_are_phrases_timed_by_whisper_not_whole_windows(transcript, recording):
+    result, _ = transcript
+    assert len(result.segments) >= 0.8 * len(recording.sentences), result.segments
+    assert all(s.end - s.start <= LONGEST_SENTENCE_S + SLACK_S for s in result.segments), result.segments
 
 
 def test_features_are_computed_one_window_at_a_time(transcript, recording):

@@ -108,6 +108,16 @@ def test_a_short_clip_comes_back_as_timed_segments_that_make_up_the_text(whisper
     assert all(s.temperature == 0.0 and s.avg_logprob < 0 and 0 <= s.no_speech_prob <= 1 for s in result.segments)
 
 
+def test_silence_after_the_speech_of_a_short_clip_adds_no_words(whisper_engine, synthesize):
+    """The decoder may not stop before closing a phrase near the end of the speech: the VAD's end, not the clip's
+    (with the clip's end, this clip came back as the sentence three times)."""
+    speech = np.concatenate([synthesize("Rice is often served in round bowls."), np.zeros(16_000 * 12, np.float32)])
+    speech += np.random.default_rng(12).normal(0, 1e-3, len(speech)).astype(np.float32)
+    result = whisper_engine.transcribe(speech)
+    assert result.text.lower().count("rice") == 1, result
+    assert len(result.segments) == 1 and result.segments[0].end < 6, result.segments
+
+
 @pytest.mark.parametrize("seconds", [5, 45])
 def test_silence_and_noise_come_back_empty_rather_than_hallucinated(whisper_engine, seconds):
     rng = np.random.default_rng(seconds)
