@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 from starlette.routing import Route, WebSocketRoute
 
-from serving import api, stream_api
+from serving import api, stream_api, web
 from serving.auth import ApiKeyVerifier
 from serving.gate import RequestGate, RequestMetrics
 from serving.grpc_api.server import GrpcServer
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
-    routers = (api.probes, api.v1, api.admin, stream_api.router)
+    routers = (api.probes, api.v1, api.admin, stream_api.router, web.router)
     for router in routers:
         app.include_router(router)
     route_paths = frozenset(
