@@ -116,10 +116,11 @@ def foreign_requests(urls: list[str], base_url: str) -> list[str]:
 def screenshot(driver: WebDriver, directory: Path, name: str) -> Path:
     """Save the whole page (not just the viewport), from its top, as ``directory/name.png``."""
     driver.execute_script("window.scrollTo(0, 0)")
-    width, height = driver.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    width, height, chrome = driver.execute_script(
+        """return [document.documentElement.scrollWidth, Math.ceil(document.body.getBoundingClientRect().bottom) + 16,
+                   window.outerHeight - window.innerHeight]"""
     )
-    driver.set_window_size(max(width, driver.get_window_size()["width"]), height + 120)
+    driver.set_window_size(max(width, driver.get_window_size()["width"]), height + chrome)
     path = directory / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
