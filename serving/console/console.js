@@ -70,7 +70,11 @@ async function pollReadiness() {
 }
 
 // Voices for the Speak form, when the server lists any; a server without them still speaks in its default voice.
+// Asked for only when the voice field is used, so opening the page never costs a refused request.
+let voicesKey = null;
 async function loadVoices() {
+  if (voicesKey === key()) return;
+  voicesKey = key();
   try {
     const models = await (await call("/v1/models", { key: key() })).json();
     const voices = Array.isArray(models.voices) ? models.voices : [];
@@ -112,9 +116,11 @@ function onTranscript(message, stream) {
     if (item.dataset.partials === "0") setStatus("status-first-partial", seconds(now - stream.capturedAt(message.start_s)));
     item.dataset.partials = String(Number(item.dataset.partials) + 1);
     item.className = "partial";
+    item.setAttribute("aria-busy", "true"); // screen readers wait for the final instead of reading every draft
     return;
   }
   item.className = "final";
+  item.removeAttribute("aria-busy");
   if (!message.text) item.remove(); // an utterance the server heard no speech in
   setStatus("status-final-latency", seconds(now - stream.capturedAt(message.end_s)));
   const duration = message.end_s - message.start_s;
@@ -124,11 +130,14 @@ function onTranscript(message, stream) {
 }
 
 function setStreaming(isStreaming, state) {
+  // A button that is disabled while it has focus drops it to the page; hand it to the button that now acts.
+  const focused = document.activeElement;
   $("record").disabled = isStreaming;
   $("stream-file").disabled = isStreaming || !$("audio-file").files.length;
   $("stop").disabled = !isStreaming;
   $("stream-state").textContent = state;
   $("stream-state").dataset.state = isStreaming ? "streaming" : "idle";
+  if (focused?.disabled) (isStreaming ? $("stop") : $("record")).focus();
 }
 
 async function startStream(open, what) {
@@ -236,8 +245,8 @@ function init() {
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     storeKey(key());
-    loadVoices();
   });
+  $("speak-voice").addEventListener("focus", loadVoices);
   $("key-clear").addEventListener("click", () => {
     $("api-key").value = "";
     storeKey("");
@@ -258,7 +267,6 @@ function init() {
   $("speak-form").addEventListener("submit", speak);
   document.body.dataset.console = "ready";
   pollReadiness();
-  loadVoices();
 }
 
 init();

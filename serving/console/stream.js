@@ -28,9 +28,17 @@ export class LiveTranscription {
 
   // Capture from the microphone until stop().
   async startMicrophone() {
-    const media = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-    });
+    if (!navigator.mediaDevices) {
+      throw new Problem("microphone", "This browser gives no microphone to a page served over plain HTTP from another host: open the console over HTTPS, or on localhost.");
+    }
+    let media;
+    try {
+      media = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
+    } catch (error) {
+      throw new Problem("microphone", `The microphone could not be opened (${error.name}): allow this page to use it, or pick an audio file instead.`);
+    }
     this.tracks = media.getTracks();
     await this.start((context) => new MediaStreamAudioSourceNode(context, { mediaStream: media }), false);
   }
