@@ -8,9 +8,9 @@ read are counted and timed as they stream in, and refused with 413 or 408 the mo
 
 Which key a path needs: ``OPEN_PATHS`` and the web console's page and files (``serving/web.py``) none; admin
 paths an admin key, and they are off when none is configured; everything else (the API, ``/docs``,
-``/openapi.json``, unknown paths) a transcription key when auth is on. A key
-whose tenant's data may not be processed in this replica's jurisdiction gets 421 and its regional endpoints
-(``serving/residency.py``) on any API path, again before any audio is read.
+``/openapi.json``, unknown paths) a transcription key when auth is on. A key whose tenant's data may not be
+processed in this replica's jurisdiction gets 421 and its regional endpoints (``serving/residency.py``) on any API
+path, again before any audio is read.
 WebSockets pass through: the stream route authenticates after accepting, so a refused client reads a close code.
 """
 
