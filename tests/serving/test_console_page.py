@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from contract.service import STREAM_KEY_SUBPROTOCOL_PREFIX, STREAM_PATH, STREAM_SUBPROTOCOL
 from serving.web import CONSOLE_DIR
 
 ASSETS = sorted(path.name for path in CONSOLE_DIR.iterdir() if path.name != "index.html")
@@ -51,6 +52,15 @@ def test_the_page_loads_only_files_of_this_server():
         for match in re.findall(r"""(?:from\s+|import\(|new URL\()\s*["']([^"']+)""", path.read_text())
     ]
     assert imports and all(re.fullmatch(r"\./[\w.-]+\.js", spec) for spec in imports), imports
+
+
+def test_the_page_speaks_the_contracts_stream_protocol():
+    """The page cannot import contract/service.py, so its copies of the stream path and subprotocols are held to it."""
+    source = (CONSOLE_DIR / "api.js").read_text(encoding="utf-8")
+    constants = dict(re.findall(r'^(?:export )?const (\w+) = "([^"]*)";', source, flags=re.MULTILINE))
+    assert constants["STREAM_SUBPROTOCOL"] == STREAM_SUBPROTOCOL
+    assert constants["KEY_SUBPROTOCOL_PREFIX"] == STREAM_KEY_SUBPROTOCOL_PREFIX
+    assert constants["STREAM_PATH"] == STREAM_PATH
 
 
 @pytest.mark.parametrize("path", ["/", "/console/console.js"])
