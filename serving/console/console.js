@@ -69,23 +69,6 @@ async function pollReadiness() {
   setTimeout(pollReadiness, delay);
 }
 
-// Voices for the Speak form, when the server lists any; a server without them still speaks in its default voice.
-// Asked for only when the voice field is used, so opening the page never costs a refused request.
-let voicesKey = null;
-async function loadVoices() {
-  if (voicesKey === key()) return;
-  voicesKey = key();
-  try {
-    const models = await (await call("/v1/models", { key: key() })).json();
-    const voices = Array.isArray(models.voices) ? models.voices : [];
-    $("voices").replaceChildren(
-      ...voices.map((voice) => Object.assign(document.createElement("option"), { value: voice.name ?? voice })),
-    );
-  } catch {
-    // listing voices is a convenience; the Speak form reports its own errors
-  }
-}
-
 function language() {
   const value = $("language").value.trim().toLowerCase();
   if (value && !LANGUAGE.test(value)) {
@@ -246,7 +229,6 @@ function init() {
     event.preventDefault();
     storeKey(key());
   });
-  $("speak-voice").addEventListener("focus", loadVoices);
   $("key-clear").addEventListener("click", () => {
     $("api-key").value = "";
     storeKey("");

@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import re
 import threading
-import uuid
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from websockets.sync.client import connect
 
-from serving.settings import ModelSettings
+from serving.settings import ModelSettings, Settings
 from tests.serving.browser import (
     PHONE,
     by_id,
@@ -294,16 +293,24 @@ AUDIO_DURATION_JS = """const audio = document.getElementById('speak-audio');
     return audio.readyState >= 1 && audio.duration > 0 ? audio.duration : null"""
 
 
-def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(shared_server, tmp_path):
-    if not any(getattr(route, "path", None) == "/v1/tts" for route in shared_server.app.routes):
-        pytest.skip("this server has no POST /v1/tts yet: the TTS issue (20) is not merged")
-    # Text no earlier run asked for, so the first answer is synthesized, whatever the cache kept.
-    words = f"The console speaks sentence {uuid.uuid4().int % 100_000}."
+@pytest.fixture(scope="module")
+def speaking_server(request, tiny_en_model_dir):
+    """A server with the bundled voice and its own in-process cache (so a first request is a miss)."""
+    if "tts" not in Settings.model_fields:
+        pytest.skip("this server has no speech synthesis yet: the TTS issue (20) is not merged")
+    request.getfixturevalue("bundled_voice_dir")  # built into the same cache as the models
+    cache = tiny_en_model_dir.parents[1]
+    model = ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache)
+    with live_server(local_settings(cache, model=model, tts={"enabled": True})) as live:
+        yield live
+
+
+def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(speaking_server, tmp_path):
     with chromium() as driver:
-        open_console(driver, shared_server.base_url)
+        open_console(driver, speaking_server.base_url)
         text = by_id(driver, "speak-text")
         text.clear()
-        text.send_keys(words)
+        text.send_keys("The console speaks. Then it speaks again, from the cache.")
         cache = by_id(driver, "speak-cache")
         by_id(driver, "speak").click()
         poll(lambda: cache.get_attribute("data-cache") == "miss", 120, "the first answer (a cache miss)")
@@ -314,4 +321,4 @@ def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hi
         assert "Cache hit" in cache.text
         assert not by_id(driver, "message").is_displayed()
         screenshot(driver, tmp_path, "speak")
-        _assert_only_the_server_was_asked(driver, shared_server.base_url)
+        _assert_only_the_server_was_asked(driver, speaking_server.base_url)
