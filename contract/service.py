@@ -37,6 +37,15 @@ REGION_HEADER = "X-Speech-Region"
 # OpenAI's audio API, so OpenAI's clients work unchanged: the same batch pipeline as BATCH_PATH, OpenAI's shapes.
 OPENAI_PREFIX = "/v1/audio/"
 OPENAI_TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+# A browser cannot set headers on a WebSocket, so the stream also takes its API key as a subprotocol: the client
+# offers STREAM_SUBPROTOCOL and STREAM_KEY_SUBPROTOCOL_PREFIX + base64url(key) (no padding), and the server selects
+# STREAM_SUBPROTOCOL. A header is not logged the way a URL's query is, so the key stays out of access logs.
+STREAM_SUBPROTOCOL = "speech.v1"
+STREAM_KEY_SUBPROTOCOL_PREFIX = "speech.key."
+# The web console: its page, and the static files it loads (CSS, JavaScript modules), served without a key so a
+# visitor can type one in; the page itself holds nothing secret.
+CONSOLE_PATH = "/"
+CONSOLE_ASSETS_PREFIX = "/console/"
 
 # Model store layout: s3://<bucket>/models/<name>/<version>/ holds the model files and MANIFEST_FILE, which lists
 # every file with its SHA-256 and is written last, so its presence means the version is complete.

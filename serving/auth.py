@@ -2,18 +2,30 @@
 
 The deployment holds only SHA-256 digests of keys (``SPEECH_AUTH__API_KEY_HASHES``, ``__ADMIN_KEY_HASHES`` or
 mounted secret files), so a leaked environment or config map gives nobody a usable key. A client sends its key as
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; gRPC calls send the same names as metadata. Health,
-readiness and metrics stay open for probes and scrapers; ``serving/gate.py`` decides which keys a path needs before
-any body is read.
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; gRPC calls send the same names as metadata, and a
+browser's WebSocket, which cannot set headers, offers it as a subprotocol (``contract.service``'s
+``STREAM_KEY_SUBPROTOCOL_PREFIX``). Health, readiness and metrics stay open for probes and scrapers;
+``serving/gate.py`` decides which keys a path needs before any body is read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 
+from contract.service import STREAM_KEY_SUBPROTOCOL_PREFIX, STREAM_SUBPROTOCOL
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
 UNAUTHORIZED_DETAIL = "missing or invalid API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+STREAM_UNAUTHORIZED_DETAIL = (
+    f"{UNAUTHORIZED_DETAIL}, or from a browser as the WebSocket subprotocols '{STREAM_SUBPROTOCOL}' and "
+    f"'{STREAM_KEY_SUBPROTOCOL_PREFIX}<base64url of the key, unpadded>'"
+)
 ADMIN_UNAUTHORIZED_DETAIL = (
     "missing or invalid admin key (transcription keys do not work here); send it as 'Authorization: Bearer <key>' "
     "or 'X-API-Key: <key>'"
@@ -67,4 +79,21 @@ def key_from(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     key = headers.get("x-api-key", "").strip()
-    return key or None
+    return key or _key_from_subprotocols(headers)
+
+
+def _key_from_subprotocols(headers: Mapping[str, str]) -> str | None:
+    """The key a browser offered as a WebSocket subprotocol; None when there is none or it does not decode."""
+    for offered in headers.get("sec-websocket-protocol", "").split(","):
+        name = offered.strip()
+        if not name.startswith(STREAM_KEY_SUBPROTOCOL_PREFIX):
+            continue
+        encoded = name.removeprefix(STREAM_KEY_SUBPROTOCOL_PREFIX)
+        if not _BASE64URL.fullmatch(encoded):
+            return None
+        try:
+            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return key.strip() or None
+    return None

@@ -6,10 +6,11 @@ Both are plain ASGI callables rather than ``BaseHTTPMiddleware`` so they can ans
 byte of its body being read (an unauthenticated 200 MB JSON once cost 600 MB before its 401). Bodies that are
 read are counted and timed as they stream in, and refused with 413 or 408 the moment they overstep.
 
-Which key a path needs: ``OPEN_PATHS`` none; admin paths an admin key, and they are off when none is configured;
-everything else (the API, ``/docs``, ``/openapi.json``, unknown paths) a transcription key when auth is on. A key
-whose tenant's data may not be processed in this replica's jurisdiction gets 421 and its regional endpoints
-(``serving/residency.py``) on any API path, again before any audio is read.
+Which key a path needs: ``OPEN_PATHS`` and the web console's page and files (``serving/web.py``) none; admin
+paths an admin key, and they are off when none is configured; everything else (the API, ``/docs``,
+``/openapi.json``, unknown paths) a transcription key when auth is on. A key whose tenant's data may not be
+processed in this replica's jurisdiction gets 421 and its regional endpoints (``serving/residency.py``) on any API
+path, again before any audio is read.
 WebSockets pass through: the stream route authenticates after accepting, so a refused client reads a close code.
 Refusals on OpenAI-compatible paths are OpenAI-shaped (``serving/openai_errors.py``), so OpenAI's clients show why.
 """
@@ -30,6 +31,7 @@ from serving.openai_errors import error_response
 from serving.residency import MISDIRECTED
 from serving.settings import LimitsSettings
 from serving.state import ServingState
+from serving.web import is_console_path
 
 OPEN_PATHS = frozenset({HEALTH_PATH, READINESS_PATH, METRICS_PATH})
 # Probes and scrapes are frequent and uninteresting; counting them would drown the traffic that matters.
@@ -80,7 +82,7 @@ class RequestGate:
 
     def _refusal(self, path: str, headers: Headers) -> JSONResponse | None:
         state = self._state
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or is_console_path(path):
             return None
         if path in self._admin_paths:
             if not state.admin_auth.is_enabled:

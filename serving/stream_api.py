@@ -28,8 +28,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from contract.service import STREAM_PATH
+from contract.service import STREAM_PATH, STREAM_SUBPROTOCOL
 from serving.api import LANGUAGE_PATTERN
+from serving.auth import STREAM_UNAUTHORIZED_DETAIL
 from serving.engine import SAMPLE_RATE
 from serving.registry import EngineLease
 from serving.state import ServingState, serving_state
@@ -81,12 +82,16 @@ async def stream(
 ) -> None:
     state = serving_state(websocket)
     started = time.perf_counter()
-    await websocket.accept()
+    # A browser fails the handshake unless the server selects one of the subprotocols it offered; the one selected
+    # is never the key's.
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=STREAM_SUBPROTOCOL if STREAM_SUBPROTOCOL in offered else None)
     admitted = admit(state, websocket.headers)
     if isinstance(admitted, Refusal):
         count_refusal(state, admitted, ROUTE)
         code = CLOSE_POLICY_VIOLATION if admitted.kind in (UNAUTHORIZED, MISDIRECTED) else CLOSE_TRY_AGAIN_LATER
-        await _close(websocket, StreamError(code, admitted.reason, admitted.detail))
+        detail = STREAM_UNAUTHORIZED_DETAIL if admitted.kind == UNAUTHORIZED else admitted.detail
+        await _close(websocket, StreamError(code, admitted.reason, detail))
         state.metrics.request(state.current_version(), ROUTE, code, time.perf_counter() - started)
         return
     status: int | str = CLOSE_INTERNAL_ERROR

@@ -47,8 +47,8 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_the_wheel_holds_the_four_packages_and_the_serving_assets_but_no_tests(wheel):
     names = set(wheel.namelist())
-    for path in REPO.glob("serving/assets/*"):
-        assert f"serving/assets/{path.name}" in names, f"{path.name} is missing from the wheel"
+    for path in [*REPO.glob("serving/assets/*"), *REPO.glob("serving/console/*")]:
+        assert path.relative_to(REPO).as_posix() in names, f"{path.name} is missing from the wheel"
     for module in (
         "contract/topology.py",
         "contract/service.py",

@@ -4,15 +4,24 @@ from settings and a secret file; checked before any route runs, documentation in
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
+import json
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
+from contract.service import STREAM_KEY_SUBPROTOCOL_PREFIX, STREAM_SUBPROTOCOL
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
     ENV_KEY,
     FILE_KEY,
+    StreamOutcome,
     close_of,
+    pcm16,
     stream_audio,
     wav_bytes,
     with_silence,
@@ -93,3 +102,57 @@ def test_a_stream_with_a_valid_key_is_served(guarded_server, synthesize):
     )
     assert outcome.close_code == 1000
     assert "lights in the kitchen" in outcome.final_text.lower()
+
+
+def _key_protocol(key: str) -> str:
+    return STREAM_KEY_SUBPROTOCOL_PREFIX + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+async def _stream_with_subprotocols(url: str, protocols: list[str], audio) -> tuple[str | None, StreamOutcome]:
+    async with connect(url, subprotocols=[Subprotocol(p) for p in protocols], max_size=2**20) as ws:
+        outcome = StreamOutcome(ready=json.loads(await ws.recv()))
+        for offset in range(0, len(data := pcm16(audio)), 640):
+            await ws.send(data[offset : offset + 640])
+        await ws.send(json.dumps({"type": "stop"}))
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                outcome.messages.append(json.loads(message))
+        outcome.close_code = ws.close_code
+        return ws.subprotocol, outcome
+
+
+def test_a_browser_stream_offers_its_key_as_a_subprotocol_and_the_server_selects_the_other_one(
+    guarded_server, synthesize
+):
+    audio = with_silence(synthesize(SPEECH, engine="flite"))
+    protocols = [STREAM_SUBPROTOCOL, _key_protocol(FILE_KEY)]
+    selected, outcome = asyncio.run(_stream_with_subprotocols(guarded_server.ws_url, protocols, audio))
+    assert selected == STREAM_SUBPROTOCOL  # never the key's: it is not echoed back
+    assert outcome.ready["type"] == "ready"
+    assert outcome.close_code == 1000
+    assert "lights in the kitchen" in outcome.final_text.lower()
+
+
+@pytest.mark.parametrize(
+    "key_protocol",
+    [
+        _key_protocol("wrong"),
+        _key_protocol(ADMIN_KEY),
+        STREAM_KEY_SUBPROTOCOL_PREFIX + "!!!",
+        STREAM_KEY_SUBPROTOCOL_PREFIX,
+    ],
+    ids=["wrong key", "the admin key", "not base64url", "empty"],
+)
+def test_a_stream_with_a_wrong_or_malformed_subprotocol_key_is_closed_with_1008(guarded_server, key_protocol):
+    async def refused() -> tuple[int, str, list[dict]]:
+        protocols = [Subprotocol(STREAM_SUBPROTOCOL), Subprotocol(key_protocol)]
+        messages: list[dict] = []
+        async with connect(guarded_server.ws_url, subprotocols=protocols) as ws:
+            with contextlib.suppress(ConnectionClosed):
+                async for message in ws:
+                    messages.append(json.loads(message))
+            return ws.close_code, ws.close_reason, messages
+
+    code, reason, messages = asyncio.run(refused())
+    assert (code, reason) == (1008, "missing or invalid API key")
+    assert f"'{STREAM_KEY_SUBPROTOCOL_PREFIX}<base64url of the key, unpadded>'" in messages[0]["detail"]

@@ -67,6 +67,7 @@ def test_probes_report_a_loaded_warmed_model(http):
         "model": "whisper-base",
         "model_version": MODEL_VERSION,
         "models": [{"kind": "asr", "name": "whisper-base", "version": MODEL_VERSION}],
+        "region": "local",
     }
 
 
