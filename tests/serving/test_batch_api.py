@@ -202,7 +202,7 @@ def test_uploads_take_their_queue_slot_before_the_body_is_read(server, http, syn
     refused = start_upload(server.base_url, "/v1/asr", b"", declared=len(body))
     status, answer = answer_of(refused)
     assert status == 503
-    assert answer["detail"] == "the server is at its limit of queued transcriptions; retry shortly"
+    assert answer["detail"] == "the server is at its limit of queued requests; retry shortly"
     for upload in stalled:
         upload.send(body[len(body) // 2 :])
     assert [answer_of(upload)[0] for upload in stalled] == [200] * BATCH_SLOTS
