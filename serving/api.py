@@ -7,6 +7,7 @@ the handlers here only ever see requests that may proceed and bodies that stay w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Annotated
@@ -50,7 +51,8 @@ def healthz(state: State) -> JSONResponse:
 def readyz(state: State) -> JSONResponse:
     """Readiness: every served model is loaded and has done its warm-up run, and the server is not shutting down.
 
-    ``model`` and ``model_version`` name the ASR model; ``models`` lists every served model with its kind."""
+    ``model`` and ``model_version`` name the multilingual ASR model; ``models`` lists every served model with its
+    kind; ``languages``, when the server has models specialised for languages, which serves which."""
     if state.is_draining:
         detail = "the server is shutting down; send new work to another replica"
         return JSONResponse({"status": "draining", "detail": detail}, status_code=503)
@@ -60,7 +62,10 @@ def readyz(state: State) -> JSONResponse:
         return JSONResponse({"status": status, "detail": state.models.load_error}, status_code=503)
     served = [m.registry.current for m in state.models.managers.values()]
     models = [{"kind": info.kind, "name": info.name, "version": info.version} for info in served if info is not None]
-    return JSONResponse({"status": "ready", "model": current.name, "model_version": current.version, "models": models})
+    body = {"status": "ready", "model": current.name, "model_version": current.version, "models": models}
+    if state.models.languages:
+        body["languages"] = {language: m.spec.name for language, m in state.models.languages.items()}
+    return JSONResponse(body)
 
 
 @probes.get(METRICS_PATH)
@@ -101,20 +106,27 @@ async def transcribe(
     full server refuses with 503 at once instead of after reading and decoding megabytes it cannot serve.
     """
     started = time.perf_counter()
-    with admitted(state), _acquire(state) as lease:
+    with admitted(state), _acquire(state, state.models.asr) as lease:
         request.state.model_version = lease.info.version
         body = await read_body(request, state, lease.info.version)
         clip = await decode_body(state, body, sample_rate, lease.info.version)
         decoded = time.perf_counter()
-        result, engine_seconds = await _run_engine(state, lease, clip, language)
-    if state.shadow is not None:  # off the response path: it only schedules, or skips, a comparison
-        state.shadow.offer(clip, language, result, engine_seconds)
+        specialised, language = await _language_model(state, lease, clip, language)
+        routed = time.perf_counter()
+        with specialised or contextlib.nullcontext(lease) as chosen:
+            request.state.model_version = chosen.info.version
+            result, engine_seconds = await _run_engine(state, chosen, clip, language)
+    # The shadow candidate is a version of the multilingual model: compared only with what that model answered.
+    if state.shadow is not None and chosen.info.name == state.models.asr.spec.name:
+        state.shadow.offer(clip, language, result, engine_seconds)  # off the response path: schedules or skips
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
+    if state.models.languages:
+        timings["language_routing"] = routed - decoded
     timings["total"] = time.perf_counter() - started
     return TranscriptionResponse(
         text=result.text,
         language=result.language,
-        model=lease.info.name,
+        model=chosen.info.name,
         model_version=result.model_version,
         audio_seconds=round(len(clip) / SAMPLE_RATE, 3),
         segments=[SegmentResponse(start=s.start, end=s.end, text=s.text) for s in result.segments],
@@ -125,10 +137,14 @@ async def transcribe(
 @v1.get("/models")
 async def list_models(state: State) -> dict:
     """Every served model: the version serving new work, older ones still draining live work, and what the store
-    offers. The top-level keys describe the ASR model; ``models`` lists each model of every kind the same way."""
+    offers. The top-level keys describe the multilingual ASR model; ``models`` lists each model of every kind the
+    same way; ``languages`` names the ASR model specialised for each language that has one."""
     listings = [await _listing(state, manager) for manager in state.models.managers.values()]
-    (asr,) = (listing for listing in listings if listing["kind"] == "asr")
-    return {**asr, "models": listings}
+    (asr,) = (
+        listing for listing in listings if (listing["kind"], listing["name"]) == ("asr", state.models.asr.spec.name)
+    )
+    languages = {language: m.spec.name for language, m in state.models.languages.items()}
+    return {**asr, "models": listings, "languages": languages}
 
 
 async def _listing(state: ServingState, manager: ModelManager) -> dict:
@@ -191,14 +207,34 @@ def _manager_named(state: ServingState, name: str | None) -> ModelManager:
     return found[0]
 
 
-def _acquire(state: ServingState) -> EngineLease:
+def _acquire(state: ServingState, manager: ModelManager) -> EngineLease:
     if not state.models.is_ready:
         state.metrics.error("none", "not_ready")
         raise HTTPException(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
     try:
-        return state.models.asr.registry.acquire()
+        return manager.registry.acquire()
     except RegistryClosedError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
+
+
+async def _language_model(
+    state: ServingState, lease: EngineLease, clip: np.ndarray, language: str | None
+) -> tuple[EngineLease | None, str | None]:
+    """A lease on the model specialised for the clip's language, when this server has one, and the language.
+
+    Without ``language`` the multilingual model (``lease``) detects it first, but only when some language has a
+    model of its own: one encoder pass, repaid when an English-only model then decodes English faster and better.
+    """
+    if not state.models.languages:
+        return None, language
+    if language is None:
+        try:
+            language = await state.inference.run(lease.engine.detect_language, clip)
+        except ValueError as exc:
+            state.metrics.error(lease.info.version, "bad_audio")
+            raise HTTPException(422, str(exc)) from exc
+    manager = state.models.asr_for(language)
+    return (None if manager is state.models.asr else _acquire(state, manager)), language
 
 
 async def _run_engine(
@@ -216,7 +252,7 @@ async def _run_engine(
         state.metrics.error(version, "engine")
         raise HTTPException(500, "transcription failed; the server logged why") from exc
     engine_seconds = time.perf_counter() - queued
-    state.metrics.inference(version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
+    state.metrics.inference(lease.info.name, version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
     return result, engine_seconds
 
 

@@ -81,3 +81,7 @@ class AsrEngine(Engine, Protocol):
         ``draft`` asks for a faster, less exact pass (a streaming partial); an engine may ignore it.
         """
         ...
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        """The language of the first speech in 16 kHz mono float32 audio (``en`` for an English-only model)."""
+        ...

@@ -21,12 +21,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX, GRPC_PORT
 from contract.topology import DEFAULT_TOPOLOGY, Topology
 from contract.topology import load as load_topology
+from serving.bundled import profile_named
 from serving.names import ModelName, ModelVersion
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _JURISDICTION_FIELD = "jurisdiction="
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,19 @@ class ModelSettings(BaseModel):
     endpoint_url: str | None = None
     # Seconds between checks for a newer version in the store; None turns polling off.
     poll_interval_s: float | None = Field(default=None, gt=0)
+    # Models served beside `name` for requests in one language ({"en": "whisper-tiny.en"}), from the store under the
+    # same version, or bundled when there is no store; `name` serves every other language and detects it.
+    languages: dict[str, ModelName] = Field(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, languages: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for language, model in languages.items():
+            if not _LANGUAGE.match(language):
+                raise ValueError(f"{language!r} is not an ISO 639-1 language code such as en or es")
+            if model == info.data.get("name"):
+                raise ValueError(f"{language}: {model!r} is SPEECH_MODEL__NAME already, which serves every language")
+        return languages
 
 
 @dataclass(frozen=True)
@@ -342,7 +357,11 @@ class Settings(BaseSettings):
     def served_models(self) -> list[ModelSpec]:
         """Every model this server loads and warms before it is ready, each with its own registry."""
         model = self.model
-        return [ModelSpec("asr", model.name, model.version, model.profile)]
+        specialised = sorted(set(model.languages.values()))
+        return [
+            ModelSpec("asr", model.name, model.version, model.profile),
+            *(ModelSpec("asr", name, model.version, profile_named(name)) for name in specialised),
+        ]
 
     @property
     def region_label(self) -> str:

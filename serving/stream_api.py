@@ -69,7 +69,7 @@ async def stream(websocket: WebSocket, language: str | None = Query(default=None
     state = serving_state(websocket)
     started = time.perf_counter()
     await websocket.accept()
-    admitted = admit(state, websocket.headers)
+    admitted = admit(state, websocket.headers, language)
     if isinstance(admitted, Refusal):
         count_refusal(state, admitted, ROUTE)
         code = CLOSE_POLICY_VIOLATION if admitted.kind in (UNAUTHORIZED, MISDIRECTED) else CLOSE_TRY_AGAIN_LATER

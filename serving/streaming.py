@@ -279,7 +279,7 @@ class StreamSession:
             if job.has_speech:
                 text, language, timings = await self._transcribe(job)
                 elapsed = time.perf_counter() - started
-                self._metrics.inference(version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
+                self._metrics.inference(self._lease.info.name, version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
             message = {
                 "type": job.kind,
                 "utterance": job.utterance,

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from serving.engine import SAMPLE_RATE
 from serving.names import checked_name
 from serving.speakers.embedder import Embedding, NotEnoughSpeechError
-from serving.speakers.service import SpeakerService
+from serving.speakers.service import EMBEDDER_NAME, SpeakerService
 from serving.speakers.store import SpeakerStoreError
 from serving.state import ServingState, serving_state
 from serving.uploads import admitted, decode_body, read_body
@@ -116,7 +116,7 @@ async def _embed(request: Request, state: ServingState, sample_rate: int | None)
         except NotEnoughSpeechError as exc:
             state.metrics.error(version, "bad_audio")
             raise HTTPException(422, str(exc)) from exc
-    state.metrics.inference(version, "speaker", len(clip) / SAMPLE_RATE, time.perf_counter() - started)
+    state.metrics.inference(EMBEDDER_NAME, version, "speaker", len(clip) / SAMPLE_RATE, time.perf_counter() - started)
     return embedding
 
 

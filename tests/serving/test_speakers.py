@@ -157,5 +157,8 @@ def test_speaker_requests_are_counted_by_route_template_and_embedder(speaker_ser
         enrol(http, "frank", KEY_A, synthesize)
     samples = scrape(speaker_server.base_url)
     assert sample(samples, "speech_requests_total", **fixed, route=ENROLL_PATH, status="200") >= 2
-    assert sample(samples, "speech_inference_duration_seconds_count", **fixed, kind="speaker") >= 2
+    assert (
+        sample(samples, "speech_inference_duration_seconds_count", **fixed, model="speaker-embedder", kind="speaker")
+        >= 2
+    )
     assert sample(samples, "speech_model_info", **fixed, kind="speaker", name="speaker-embedder") == 1
