@@ -85,6 +85,8 @@ ENV_MODEL_NAME = "SPEECH_MODEL__NAME"
 ENV_MODEL_VERSION = "SPEECH_MODEL__VERSION"  # unset: the newest version in the store
 ENV_MODEL_POLL_INTERVAL_S = "SPEECH_MODEL__POLL_INTERVAL_S"
 ENV_MODEL_CACHE_DIR = "SPEECH_MODEL__CACHE_DIR"  # this server's model cache
+# JSON {language code: model name}: models served beside SPEECH_MODEL__NAME for requests in that language.
+ENV_MODEL_LANGUAGES = "SPEECH_MODEL__LANGUAGES"
 ENV_MODEL_CACHE = "SPEECH_MODEL_CACHE"  # the cache root shared by the server and `python -m serving.build.export`
 ENV_AUTH_API_KEY_HASHES = "SPEECH_AUTH__API_KEY_HASHES"
 # A mounted secret, one SHA-256 hex a line, optionally followed by the key's home jurisdiction: `<hex> jurisdiction=eu`.

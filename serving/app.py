@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
-from starlette.routing import Route, WebSocketRoute
 
 from serving import api, openai_api, stream_api, tts_api, web
 from serving.auth import ApiKeyVerifier
-from serving.gate import RegionHeader, RequestGate, RequestMetrics
+from serving.gate import RegionHeader, RequestGate, RequestMetrics, RouteTemplates
 from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
@@ -30,6 +29,8 @@ from serving.residency import ResidencyGuard
 from serving.settings import Settings, load_settings
 from serving.shadow import ShadowModel
 from serving.shutdown import UVICORN_CLOSE_S
+from serving.speakers import api as speaker_api
+from serving.speakers.service import EMBEDDER_NAME, SpeakerService
 from serving.state import BatchSlots, ServingState
 from serving.stream_control import StreamRegistry
 from serving.tts_cache import TtsCache
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_auth=ApiKeyVerifier(settings.auth.admin_hashes()),
         residency=ResidencyGuard.from_settings(settings, set(homes.values())),
         models=ModelCatalog(settings, metrics),
+        speakers=SpeakerService(settings.speakers),
         vad=SileroVad(),
         streams=StreamRegistry(settings.stream.max_sessions),
         batch_slots=BatchSlots(settings.inference_threads + settings.limits.max_queued_requests, metrics),
@@ -64,23 +66,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="speech serving", version="1", lifespan=_lifespan)
     app.state.serving = state
     app.state.grpc = GrpcServer(state) if settings.grpc.enabled else None
+    metrics.model_loaded("speaker", EMBEDDER_NAME, state.speakers.version)
     # OpenAI's clients read errors from {"error": {...}}; every other route keeps {"detail": ...}.
     app.add_exception_handler(HTTPException, on_http_exception)
-    routers = (api.probes, api.v1, api.admin, openai_api.router, stream_api.router, tts_api.router, web.router)
+    routers = (
+        api.probes,
+        api.v1,
+        api.admin,
+        openai_api.router,
+        stream_api.router,
+        tts_api.router,
+        speaker_api.router,
+        web.router,
+    )
     for router in routers:
         app.include_router(router)
-    route_paths = frozenset(
-        route.path for router in routers for route in router.routes if isinstance(route, Route | WebSocketRoute)
-    )
+    routes = RouteTemplates.of(routers)
     # Added innermost first: metrics see every answer, including the gate's refusals.
     app.add_middleware(
         RequestGate,
         state=state,
         admin_paths=api.ADMIN_PATHS,
-        upload_paths=api.UPLOAD_PATHS | openai_api.UPLOAD_PATHS,
-        route_paths=route_paths,
+        upload_paths=api.UPLOAD_PATHS | openai_api.UPLOAD_PATHS | speaker_api.UPLOAD_PATHS,
+        routes=routes,
     )
-    app.add_middleware(RequestMetrics, state=state, route_paths=route_paths)
+    app.add_middleware(RequestMetrics, state=state, routes=routes)
     app.add_middleware(RegionHeader, region=settings.region_label)
     return app
 
@@ -109,4 +119,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             # After the drain (serving/shutdown.py): what is left are calls that outlived its grace.
             await grpc_server.stop(UVICORN_CLOSE_S)
         await state.tts_cache.close()
+        await state.speakers.close()
         state.close()

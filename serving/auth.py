@@ -21,6 +21,8 @@ from contract.service import STREAM_KEY_SUBPROTOCOL_PREFIX, STREAM_SUBPROTOCOL
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
+LOCAL_TENANT = "local"  # the one tenant of a server without keys
+
 UNAUTHORIZED_DETAIL = "missing or invalid API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 STREAM_UNAUTHORIZED_DETAIL = (
     f"{UNAUTHORIZED_DETAIL}, or from a browser as the WebSocket subprotocols '{STREAM_SUBPROTOCOL}' and "
@@ -66,6 +68,14 @@ class ApiKeyVerifier:
         """The home jurisdiction of the presented key (call after :meth:`is_allowed`), or None when it has none."""
         key = key_from(headers)
         return None if key is None else self._jurisdictions.get(hashlib.sha256(key.encode()).digest())
+
+    def tenant_of(self, headers: Mapping[str, str]) -> str:
+        """Whose data a request touches (call after :meth:`is_allowed`): the SHA-256 hex of its key, which the
+        deployment already holds, or ``LOCAL_TENANT`` for every caller when auth is off."""
+        key = key_from(headers)
+        if not self.is_enabled or key is None:
+            return LOCAL_TENANT
+        return hashlib.sha256(key.encode()).hexdigest()
 
     @property
     def jurisdictions(self) -> set[str]:

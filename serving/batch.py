@@ -2,33 +2,31 @@
 ``POST /v1/audio/transcriptions`` differ only in how a request names its audio and options, and how the answer is
 shaped.
 
-Admission comes first: a request takes its queue slot and a model reference before its upload is read, so a full
-server refuses with 503 at once instead of after reading and decoding megabytes it cannot serve. Then the body is
-read (bounded in size and time by ``serving/gate.py``), turned into a :class:`BatchJob` by the route, decoded to
-16 kHz on a decoder thread, and transcribed on an inference thread; every refusal is counted in the metrics.
-The gRPC ``Recognize`` (``serving/grpc_api/``) runs the same decode and engine steps.
+Admission, reading the body and decoding it are the steps every upload route shares (``serving/uploads.py``, the
+speaker routes' too). A request takes its queue slot and a model reference before its upload is read; the body,
+turned into a :class:`BatchJob` by the route, is decoded to 16 kHz on a decoder thread, routed to the model of its
+language where the server has one (``speech:model.languages``), and transcribed on an inference thread; every
+refusal is counted in the metrics. The gRPC ``Recognize`` (``serving/grpc_api/``) runs the same engine step.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from fastapi import HTTPException, Request
-from starlette.requests import ClientDisconnect
 
-from serving import audio
 from serving.engine import SAMPLE_RATE, DecodeOptions, Transcription
+from serving.model_manager import ModelManager
 from serving.registry import EngineLease, RegistryClosedError
 from serving.state import ServingState
+from serving.uploads import admitted, decode_body, read_body
 
 log = logging.getLogger(__name__)
-RETRY = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)
@@ -58,64 +56,60 @@ async def transcribe_request(request: Request, state: ServingState, read_job: Jo
     """Admit, read, decode and transcribe one batch request; every failure is an ``HTTPException`` a client can
     act on, and the server's slots and model references are released whatever happens."""
     started = time.perf_counter()
-    if state.is_draining:
-        state.metrics.error(state.current_version(), "shutting_down")
-        raise HTTPException(503, "the server is shutting down; retry (another replica will answer)", RETRY)
-    if not state.batch_slots.try_enter():
-        state.metrics.error(state.current_version(), "overloaded")
-        raise HTTPException(503, "the server is at its limit of queued transcriptions; retry shortly", RETRY)
-    try:
-        with _acquire(state) as lease:
-            request.state.model_version = lease.info.version
-            job = await read_job(await _upload(request, state, lease), lease)
-            clip = await decode_upload(state, job.body, job.sample_rate)
-            decoded = time.perf_counter()
-            result, engine_seconds = await run_engine(state, lease, clip, job.language, job.options)
-    finally:
-        state.batch_slots.leave()
-    if state.shadow is not None:  # off the response path: it only schedules, or skips, a comparison
-        state.shadow.offer(clip, job.language, result, engine_seconds)
+    with admitted(state), acquire(state, state.models.asr) as lease:
+        request.state.model_version = lease.info.version
+        job = await read_job(await read_body(request, state, lease.info.version), lease)
+        clip = await decode_body(state, job.body, job.sample_rate, lease.info.version)
+        decoded = time.perf_counter()
+        specialised, language = await _language_model(state, lease, clip, job.language)
+        routed = time.perf_counter()
+        with specialised or contextlib.nullcontext(lease) as chosen:
+            request.state.model_version = chosen.info.version
+            result, engine_seconds = await run_engine(state, chosen, clip, language, job.options)
+    # The shadow candidate is a version of the multilingual model: compared only with what that model answered.
+    if state.shadow is not None and chosen.info.name == state.models.asr.spec.name:
+        state.shadow.offer(clip, language, result, engine_seconds)  # off the response path: schedules or skips
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
+    if state.models.languages:
+        timings["language_routing"] = routed - decoded
     timings["total"] = time.perf_counter() - started
     return BatchResult(
         transcription=result,
-        model=lease.info.name,
+        model=chosen.info.name,
         audio_seconds=round(len(clip) / SAMPLE_RATE, 3),
         timings={stage: round(seconds, 4) for stage, seconds in timings.items()},
     )
 
 
-def _acquire(state: ServingState) -> EngineLease:
+def acquire(state: ServingState, manager: ModelManager) -> EngineLease:
+    """A reference on ``manager``'s current engine; 503 while models load or the registry is closing."""
     if not state.models.is_ready:
         state.metrics.error("none", "not_ready")
         raise HTTPException(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
     try:
-        return state.models.asr.registry.acquire()
+        return manager.registry.acquire()
     except RegistryClosedError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
 
 
-async def _upload(request: Request, state: ServingState, lease: EngineLease) -> bytes:
-    """The request body; the gate bounds its size and how long it may take (``serving/gate.py``)."""
-    try:
-        return await request.body()
-    except ClientDisconnect:
-        state.metrics.error(lease.info.version, "client_abort")
-        # 499, as nginx logs it: there is nobody left to read the answer, but the metrics and access log are right.
-        raise HTTPException(499, "the client closed the connection before its upload was complete") from None
+async def _language_model(
+    state: ServingState, lease: EngineLease, clip: np.ndarray, language: str | None
+) -> tuple[EngineLease | None, str | None]:
+    """A lease on the model specialised for the clip's language, when this server has one, and the language.
 
-
-async def decode_upload(state: ServingState, body: bytes, sample_rate: int | None) -> np.ndarray:
-    """The clip at 16 kHz, decoded on a decoder thread (bounded in number), never on the event loop."""
-    loop = asyncio.get_running_loop()
-    max_audio_s = state.settings.limits.max_audio_s
-    try:
-        return await loop.run_in_executor(
-            state.decode_pool, partial(audio.decode, body, sample_rate=sample_rate, max_audio_s=max_audio_s)
-        )
-    except audio.AudioError as exc:
-        state.metrics.error(state.current_version(), "bad_audio")
-        raise HTTPException(exc.status_code, str(exc)) from exc
+    Without ``language`` the multilingual model (``lease``) detects it first, but only when some language has a
+    model of its own: one encoder pass, repaid when an English-only model then decodes English faster and better.
+    """
+    if not state.models.languages:
+        return None, language
+    if language is None:
+        try:
+            language = await state.inference.run(lease.engine.detect_language, clip)
+        except ValueError as exc:
+            state.metrics.error(lease.info.version, "bad_audio")
+            raise HTTPException(422, str(exc)) from exc
+    manager = state.models.asr_for(language)
+    return (None if manager is state.models.asr else acquire(state, manager)), language
 
 
 async def run_engine(
@@ -138,5 +132,5 @@ async def run_engine(
         state.metrics.error(version, "engine")
         raise HTTPException(500, "transcription failed; the server logged why") from exc
     engine_seconds = time.perf_counter() - queued
-    state.metrics.inference(version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
+    state.metrics.inference(lease.info.name, version, "batch", len(clip) / SAMPLE_RATE, engine_seconds)
     return result, engine_seconds

@@ -74,6 +74,12 @@ def profile_of(profile: str) -> Profile:
     return PROFILES[profile]
 
 
+def profile_named(name: str) -> str:
+    """The profile that builds the model called ``name`` (``whisper-tiny.en`` -> ``tiny.en``); a name no profile
+    builds is returned as it is, so that loading it without a store fails naming it and the bundled profiles."""
+    return next((key for key, profile in PROFILES.items() if profile.name == name), name)
+
+
 def voice_of(voice: str) -> VoiceProfile:
     if voice not in VOICES:
         raise ModelError(f"voice {voice!r} is not bundled; choose one of {', '.join(VOICES)}")

@@ -18,11 +18,15 @@ Refusals on OpenAI-compatible paths are OpenAI-shaped (``serving/openai_errors.p
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Iterable
 
+from fastapi import APIRouter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contract.service import API_PREFIX, HEALTH_PATH, METRICS_PATH, READINESS_PATH, REGION_HEADER
@@ -42,6 +46,22 @@ _CLOSE = {"Connection": "close"}  # the unread body is abandoned, so the connect
 _CHALLENGE = {"WWW-Authenticate": "Bearer", **_CLOSE}
 
 
+class RouteTemplates:
+    """The app's route templates (``/v1/speakers/{speaker_id}/enroll``), to name a path before routing has run:
+    which limit its body gets, and its ``route`` label when the gate refuses it."""
+
+    def __init__(self, routes: list[tuple[str, re.Pattern[str]]]) -> None:
+        self._routes = routes
+
+    @classmethod
+    def of(cls, routers: Iterable[APIRouter]) -> RouteTemplates:
+        found = [r for router in routers for r in router.routes if isinstance(r, Route | WebSocketRoute)]
+        return cls([(r.path, r.path_regex) for r in found])
+
+    def template_of(self, path: str) -> str | None:
+        return next((template for template, pattern in self._routes if pattern.match(path)), None)
+
+
 class RequestGate:
     """Authentication and body bounds, before the route and before the body."""
 
@@ -52,13 +72,13 @@ class RequestGate:
         state: ServingState,
         admin_paths: frozenset[str],
         upload_paths: frozenset[str],
-        route_paths: frozenset[str],
+        routes: RouteTemplates,
     ) -> None:
         self.app = app
         self._state = state
         self._admin_paths = admin_paths
         self._upload_paths = upload_paths
-        self._route_paths = route_paths
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +90,7 @@ class RequestGate:
             await refusal(scope, receive, send)
             return
         limits = self._state.settings.limits
-        is_upload = path in self._upload_paths
+        is_upload = self._routes.template_of(path) in self._upload_paths
         limit = limits.max_upload_bytes if is_upload else CONTROL_BODY_BYTES
         too_big = _too_big_detail(limit, is_upload)
         declared = headers.get("content-length")
@@ -97,7 +117,7 @@ class RequestGate:
             return error_response(path, 401, UNAUTHORIZED_DETAIL, _CHALLENGE)
         misdirected = state.residency.refusal(state.auth.home_jurisdiction(headers))
         if misdirected is not None and path.startswith(API_PREFIX):
-            route = path if path in self._route_paths else "unmatched"
+            route = self._routes.template_of(path) or "unmatched"
             state.metrics.residency_refused(state.current_version(), misdirected.jurisdiction, route)
             details = {k: v for k, v in misdirected.body().items() if k != "detail"}
             return error_response(path, MISDIRECTED, misdirected.detail, _CLOSE, **details)
@@ -166,14 +186,14 @@ def _too_big_detail(limit: int, is_upload: bool) -> str:
 class RequestMetrics:
     """Counts every HTTP request by route and status, including those the gate refused before routing.
 
-    The ``route`` label is the route's template when routing ran, else the path when it is one of the app's
-    ``route_paths``, else ``unmatched``: never a path a client made up.
+    The ``route`` label is the route's template when routing ran, else the template the path matches, else
+    ``unmatched``: never a path a client made up.
     """
 
-    def __init__(self, app: ASGIApp, *, state: ServingState, route_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, *, state: ServingState, routes: RouteTemplates) -> None:
         self.app = app
         self._state = state
-        self._route_paths = route_paths
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
@@ -198,7 +218,7 @@ class RequestMetrics:
         route = getattr(scope.get("route"), "path", None)
         if route is not None:
             return route
-        return scope["path"] if scope["path"] in self._route_paths else "unmatched"
+        return self._routes.template_of(scope["path"]) or "unmatched"
 
 
 class RegionHeader:

@@ -5,10 +5,12 @@ Each app owns its own ``CollectorRegistry`` (no process-global default registry)
 one process never collide. Every series carries ``region`` (fixed when the app is built) and ``model_version``
 (the version that served the work: after a hot swap, draining streams still report their old version).
 
-Every label takes values from a small fixed set, so no client can grow the number of series: ``model_version`` is
-only ever a version that was loaded (or ``none``; a version that failed to load never becomes a label), ``route``
-a route template (or a gRPC method path) or ``unmatched``, ``status`` an HTTP status, a WebSocket close code, a gRPC
-status code name or ``client_abort``.
+Every label takes values from a small fixed set, so no client can grow the number of series: ``model`` is a
+configured model's name (the engine-time metrics carry it, as a region may serve several models at once: one per
+language it specialises in, the multilingual one, the speaker embedder), ``model_version`` is only ever a version
+that was loaded (or ``none``; a version that failed to load never becomes a label), ``route`` a route template (or
+a gRPC method path) or ``unmatched``, ``status`` an HTTP status, a WebSocket close code, a gRPC status code name or
+``client_abort``.
 """
 
 from __future__ import annotations
@@ -43,15 +45,16 @@ class ServingMetrics:
             (*_LABELS, "route"), buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self._inference = Histogram(
-            service.METRIC_INFERENCE_DURATION, "Engine time per decode: batch clip, stream partial or final",
-            (*_LABELS, "kind"), buckets=LATENCY_BUCKETS, registry=r,
+            service.METRIC_INFERENCE_DURATION,
+            "Engine time per decode: batch clip, stream partial or final, speaker embedding; by model",
+            (*_LABELS, "model", "kind"), buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self._rtf = Histogram(
             service.METRIC_REAL_TIME_FACTOR, "Engine seconds per second of audio decoded (below 1 keeps up)",
-            (*_LABELS, "kind"), buckets=RTF_BUCKETS, registry=r,
+            (*_LABELS, "model", "kind"), buckets=RTF_BUCKETS, registry=r,
         )  # fmt: skip
         self._audio = Counter(
-            service.METRIC_AUDIO_PROCESSED, "Seconds of audio decoded", (*_LABELS, "kind"), registry=r
+            service.METRIC_AUDIO_PROCESSED, "Seconds of audio decoded", (*_LABELS, "model", "kind"), registry=r
         )
         self._streams = Gauge(service.METRIC_ACTIVE_STREAMS, "Open WebSocket streams", _LABELS, registry=r)
         self._batch = Gauge(
@@ -129,11 +132,12 @@ class ServingMetrics:
         self._requests.labels(self._region, model_version, route, str(status)).inc()
         self._latency.labels(self._region, model_version, route).observe(seconds)
 
-    def inference(self, model_version: str, kind: str, audio_seconds: float, seconds: float) -> None:
-        self._inference.labels(self._region, model_version, kind).observe(seconds)
-        self._audio.labels(self._region, model_version, kind).inc(audio_seconds)
+    def inference(self, model: str, model_version: str, kind: str, audio_seconds: float, seconds: float) -> None:
+        """``model`` is the name of a loaded model (configured, never a client's): a bounded set."""
+        self._inference.labels(self._region, model_version, model, kind).observe(seconds)
+        self._audio.labels(self._region, model_version, model, kind).inc(audio_seconds)
         if audio_seconds > 0:
-            self._rtf.labels(self._region, model_version, kind).observe(seconds / audio_seconds)
+            self._rtf.labels(self._region, model_version, model, kind).observe(seconds / audio_seconds)
 
     def stream_opened(self, model_version: str) -> None:
         self._streams.labels(self._region, model_version).inc()

@@ -207,6 +207,8 @@ class ModelCatalog:
                 topology=settings.topology,
                 endpoint_url=model.endpoint_url,
             )
+        self._asr_name = model.name
+        self._languages = dict(model.languages)
         self.managers: dict[tuple[str, str], ModelManager] = {}
         for spec in settings.served_models():
             if spec.kind not in kinds:
@@ -225,9 +227,18 @@ class ModelCatalog:
 
     @property
     def asr(self) -> ModelManager:
-        """The speech-recognition model (there is exactly one)."""
-        (manager,) = self.of_kind("asr")
-        return manager
+        """The speech-recognition model for every language (SPEECH_MODEL__NAME), which also detects languages."""
+        return self.managers[("asr", self._asr_name)]
+
+    @property
+    def languages(self) -> dict[str, ModelManager]:
+        """The ASR models specialised for one language (SPEECH_MODEL__LANGUAGES), by language code."""
+        return {language: self.managers[("asr", name)] for language, name in sorted(self._languages.items())}
+
+    def asr_for(self, language: str | None) -> ModelManager:
+        """The model that transcribes ``language``: its specialised one if there is one, else the multilingual one."""
+        name = self._languages.get(language or "", self._asr_name)
+        return self.managers[("asr", name)]
 
     @property
     def is_ready(self) -> bool:

@@ -21,11 +21,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contract.service import ENV_NESTED_DELIMITER, ENV_PREFIX, GRPC_PORT
 from contract.topology import DEFAULT_TOPOLOGY, Topology
 from contract.topology import load as load_topology
+from serving.bundled import profile_named
 from serving.names import ModelName, ModelVersion
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _JURISDICTION_FIELD = "jurisdiction="
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,19 @@ class ModelSettings(BaseModel):
     endpoint_url: str | None = None
     # Seconds between checks for a newer version in the store; None turns polling off.
     poll_interval_s: float | None = Field(default=None, gt=0)
+    # Models served beside `name` for requests in one language ({"en": "whisper-tiny.en"}), from the store under the
+    # same version, or bundled when there is no store; `name` serves every other language and detects it.
+    languages: dict[str, ModelName] = Field(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, languages: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for language, model in languages.items():
+            if not _LANGUAGE.match(language):
+                raise ValueError(f"{language!r} is not an ISO 639-1 language code such as en or es")
+            if model == info.data.get("name"):
+                raise ValueError(f"{language}: {model!r} is SPEECH_MODEL__NAME already, which serves every language")
+        return languages
 
 
 @dataclass(frozen=True)
@@ -173,6 +189,32 @@ class GrpcSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"  # `python -m serving --host` sets it with the HTTP address
     port: int = Field(default=GRPC_PORT, ge=0, le=65535)  # 0: any free port, logged at start
+
+
+class SpeakerSettings(BaseModel):
+    """Speaker verification: where voiceprints are kept and when a clip matches one.
+
+    Voiceprints are personal data. With ``redis_url`` unset they live in this process only (gone on restart, not
+    shared between replicas: for a local run or one replica); a deployment points it at the region's own Redis,
+    which is never replicated out of the region.
+    """
+
+    # Cosine similarity at or above which a clip matches the enrolled voice. `python -m bench.speakers` puts the
+    # equal error rate of ten synthetic voices at 0.77 (README, "Speaker verification"); a little above it, because
+    # a false accept costs more than a retry. Tune it on real enrolments: real voices are closer than synthetic ones.
+    threshold: float = Field(default=0.78, gt=-1, lt=1)
+    # Less speech than this (pauses removed by the VAD) gives an unstable voiceprint: enrol and verify refuse it.
+    min_speech_s: float = Field(default=1.0, gt=0, le=60)
+    # Clips kept per speaker: further enrolments replace the oldest, so a speaker's record stays bounded.
+    max_clips: int = Field(default=10, gt=0, le=100)
+    redis_url: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(_REDIS_SCHEMES)} (e.g. redis://speakers-redis:6379/0)")
+        return value
 
 
 class AuthSettings(BaseModel):
@@ -307,6 +349,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    speakers: SpeakerSettings = Field(default_factory=SpeakerSettings)
 
     @field_validator("topology_file")
     @classmethod
@@ -360,7 +403,11 @@ class Settings(BaseSettings):
     def served_models(self) -> list[ModelSpec]:
         """Every model this server loads and warms before it is ready, each with its own registry."""
         model, tts = self.model, self.tts
-        served = [ModelSpec("asr", model.name, model.version, model.profile)]
+        specialised = sorted(set(model.languages.values()))
+        served = [
+            ModelSpec("asr", model.name, model.version, model.profile),
+            *(ModelSpec("asr", name, model.version, profile_named(name)) for name in specialised),
+        ]
         if tts.enabled:
             served.append(ModelSpec("tts", tts.name, tts.version, tts.voice))
         return served

@@ -14,6 +14,7 @@ from serving.model_manager import ModelCatalog
 from serving.residency import ResidencyGuard
 from serving.settings import Settings
 from serving.shadow import ShadowModel
+from serving.speakers.service import SpeakerService
 from serving.stream_control import StreamRegistry
 from serving.tts_cache import TtsCache
 from serving.vad import SileroVad
@@ -47,6 +48,7 @@ class ServingState:
     residency: ResidencyGuard
     admin_auth: ApiKeyVerifier
     models: ModelCatalog
+    speakers: SpeakerService
     vad: SileroVad
     streams: StreamRegistry
     batch_slots: BatchSlots

@@ -86,7 +86,7 @@ async def stream(
     # is never the key's.
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol=STREAM_SUBPROTOCOL if STREAM_SUBPROTOCOL in offered else None)
-    admitted = admit(state, websocket.headers)
+    admitted = admit(state, websocket.headers, language)
     if isinstance(admitted, Refusal):
         count_refusal(state, admitted, ROUTE)
         code = CLOSE_POLICY_VIOLATION if admitted.kind in (UNAUTHORIZED, MISDIRECTED) else CLOSE_TRY_AGAIN_LATER

@@ -86,8 +86,12 @@ def server_refusal(state: ServingState) -> Refusal | None:
     return None
 
 
-def admit(state: ServingState, headers: Mapping[str, str]) -> Admitted | Refusal:
-    """A stream slot and an engine lease, or why the stream may not start (before a single frame is read)."""
+def admit(state: ServingState, headers: Mapping[str, str], language: str | None = None) -> Admitted | Refusal:
+    """A stream slot and an engine lease, or why the stream may not start (before a single frame is read).
+
+    A stream that names its ``language`` gets the model specialised for it, if there is one; detecting the language
+    would hold the audio back until it is known, so a stream without one runs on the multilingual model.
+    """
     refusal = caller_refusal(state, headers) or server_refusal(state)
     if refusal is not None:
         return refusal
@@ -97,7 +101,7 @@ def admit(state: ServingState, headers: Mapping[str, str]) -> Admitted | Refusal
         detail = f"the server is at its limit of {limit} concurrent streams (SPEECH_STREAM__MAX_SESSIONS); retry later"
         return Refusal(OVERLOADED, "too many streams; retry later", detail)
     try:
-        lease = state.models.asr.registry.acquire()
+        lease = state.models.asr_for(language).registry.acquire()
     except RegistryClosedError as exc:
         state.streams.close(live)
         return Refusal(SHUTTING_DOWN, "server is stopping", str(exc))

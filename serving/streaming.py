@@ -397,7 +397,9 @@ class StreamSession:
             return None
         self._speculated = None
         self._metrics.speculative_final(self.model_version, "used")
-        self._metrics.inference(self.model_version, "final", len(job.audio) / SAMPLE_RATE, speculated.seconds)
+        self._metrics.inference(
+            self._lease.info.name, self.model_version, "final", len(job.audio) / SAMPLE_RATE, speculated.seconds
+        )
         return speculated
 
     def _discard_speculation(self) -> None:
@@ -406,7 +408,9 @@ class StreamSession:
             self._speculated = None
             self._metrics.speculative_final(self.model_version, "wasted")
             seconds = len(speculated.job.audio) / SAMPLE_RATE
-            self._metrics.inference(self.model_version, "speculative", seconds, speculated.seconds)
+            self._metrics.inference(
+                self._lease.info.name, self.model_version, "speculative", seconds, speculated.seconds
+            )
 
     async def _decoded(self, job: _Job) -> _Decoded:
         if not job.has_speech:
@@ -425,7 +429,9 @@ class StreamSession:
         )
         elapsed = time.perf_counter() - started
         if job.kind != "speculative":  # counted once its fate is known
-            self._metrics.inference(self.model_version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed)
+            self._metrics.inference(
+                self._lease.info.name, self.model_version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed
+            )
         text = self._agreement.accept(result.text) if job.kind == "partial" else result.text
         return _Decoded(job, text, self.language, result.timings, elapsed)
 

@@ -141,7 +141,7 @@ async def _synthesized(
         raise
     finally:
         lease.release()
-    state.metrics.inference(key.model_version, "synthesis", audio_s, engine_s)
+    state.metrics.inference(lease.info.name, key.model_version, "synthesis", audio_s, engine_s)
     await state.tts_cache.put(key, b"".join(parts))
 
 

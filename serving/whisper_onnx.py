@@ -202,6 +202,15 @@ class WhisperOnnxEngine:
             segments=tuple(segments),
         )
 
+    def detect_language(self, audio: np.ndarray) -> str:
+        """The language of the first window with speech (of the start, when the VAD hears none): one encoder pass
+        and one decoder step, so a server can pick the model for a clip before transcribing it."""
+        audio = self._check_input(audio, None)
+        encoder, decoder = self._sessions()
+        windows = self.plan(audio)
+        first = windows[0].audio(audio) if windows else audio
+        return self._detect_language(encoder, decoder, first, {})
+
     def plan(self, audio: np.ndarray) -> list[Window]:
         """The windows ``transcribe`` decodes, none if the VAD hears no speech: a clip of up to 30 s whole, a
         longer one's speech cut in its pauses and packed into windows of at most 30 s."""
@@ -214,12 +223,6 @@ class WhisperOnnxEngine:
             is_heard = bool(np.any(probabilities >= SPEECH_THRESHOLD))
             return ([Window((Span(0, len(audio)),))] if is_heard else []), probabilities
         return plan_windows(probabilities, len(audio), CHUNK_SAMPLES), probabilities
-
-    def detect_language(self, audio: np.ndarray) -> str:
-        """The most likely language of the first 30 s of ``audio``, as a padded window (Whisper's own detection:
-        a short draft window misjudges the first half second of English as Welsh or Arabic)."""
-        audio = self._check_input(audio, None)
-        return self._detect_language(*self._sessions(), audio, {})
 
     def _detect_language(
         self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, audio: np.ndarray, timings: dict

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infra.config.reader import NAMESPACE, Reader
 
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_MODEL_FIELDS = ("name", "version", "shadow", "languages")
+# Whisper's English-only builds are named for it (tiny.en, base.en): they cannot serve another language.
+_ENGLISH_ONLY_SUFFIX = ".en"
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})$")
 
 
@@ -23,24 +27,60 @@ class ShadowConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The models a region serves: ``name`` for every language (and detection), plus, in ``languages``, a model
+    specialised for a language (``{"en": "whisper-tiny.en"}`` where the traffic is English). One ``version``
+    of each, the release they were published under."""
+
     name: str
     version: str
     shadow: ShadowConfig | None = None
+    languages: dict[str, str] = field(default_factory=dict)
 
 
 def read_model(reader: Reader) -> ModelConfig:
+    key = f"{NAMESPACE}:model"
     raw = reader.require("model", "an object with name and version")
     if not isinstance(raw, dict):
-        raise reader.fail(f"{NAMESPACE}:model", raw, "must be an object with name and version")
-    unknown = sorted(set(raw) - {"name", "version", "shadow"})
+        raise reader.fail(key, raw, "must be an object with name and version")
+    unknown = sorted(set(raw) - set(_MODEL_FIELDS))
     if unknown:
-        raise reader.fail(f"{NAMESPACE}:model.{unknown[0]}", raw[unknown[0]], "is not known; use name, version, shadow")
+        raise reader.fail(f"{key}.{unknown[0]}", raw[unknown[0]], f"is not known; use {', '.join(_MODEL_FIELDS)}")
     name, version = raw.get("name"), raw.get("version")
     if not isinstance(name, str) or not _MODEL_NAME.match(name):
-        raise reader.fail(f"{NAMESPACE}:model.name", name, "must be a lower-case model name such as whisper-base")
+        raise reader.fail(f"{key}.name", name, "must be a lower-case model name such as whisper-base")
+    if name.endswith(_ENGLISH_ONLY_SUFFIX):
+        raise reader.fail(
+            f"{key}.name", name, "is English-only, but it serves every language not under languages; name a "
+            f"multilingual model here and map this one as languages: {{en: {name}}}"
+        )  # fmt: skip
     if not isinstance(version, str) or not _VERSION.match(version):
-        raise reader.fail(f"{NAMESPACE}:model.version", version, "must be a version string such as 1.0.0")
-    return ModelConfig(name=name, version=version, shadow=_shadow(reader, raw.get("shadow"), version))
+        raise reader.fail(f"{key}.version", version, "must be a version string such as 1.0.0")
+    return ModelConfig(
+        name=name,
+        version=version,
+        shadow=_shadow(reader, raw.get("shadow"), version),
+        languages=_languages(reader, raw.get("languages"), name),
+    )
+
+
+def _languages(reader: Reader, raw: Any, default: str) -> dict[str, str]:
+    key = f"{NAMESPACE}:model.languages"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise reader.fail(key, raw, "must map language codes to model names, e.g. {en: whisper-tiny.en}")
+    languages = {}
+    for language, model in sorted(raw.items()):
+        if not isinstance(language, str) or not _LANGUAGE.match(language):
+            raise reader.fail(f"{key}.{language}", model, "is not under an ISO 639-1 code such as en or es")
+        if not isinstance(model, str) or not _MODEL_NAME.match(model):
+            raise reader.fail(f"{key}.{language}", model, "must be a lower-case model name such as whisper-tiny.en")
+        if model == default:
+            raise reader.fail(f"{key}.{language}", model, "is speech:model.name already, which serves every language")
+        if model.endswith(_ENGLISH_ONLY_SUFFIX) and language != "en":
+            raise reader.fail(f"{key}.{language}", model, "is an English-only model; map it to en only")
+        languages[language] = model
+    return languages
 
 
 def _shadow(reader: Reader, raw: Any, served: str) -> ShadowConfig | None:

@@ -6,6 +6,7 @@ build is checked against the Kubernetes schema of the cluster's version in the t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -191,13 +192,15 @@ def settings(
     drain_seconds: int,
     public_domain: str | None = None,
     shadow: ShadowConfig | None = None,
+    language_models: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The container's environment, by the contract's variable names (a ConfigMap takes strings only).
 
     ``drain_seconds`` is the container's drain grace, the number :func:`termination_grace_seconds` sizes the pod's
     termination grace from. ``public_domain`` lets the container send a tenant of another jurisdiction to its
     regional endpoint; ``shadow`` names a candidate version the container also runs on a sample of batch requests,
-    off the response path.
+    off the response path. ``language_models`` ({language: model name}) are served beside ``model_name`` for
+    requests in their language.
     """
     domain = {service.ENV_PUBLIC_DOMAIN: public_domain} if public_domain else {}
     candidate = (
@@ -205,9 +208,13 @@ def settings(
         if shadow
         else {}
     )
+    languages = (
+        {service.ENV_MODEL_LANGUAGES: json.dumps(dict(sorted(language_models.items())))} if language_models else {}
+    )
     return {
         **domain,
         **candidate,
+        **languages,
         service.ENV_REGION: aws_region,
         service.ENV_TOPOLOGY_FILE: f"{TOPOLOGY_DIR}/{TOPOLOGY_FILE}",
         service.ENV_MODEL_BUCKET: bucket,

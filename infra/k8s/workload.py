@@ -113,6 +113,7 @@ class ServingWorkload(pulumi.ComponentResource):
                 args.serving.drain_seconds,
                 args.public_domain,
                 args.model.shadow,
+                args.model.languages,
             )
         )
         kubernetes.core.v1.ConfigMap(

@@ -65,6 +65,7 @@ from serving.streaming import (
     CLOSE_UNSUPPORTED_DATA,
     StreamError,
 )
+from serving.uploads import decode_body
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
@@ -264,8 +265,9 @@ class SpeechService:
             state.metrics.error(state.current_version(), OVERLOADED)
             raise _Failed(Code.RESOURCE_EXHAUSTED, "the server is at its limit of queued transcriptions; retry shortly")
         try:
-            with state.models.asr.registry.acquire() as lease:
-                clip = await batch.decode_upload(state, request.audio.content, sample_rate)
+            # A named language gets its specialised model, as on the WebSocket; without one, the multilingual model.
+            with state.models.asr_for(language).registry.acquire() as lease:
+                clip = await decode_body(state, request.audio.content, sample_rate, lease.info.version)
                 result, _ = await batch.run_engine(state, lease, clip, language)
         except RegistryClosedError as exc:
             raise _Failed(Code.UNAVAILABLE, str(exc)) from None

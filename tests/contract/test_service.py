@@ -114,7 +114,7 @@ def test_every_metric_the_contract_names_is_exported_with_its_labels():
 
     metrics = ServingMetrics("eu-west")
     metrics.request("1.0.0", "/v1/asr", 200, 0.1)
-    metrics.inference("1.0.0", "batch", 2.0, 0.1)
+    metrics.inference("whisper-base", "1.0.0", "batch", 2.0, 0.1)
     metrics.stream_opened("1.0.0")
     metrics.batch_in_flight(3)
     metrics.error("1.0.0", "bad_audio")

@@ -58,6 +58,9 @@ def test_the_container_gets_its_region_bucket_model_and_topology_by_the_contract
         cfg.model.name,
         cfg.model.version,
     )
+    languages = json.loads(settings.get(service.ENV_MODEL_LANGUAGES, "{}"))
+    assert languages == cfg.model.languages
+    assert (languages == {"en": "whisper-tiny.en"}) == (stack == "us-west"), "English-only models serve us-west only"
     topology_map = kube.find(graph, "ConfigMap", "speech-topology")
     (file_name,) = topology_map["data"]
     assert Topology.from_dict(json.loads(topology_map["data"][file_name])) == DEFAULT_TOPOLOGY

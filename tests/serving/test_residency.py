@@ -14,6 +14,8 @@ from contract.service import REGION_HEADER
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.residency import ResidencyGuard
 from serving.settings import ConfigError, Settings, load_settings
+from serving.speakers.api import ENROLL_PATH, SPEAKER_PATH, VERIFY_PATH
+from serving.speakers.service import EMBEDDER_NAME
 from tests.serving.server_fixtures import close_of, live_server, local_settings, sample, scrape, wav_bytes
 from tests.serving.test_grpc import config, recognize, refusal_of, streaming, transcript
 
@@ -66,8 +68,31 @@ def test_an_eu_tenant_gets_421_with_its_regional_endpoint_and_the_replica_keeps_
 
 
 def us_replica_version(samples: dict) -> str:
-    (version,) = {dict(labels)["model_version"] for name, labels in samples if name == "speech_model_info"}
+    """The version of the ASR model: the one whose label a refusal carries, whichever route it was for."""
+    (version,) = {
+        dict(labels)["model_version"]
+        for name, labels in samples
+        if name == "speech_model_info" and dict(labels)["name"] != EMBEDDER_NAME
+    }
     return version
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("POST", "/v1/speakers/alice/enroll", ENROLL_PATH),
+        ("POST", "/v1/speakers/alice/verify", VERIFY_PATH),
+        ("DELETE", "/v1/speakers/alice", SPEAKER_PATH),
+    ],
+)
+def test_an_eu_tenants_voiceprints_are_not_enrolled_verified_or_touched_outside_the_eu(us_replica, method, path, route):
+    with us_replica.client() as http:
+        refused = http.request(method, path, content=b"RIFF never read", headers={"X-API-Key": EU_KEY})
+    assert refused.status_code == 421, refused.text
+    assert refused.json()["endpoint"] == "https://eu-west.speech.example.com"
+    samples = scrape(us_replica.base_url)
+    labels = {"region": "us-west", "jurisdiction": "eu", "route": route}
+    assert sample(samples, "speech_residency_refusals_total", model_version=us_replica_version(samples), **labels) >= 1
 
 
 def test_an_eu_tenants_stream_is_closed_with_1008_naming_its_endpoint(us_replica):

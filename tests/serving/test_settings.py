@@ -53,6 +53,11 @@ def test_nested_variables_use_double_underscores(monkeypatch):
         ("SPEECH_MODEL__NAME", "a/b", "SPEECH_MODEL__NAME='a/b': model name 'a/b' is not accepted"),
         ("SPEECH_STREAM__MAX_REALTIME_FACTOR", "0.5", "FACTOR='0.5': Input should be greater than or equal to 1"),
         ("SPEECH_SHUTDOWN__GRACE_S", "0", "SPEECH_SHUTDOWN__GRACE_S='0': Input should be greater than 0"),
+        ("SPEECH_SPEAKERS__REDIS_URL", "speakers:6379", "REDIS_URL='speakers:6379': must start with redis://, rediss://"),
+        ("SPEECH_SPEAKERS__THRESHOLD", "1.5", "SPEECH_SPEAKERS__THRESHOLD='1.5': Input should be less than 1"),
+        ("SPEECH_SPEAKERS__MAX_CLIPS", "0", "SPEECH_SPEAKERS__MAX_CLIPS='0': Input should be greater than 0"),
+        ("SPEECH_MODEL__LANGUAGES", '{"english": "whisper-tiny.en"}', "'english' is not an ISO 639-1 language code"),
+        ("SPEECH_MODEL__LANGUAGES", '{"en": "whisper-base"}', "'whisper-base' is SPEECH_MODEL__NAME already"),
     ],
 )  # fmt: skip
 def test_a_bad_variable_is_named_with_its_value_and_what_is_allowed(monkeypatch, variable, value, expected):

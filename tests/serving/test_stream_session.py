@@ -217,7 +217,10 @@ def test_an_utterance_cut_where_the_speech_had_already_ended_gets_an_empty_final
     finals = harness.of_type("final")
     assert len(finals) == 2, harness.messages
     assert "smooth planks" in finals[0]["text"].lower() and finals[1]["text"] == "", finals
-    assert harness.count("speech_inference_duration_seconds_count", **_version(lease), kind="final") == 1
+    assert (
+        harness.count("speech_inference_duration_seconds_count", **_version(lease), model=lease.info.name, kind="final")
+        == 1
+    )
 
 
 def _version(lease: EngineLease) -> dict[str, str]:

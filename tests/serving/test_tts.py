@@ -114,11 +114,9 @@ def test_a_long_text_streams_sentence_by_sentence_then_comes_from_the_cache(tts_
     after = scrape(tts_server.base_url)
     labels = {"region": "local", "model_version": VOICE_VERSION}
     for result in ("hit", "miss"):
-        counted = sample(after, "speech_tts_cache_lookups_total", **labels, result=result)
-        assert (
-            counted - before.get(("speech_tts_cache_lookups_total", frozenset({**labels, "result": result}.items())), 0)
-            == 1
-        )
+        looked_up = {**labels, "cache": "tts", "result": result}
+        counted = sample(after, "speech_cache_lookups_total", **looked_up)
+        assert counted - before.get(("speech_cache_lookups_total", frozenset(looked_up.items())), 0) == 1
     assert sample(after, "speech_tts_cache_served_bytes_total", **labels) >= len(whole)
 
 

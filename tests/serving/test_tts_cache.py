@@ -59,9 +59,9 @@ def test_a_miss_then_a_hit_with_the_same_bytes_and_both_counted(running_redis):
         return miss, hit
 
     assert asyncio.run(scenario()) == (None, AUDIO)
-    lookups = counts(metrics, "speech_tts_cache_lookups_total")
-    assert lookups[frozenset({("model_version", "1.0.0"), ("result", "miss")})] == 1
-    assert lookups[frozenset({("model_version", "1.0.0"), ("result", "hit")})] == 1
+    lookups = counts(metrics, "speech_cache_lookups_total")
+    assert lookups[frozenset({("model_version", "1.0.0"), ("cache", "tts"), ("result", "miss")})] == 1
+    assert lookups[frozenset({("model_version", "1.0.0"), ("cache", "tts"), ("result", "hit")})] == 1
     assert counts(metrics, "speech_tts_cache_served_bytes_total") == {
         frozenset({("model_version", "1.0.0")}): len(AUDIO)
     }
