@@ -7,7 +7,6 @@ the handlers here only ever see requests that may proceed and bodies that stay w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Annotated
 
@@ -24,7 +23,6 @@ from serving.model_store import ModelStoreError
 from serving.names import ModelName, ModelVersion
 from serving.registry import EngineLease, ModelInfo
 from serving.state import ServingState, serving_state
-from serving.uploads import admitted, decode_body, read_body
 
 log = logging.getLogger(__name__)
 State = Annotated[ServingState, Depends(serving_state)]
