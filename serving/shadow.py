@@ -122,12 +122,18 @@ class ShadowModel:
             candidate = await asyncio.get_running_loop().run_in_executor(
                 self._thread, lambda: engine.transcribe(clip, language)
             )
+        except ValueError:
+            # The engine's verdict on input the served model answered (e.g. a language an English-only candidate
+            # lacks): served in its place, the candidate would have answered nothing, and the gate must see that.
+            seconds = time.perf_counter() - started
+            wer = 1.0 if served.text else 0.0
         except Exception:
             log.exception("the shadow candidate %s failed on a sampled request", self.version)
             self._metrics.shadow_skipped(served.model_version, "candidate_failed")
             return
-        seconds = time.perf_counter() - started
-        wer = transcript_wer(served.text, candidate.text, language)
+        else:
+            seconds = time.perf_counter() - started
+            wer = transcript_wer(served.text, candidate.text, language)
         self._metrics.shadow_compared(served.model_version, self.version, wer, seconds - served_seconds)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,6 +100,34 @@ def test_samples_are_shed_while_the_inference_threads_or_the_candidate_are_busy(
     for reason in ("not_loaded", "inference_busy", "shadow_busy"):
         assert samples[(service.METRIC_SHADOW_SKIPPED, reason)] == 1, reason
     assert samples[(f"{service.METRIC_SHADOW_WER}_count", "")] == 1
+
+
+def test_a_candidate_that_cannot_take_the_served_language_counts_as_answering_nothing(tiny_en_model_dir):
+    """An English-only candidate shadowing a multilingual model: Spanish it refuses is a WER of 1, never a skip."""
+    settings = local_settings(
+        tiny_en_model_dir.parents[1], shadow={"version": "2.0.0", "sample_rate": 1.0, "profile": "tiny.en"}
+    )
+    metrics, pool = ServingMetrics("local"), InferencePool(1)
+    shadow = ShadowModel(settings.shadow, ModelCatalog(settings, metrics).asr, pool, metrics)
+    clip = np.zeros(16_000, dtype=np.float32)
+    served = Transcription("hola, ¿cómo estás?", "es", "1.0.0", 1.0)
+
+    async def scenario() -> bool:
+        await shadow.load()
+        offered = shadow.offer(clip, "es", served, 0.1)
+        while shadow.is_busy:
+            await asyncio.sleep(0.05)
+        return offered
+
+    try:
+        assert asyncio.run(scenario())
+    finally:
+        shadow.close()
+        pool.shutdown()
+    samples = _samples(metrics)
+    assert samples[(f"{service.METRIC_SHADOW_WER}_count", "")] == 1
+    assert samples[(f"{service.METRIC_SHADOW_WER}_sum", "")] == 1.0
+    assert (service.METRIC_SHADOW_SKIPPED, "candidate_failed") not in samples
 
 
 def _samples(metrics: ServingMetrics) -> dict[tuple[str, str], float]:
