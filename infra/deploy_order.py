@@ -44,8 +44,13 @@ class DeployWaves:
     global_stack: StackTarget
 
     @property
+    def regional(self) -> tuple[StackTarget, ...]:
+        """The regional stacks, canary first: what a release or a rollback walks."""
+        return (self.canary, *self.regions)
+
+    @property
     def stacks(self) -> tuple[StackTarget, ...]:
-        return (self.canary, *self.regions, self.global_stack)
+        return (*self.regional, self.global_stack)
 
 
 def deploy_waves(

@@ -28,7 +28,7 @@ from typing import Protocol
 from contract import service
 from contract.topology import DEFAULT_TOPOLOGY, Topology
 from infra import config
-from infra.deploy_order import DeployWaves, StackTarget, deploy_waves
+from infra.deploy_order import StackTarget, deploy_waves
 from infra.k8s.workload import BATCH, REALTIME, rollout_name
 from infra.project import REPOSITORY, Project
 
@@ -69,22 +69,39 @@ class RegionResult:
     verdict: Verdict | None  # None: not reached, because an earlier region stopped the release
 
 
-def rollouts_of(stack: str, project: Project, topology: Topology) -> tuple[str, ...]:
-    """The serving Rollouts of a regional stack: realtime, and batch where the stack has a spot pool."""
-    cfg = config.load(stack, project.stack_config(stack), topology)
+def regional_config(
+    stack: str, project: Project, topology: Topology, change: Change = Change()
+) -> config.RegionalConfig:
+    """The regional stack's config as it will read once ``change`` is set: a bad version or image fails here, with
+    the config's one-line error, before any region is touched."""
+    raw = project.stack_config(stack)
+    if change.model_version:
+        raw["speech:model"] = {**(raw.get("speech:model") or {}), "version": change.model_version}
+    if change.image:
+        raw["speech:image"] = change.image
+    cfg = config.load(stack, raw, topology)
     if not isinstance(cfg, config.RegionalConfig):
         raise config.ConfigError(f"stack {stack!r} is not a regional stack (speech:scope: regional)")
+    return cfg
+
+
+def serving_rollouts(cfg: config.RegionalConfig) -> tuple[str, ...]:
+    """The serving Rollouts of a regional stack: realtime, and batch where the stack has a spot pool."""
     roles = (REALTIME, BATCH) if cfg.spot_pool.enabled else (REALTIME,)
     return tuple(rollout_name(role) for role in roles)
 
 
+def rollouts_of(stack: str, project: Project, topology: Topology) -> tuple[str, ...]:
+    return serving_rollouts(regional_config(stack, project, topology))
+
+
 def release(
-    waves: DeployWaves, change: Change, gate: RegionGate, rollouts: Callable[[str], Sequence[str]]
+    targets: Sequence[StackTarget], change: Change, gate: RegionGate, rollouts: Callable[[str], Sequence[str]]
 ) -> list[RegionResult]:
-    """Every region of ``waves`` in order (canary first) until one is not promoted; the rest are not reached."""
+    """Every stack of ``targets`` in order (the canary first) until one is not promoted; the rest are not reached."""
     results: list[RegionResult] = []
     stopped = False
-    for target in (waves.canary, *waves.regions):
+    for target in targets:
         if stopped:
             results.append(RegionResult(target.stack, None))
             continue
@@ -94,11 +111,11 @@ def release(
     return results
 
 
-def report(results: Sequence[RegionResult]) -> str:
+def report(results: Sequence[RegionResult], action: str = "release", undone: str = "not released") -> str:
     lines = []
     for result in results:
         if result.verdict is None:
-            lines.append(f"{result.stack}: not released (an earlier region stopped the release)")
+            lines.append(f"{result.stack}: {undone} (an earlier region stopped the {action})")
         else:
             state = "promoted" if result.verdict.promoted else "STOPPED"
             lines.append(f"{result.stack}: {state}: {result.verdict.detail}")
@@ -172,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     change = Change(model_version=args.model_version, image=args.image)
     try:
         waves = deploy_waves()
-        stacks = {t.stack: rollouts_of(t.stack, REPOSITORY, DEFAULT_TOPOLOGY) for t in (waves.canary, *waves.regions)}
+        stacks = {
+            t.stack: serving_rollouts(regional_config(t.stack, REPOSITORY, DEFAULT_TOPOLOGY, change))
+            for t in waves.regional
+        }
     except (config.ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = release(waves, change, PulumiAndKubectl(args.timeout, dry_run=args.plan), stacks.__getitem__)
+    results = release(waves.regional, change, PulumiAndKubectl(args.timeout, dry_run=args.plan), stacks.__getitem__)
     if not args.plan:
         print(report(results))
     return 0 if all(r.verdict is not None and r.verdict.promoted for r in results) else 1

@@ -3,6 +3,7 @@
     python -m infra.rollback --jurisdiction eu            # each EU region to the store version before its current one
     python -m infra.rollback --all --to 2026.11.20         # every region to a named version
     python -m infra.rollback --all --endpoint us-west=http://10.0.3.7:8000 --endpoint us-west=http://10.0.4.2:8000
+    python -m infra.rollback --jurisdiction eu --image ghcr.io/speech-platform/serving:0.1.0 [--plan]
 
 Regions go one at a time, in `speech:deployOrder` (Pulumi.global.yaml, read through `infra.deploy_order`, never
 retyped), the order a release took: the canary first. In each region, every replica (the regional hostname
@@ -15,6 +16,11 @@ The first region that fails stops the rollback, so regions after it keep what th
 A reload is a hot swap: streams open during it finish on the version they started with (the serving registry's
 leases), new ones get the target. It lasts until the pod restarts: pin `speech:model.version` in the region's stack
 file and `pulumi up` to make it durable (docs/runbooks/SpeechErrorRateHigh.md).
+
+With ``--image`` the image goes back instead, through each region's stack with infra.release's gate (set
+`speech:image`, `pulumi up`, wait on `kubectl argo rollouts status`), in the same order and with the same stop at
+the first failing region; the model stays: each region is done once its readiness reports ready on the model
+version it served before. `--plan` prints the commands per region and runs nothing.
 """
 
 from __future__ import annotations
@@ -26,15 +32,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from contract.service import READINESS_PATH, regional_hostname
 from contract.topology import DEFAULT_TOPOLOGY, Region, Topology
-from infra import config
-from infra.deploy_order import GLOBAL_STACK
+from infra import config, release
+from infra.deploy_order import GLOBAL_STACK, StackTarget, deploy_waves
 from infra.project import REPOSITORY, Project
 
 ADMIN_KEY_VARIABLE = "SPEECH_ADMIN_KEY"
@@ -151,11 +157,16 @@ class Replica:
             )
 
     def ready_version(self) -> str | None:
-        try:
-            status, body = self._call(READINESS_PATH)
-        except RollbackError:
-            return None  # a replica restarting is not ready yet
-        return body.get("model_version") if status == 200 else None
+        return ready_version(self.base_url, self._timeout_s)
+
+
+def ready_version(base_url: str, timeout_s: float = 30.0) -> str | None:
+    """The model version a replica reports ready on; None while it is not ready or not reachable."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + READINESS_PATH, timeout=timeout_s) as response:
+            return json.loads(response.read() or b"{}").get("model_version")
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError):
+        return None  # a 503 while warming up, or a replica restarting: not ready yet
 
 
 def roll_back(
@@ -192,6 +203,77 @@ def roll_back(
     return results
 
 
+@dataclass(frozen=True)
+class ReadyOnSameModel:
+    """A release gate for an image rollback: ``gate`` deploys the image and waits for the Rollouts; then every
+    replica of the region must report ready on the model version the region served before.
+
+    Pods of the old image load the stack's `speech:model.version`; where a model rollback was hot-swapped and never
+    pinned, that is another version, and the image rollback would quietly undo the model rollback. Where no replica
+    is ready beforehand (a bad image can do that), the stack's pinned version is the one expected.
+    """
+
+    gate: release.RegionGate
+    endpoints: Mapping[str, Sequence[str]]  # region (= stack) -> replicas whose readiness decides
+    pinned: Mapping[str, str]  # region -> its stack's speech:model.version
+    ready: Callable[[str], str | None] = ready_version
+    wait_s: float = DEFAULT_WAIT_S
+    poll_s: float = 0.5
+    dry_run: bool = False
+
+    def release(self, target: StackTarget, rollouts: Sequence[str], change: release.Change) -> release.Verdict:
+        endpoints = self.endpoints[target.stack]
+        if self.dry_run:
+            verdict = self.gate.release(target, rollouts, change)
+            urls = " ".join(e.rstrip("/") + READINESS_PATH for e in endpoints)
+            print(f"# then wait until {urls} reports ready on the model version served before")
+            return verdict
+        serving = {v for v in map(self.ready, endpoints) if v is not None}
+        if len(serving) > 1:
+            return release.Verdict(False, f"replicas serve models {', '.join(sorted(serving))}; roll the model first")
+        expected = serving.pop() if serving else self.pinned[target.stack]
+        verdict = self.gate.release(target, rollouts, change)
+        if not verdict.promoted:
+            return verdict
+        deadline = time.monotonic() + self.wait_s
+        for endpoint in endpoints:
+            while (seen := self.ready(endpoint)) != expected:
+                if time.monotonic() >= deadline:
+                    return release.Verdict(
+                        False,
+                        f"{endpoint}{READINESS_PATH} reports {f'ready on model {seen}' if seen else 'not ready'} "
+                        f"after {self.wait_s:g} s; expected ready on model {expected}, as before the rollback",
+                    )
+                time.sleep(self.poll_s)
+        return release.Verdict(True, f"{verdict.detail}; ready on model {expected}")
+
+
+def image_targets(plans: Sequence[RegionPlan], project: Project, topology: Topology) -> tuple[StackTarget, ...]:
+    """The regional stacks of ``plans``, in deploy order."""
+    chosen = {p.region for p in plans}
+    return tuple(t for t in deploy_waves(topology, project).regional if t.stack in chosen)
+
+
+def _roll_back_image(
+    plans: Sequence[RegionPlan], image: str, args: argparse.Namespace, project: Project, topology: Topology
+) -> int:
+    change = release.Change(image=image)
+    targets = image_targets(plans, project, topology)
+    # Every stack is read with the image applied first, so a typo fails before the first region is touched.
+    configs = {t.stack: release.regional_config(t.stack, project, topology, change) for t in targets}
+    gate = ReadyOnSameModel(
+        release.PulumiAndKubectl(args.timeout, dry_run=args.plan, cwd=project.root),
+        {p.region: p.endpoints for p in plans},
+        {stack: cfg.model.version for stack, cfg in configs.items()},
+        wait_s=args.wait,
+        dry_run=args.plan,
+    )
+    results = release.release(targets, change, gate, lambda stack: release.serving_rollouts(configs[stack]))
+    if not args.plan:
+        print(release.report(results, action="rollback", undone="not rolled back"))
+    return 0 if all(r.verdict is not None and r.verdict.promoted for r in results) else 1
+
+
 def _endpoints(values: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for value in values:
@@ -224,13 +306,24 @@ def main(argv: list[str] | None = None, project: Project = REPOSITORY, topology:
     parser.add_argument("--api-key-file", type=Path, help=f"file holding an API key (else ${API_KEY_VARIABLE})")
     parser.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, help="seconds a replica gets to be ready")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--image", help="roll the serving image back to IMAGE (speech:image) instead; the model stays")
+    parser.add_argument(
+        "--timeout", type=int, default=release.DEFAULT_TIMEOUT_S, help="with --image: seconds to wait for each Rollout"
+    )
+    parser.add_argument("--plan", action="store_true", help="with --image: print the commands per region; run nothing")
     args = parser.parse_args(argv)
+    if args.image and (args.to or args.json):
+        parser.error("--image rolls back the image and keeps the model; run --to (or --json) as a separate rollback")
+    if args.plan and not args.image:
+        parser.error("--plan prints the stack commands of an --image rollback; a model rollback runs none")
     try:
         cfg = config.load(GLOBAL_STACK, project.stack_config(GLOBAL_STACK), topology)
         if not isinstance(cfg, config.GlobalConfig):
             raise RollbackError(f"stack {GLOBAL_STACK!r} is not the global stack (speech:scope: global)")
         regions = regions_to_roll(cfg.deploy_order, args.jurisdiction, topology)
         plans = plan(regions, cfg.domain, _endpoints(args.endpoint))
+        if args.image:
+            return _roll_back_image(plans, args.image, args, project, topology)
         started = time.monotonic()
         results = roll_back(plans, _keys(args.admin_key_file, args.api_key_file), args.to, args.wait, print)
     except (RollbackError, config.ConfigError, ValueError, OSError) as exc:

@@ -35,7 +35,7 @@ def _rollouts(stack: str) -> tuple[str, ...]:
 
 def test_a_release_visits_every_region_in_deploy_order_with_the_canary_first_and_the_eu_last():
     regions = FakeRegions()
-    results = release.release(deploy_waves(), CHANGE, regions, _rollouts)
+    results = release.release(deploy_waves().regional, CHANGE, regions, _rollouts)
     assert [stack for stack, _, _ in regions.asked] == ["us-west", "ap-northeast", "eu-west"]
     assert all(r.verdict is not None and r.verdict.promoted for r in results)
     assert {change for _, _, change in regions.asked} == {CHANGE}
@@ -43,7 +43,7 @@ def test_a_release_visits_every_region_in_deploy_order_with_the_canary_first_and
 
 def test_a_failed_gate_stops_the_release_in_that_region_and_no_later_region_is_touched():
     regions = FakeRegions(failing={"ap-northeast"})
-    results = release.release(deploy_waves(), CHANGE, regions, _rollouts)
+    results = release.release(deploy_waves().regional, CHANGE, regions, _rollouts)
     assert [stack for stack, _, _ in regions.asked] == ["us-west", "ap-northeast"]
     assert [(r.stack, r.verdict and r.verdict.promoted) for r in results] == [
         ("us-west", True),
@@ -57,14 +57,14 @@ def test_a_failed_gate_stops_the_release_in_that_region_and_no_later_region_is_t
 
 def test_a_failing_canary_region_stops_everything():
     regions = FakeRegions(failing={"us-west"})
-    results = release.release(deploy_waves(), CHANGE, regions, _rollouts)
+    results = release.release(deploy_waves().regional, CHANGE, regions, _rollouts)
     assert [stack for stack, _, _ in regions.asked] == ["us-west"]
     assert [r.verdict for r in results[1:]] == [None, None]
 
 
 def test_each_region_waits_on_every_serving_rollout_it_runs():
     regions = FakeRegions()
-    release.release(deploy_waves(), CHANGE, regions, _rollouts)
+    release.release(deploy_waves().regional, CHANGE, regions, _rollouts)
     assert {stack: rollouts for stack, rollouts, _ in regions.asked}["eu-west"] == (
         "speech-serving",
         "speech-serving-batch",
