@@ -92,6 +92,10 @@ class EspeakPhonemizer:
 
     _lock = threading.Lock()  # espeak-ng's state is per process, so one lock for every instance
     _voice_set: bytes | None = None
+    # Once per process: espeak_Initialize again reloads the phoneme tables and frees the old ones, which the voice
+    # already selected still points into; the next call then reads freed memory ("Invalid instruction ... for
+    # phoneme", then a segfault). A voice loaded beside another (hot swap, several servers in a test) would do that.
+    _is_initialized = False
 
     def __init__(self, voice: str) -> None:
         try:
@@ -107,8 +111,10 @@ class EspeakPhonemizer:
         library.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         library.espeak_TextToPhonemes.restype = ctypes.c_char_p
         with self._lock:
-            if library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, 0) < 0:
-                raise PhonemizerError("espeak-ng failed to initialise; is espeak-ng-data installed?")
+            if not EspeakPhonemizer._is_initialized:
+                if library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, 0) < 0:
+                    raise PhonemizerError("espeak-ng failed to initialise; is espeak-ng-data installed?")
+                EspeakPhonemizer._is_initialized = True
         self._espeak = _Espeak(library, voice.encode())
         self.phonemize("ready")  # fails now, not on the first request, if the voice is missing
 

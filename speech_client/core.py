@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from contract.service import REGION_HEADER, STREAM_PATH
+from contract.service import CACHE_HEADER, REGION_HEADER, STREAM_PATH
 from contract.topology import DEFAULT_TOPOLOGY, Region, Topology
 from speech_client import routing
 from speech_client.breaker import BreakerPolicy, BreakerState, CircuitBreaker
@@ -30,8 +30,6 @@ from speech_client.results import Speech
 from speech_client.retry import CLOSE_TRY_AGAIN_LATER, FAILOVER_STATUSES, RETRY_STATUSES, RetryPolicy, retry_after_s
 from speech_client.routing import Caller
 
-TTS_PATH = "/v1/tts"
-CACHE_HEADER = "X-Speech-Cache"
 CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 MAX_STREAM_MESSAGE_BYTES = 1 << 20

@@ -12,11 +12,10 @@ import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from contract.service import BATCH_PATH
+from contract.service import BATCH_PATH, TTS_PATH
 from speech_client.core import (
     CLOSE_NORMAL,
     MAX_STREAM_MESSAGE_BYTES,
-    TTS_PATH,
     Attempt,
     Core,
     parse_stream_message,

@@ -14,7 +14,7 @@ from bench import failover, infra_scale, load
 
 
 @pytest.mark.slow
-def test_the_load_bench_measures_streams_batch_and_the_long_recording_beside_the_peer(tmp_path, capsys):
+def test_the_load_bench_measures_streams_batch_the_long_recording_and_tts_beside_the_peer(tmp_path, capsys):
     out = tmp_path / "load.json"
     assert load.main(["--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -28,7 +28,9 @@ def test_the_load_bench_measures_streams_batch_and_the_long_recording_beside_the
         assert level["ours"] > 0 and level["peer"] > 0, level
     assert result["batch_short"]["ours_p50_s"] > 0 and result["batch_short"]["peer_p50_s"] > 0
     assert result["batch_long"]["audio_s"] >= 60 and result["batch_long"]["peer_rtf"] > 0
-    assert "available" in result["tts"]
+    tts = result["tts"]
+    assert tts["misses_reported"] == tts["hits_reported"] == tts["texts"] == load.QUICK.tts_texts, tts
+    assert tts["cold_p50_s"] > 0 and tts["hit_p50_s"] > 0
 
 
 @pytest.mark.slow

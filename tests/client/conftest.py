@@ -1,5 +1,6 @@
 """Three regional servers on loopback for the client's tests: us-west, eu-west and ap-northeast, as the default
-topology configures them (``SPEECH_REGION``), each serving tiny.en, the quickest model to load.
+topology configures them (``SPEECH_REGION``), each serving tiny.en, the quickest model to load, and the bundled
+voice with an in-process synthesis cache of its own (so a text no other test speaks is a miss the first time).
 
 eu-west can be stopped and restarted on the same port, so failover and the circuit breaker meet a region that is
 really gone and really comes back. Keys: ``ANY_KEY`` has no home jurisdiction; ``EU_KEY``'s tenant must stay in the
@@ -17,7 +18,8 @@ import pytest
 
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.build.export import ensure_bundled_model
-from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings
+from serving.build.voice import ensure_bundled_voice
+from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings, TtsSettings
 from tests.serving.conftest import synthesize
 from tests.serving.server_fixtures import LiveServer, digest, live_server, pcm16, scrape, wav_bytes, with_silence
 
@@ -34,6 +36,7 @@ def regional_settings(region_key: str, model_dir: Path) -> Settings:
         model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
         auth=AuthSettings(api_key_hashes=[digest(ANY_KEY), f"{digest(EU_KEY)} jurisdiction=eu"]),
         grpc=GrpcSettings(port=0),
+        tts=TtsSettings(enabled=True),
     )
 
 
@@ -80,6 +83,7 @@ class Regions:
 @pytest.fixture(scope="session")
 def regions() -> Iterator[Regions]:
     model_dir = ensure_bundled_model("tiny.en")
+    ensure_bundled_voice("joe", model_dir.parents[1])
     eu_west = Restartable(regional_settings("eu-west", model_dir))
     with (
         live_server(regional_settings("us-west", model_dir)) as us_west,
