@@ -259,7 +259,8 @@ class StreamSession:
         while self._inbound and (head := self._inbound[0]) is not _FLUSH:
             if parts and size + len(head) > _MAX_STEP_SAMPLES:
                 break
-            parts.append(self._inbound.popleft())
+            self._inbound.popleft()
+            parts.append(head)
             size += len(head)
         return np.concatenate(parts)
 

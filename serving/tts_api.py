@@ -182,8 +182,8 @@ def _checked_text(state: ServingState, text: str) -> str:
         problem = (
             422,
             (
-                f"text has characters the voice cannot say: {describe_characters(unsupported[:10])}; use Latin letters, "
-                "digits and punctuation"
+                f"text has characters the voice cannot say: {describe_characters(unsupported[:10])}; "
+                "use Latin letters, digits and punctuation"
             ),
         )
     if problem is None:

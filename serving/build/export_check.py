@@ -112,7 +112,7 @@ def _onnx_teacher_forced(
     outputs = []
     for feed in feeds:
         values = [np.array([feed], np.int64), np.array(offset, np.int64), *_interleave(past, cross)]
-        logits, *past = session.run(None, dict(zip(names, values)))
+        logits, *past = session.run(None, dict(zip(names, values, strict=True)))
         outputs.append(logits)
         offset += len(feed)
     return outputs
@@ -143,14 +143,16 @@ def compare_to_torch(
     onnx_logits = _onnx_teacher_forced(decoder_session, config, feeds, reference)
     int8_logits = _onnx_teacher_forced(decoder_session, config, feeds, int8)
     vocab = slice(0, config.eot + 1)
-    agreement = np.mean([a[0, vocab].argmax() == b[0, vocab].argmax() for a, b in zip(torch_logits, int8_logits)])
+    agreement = np.mean(
+        [a[0, vocab].argmax() == b[0, vocab].argmax() for a, b in zip(torch_logits, int8_logits, strict=True)]
+    )
     fp32_diff = None
     if encoder_fp32 is not None:
         fp32 = _session(encoder_fp32).run(None, {"mel": mel})
-        fp32_diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, fp32))
+        fp32_diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, fp32, strict=True))
     return ExportReport(
-        encoder_int8_relative_error=max(_relative_error(a, b) for a, b in zip(reference, int8)),
-        logits_fp32_max_diff=max(float(np.abs(a - b).max()) for a, b in zip(torch_logits, onnx_logits)),
+        encoder_int8_relative_error=max(_relative_error(a, b) for a, b in zip(reference, int8, strict=True)),
+        logits_fp32_max_diff=max(float(np.abs(a - b).max()) for a, b in zip(torch_logits, onnx_logits, strict=True)),
         int8_token_agreement=float(agreement),
         tokens_checked=len(feeds),
         encoder_fp32_max_diff=fp32_diff,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import torch
@@ -135,6 +137,8 @@ class WhisperEncoder(nn.Module):
     out of the stack on every token.
     """
 
+    positions: torch.Tensor  # a buffer, which nn.Module's attribute lookup would type as Tensor | Module
+
     def __init__(self, dims: WhisperDims, decoder_layers: nn.ModuleList) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(dims.n_mels, dims.d_model, kernel_size=3, padding=1)
@@ -150,7 +154,7 @@ class WhisperEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
-        return tuple(t for layer in self.decoder_layers for t in layer.cross_cache(x))
+        return tuple(t for layer in _decoder_layers(self.decoder_layers) for t in layer.cross_cache(x))
 
 
 class WhisperDecoderStep(nn.Module):
@@ -161,6 +165,8 @@ class WhisperDecoderStep(nn.Module):
     token lookup (a Gather on axis 1) and the logits MatMul share one initializer instead of shipping a
     constant-folded transposed copy of the largest tensor in the model.
     """
+
+    positions: torch.Tensor  # a buffer, as in WhisperEncoder
 
     def __init__(self, dims: WhisperDims) -> None:
         super().__init__()
@@ -186,6 +192,15 @@ class WhisperDecoderStep(nn.Module):
             presents += [k, v]
         logits = self.norm(x[:, -1]) @ self.vocab
         return (logits, *presents)
+
+
+def _decoder_layers(layers: nn.ModuleList) -> Iterable[_DecoderLayer]:
+    # A ModuleList yields plain nn.Modules to a type checker; these hold only the layers they were built with.
+    return cast("Iterable[_DecoderLayer]", layers)
+
+
+def _encoder_layers(layers: nn.ModuleList) -> Iterable[_EncoderLayer]:
+    return cast("Iterable[_EncoderLayer]", layers)
 
 
 def _assign(param: torch.Tensor, value: np.ndarray, name: str) -> None:
@@ -225,9 +240,10 @@ def build_whisper(model: Ct2Model) -> tuple[WhisperEncoder, WhisperDecoderStep, 
     v = model.variables
     for conv, name in ((encoder.conv1, "conv1"), (encoder.conv2, "conv2")):
         _assign(conv.weight, v[f"encoder/{name}/weight"], f"encoder/{name}/weight")
-        _assign(conv.bias, v[f"encoder/{name}/bias"], f"encoder/{name}/bias")
+        # Conv1d types .bias Optional (for bias=False); get_parameter returns a Parameter, or raises if there is none.
+        _assign(conv.get_parameter("bias"), v[f"encoder/{name}/bias"], f"encoder/{name}/bias")
     _assign(encoder.positions, v["encoder/position_encodings/encodings"], "encoder/position_encodings")
-    for i, layer in enumerate(encoder.layers):
+    for i, layer in enumerate(_encoder_layers(encoder.layers)):
         prefix = f"encoder/layer_{i}"
         _load_norm(layer.norm, model, f"{prefix}/self_attention/layer_norm")
         _load_linear(layer.qkv, model, f"{prefix}/self_attention/linear_0", dims.d_model, scale)
@@ -236,15 +252,15 @@ def build_whisper(model: Ct2Model) -> tuple[WhisperEncoder, WhisperDecoderStep, 
     _load_norm(encoder.norm, model, "encoder/layer_norm")
     _assign(decoder.vocab, np.ascontiguousarray(v["decoder/embeddings/weight"].T), "decoder/embeddings/weight")
     _assign(decoder.positions, v["decoder/position_encodings/encodings"], "decoder/position_encodings")
-    for i, layer in enumerate(decoder.layers):
+    for i, decoder_layer in enumerate(_decoder_layers(decoder.layers)):
         prefix = f"decoder/layer_{i}"
-        _load_norm(layer.self_norm, model, f"{prefix}/self_attention/layer_norm")
-        _load_linear(layer.self_qkv, model, f"{prefix}/self_attention/linear_0", dims.d_model, scale)
-        _load_linear(layer.self_out, model, f"{prefix}/self_attention/linear_1")
-        _load_norm(layer.cross_norm, model, f"{prefix}/attention/layer_norm")
-        _load_linear(layer.cross_q, model, f"{prefix}/attention/linear_0", dims.d_model, scale)
-        _load_linear(layer.cross_kv, model, f"{prefix}/attention/linear_1")
-        _load_linear(layer.cross_out, model, f"{prefix}/attention/linear_2")
-        _load_mlp(layer.mlp, model, f"{prefix}/ffn")
+        _load_norm(decoder_layer.self_norm, model, f"{prefix}/self_attention/layer_norm")
+        _load_linear(decoder_layer.self_qkv, model, f"{prefix}/self_attention/linear_0", dims.d_model, scale)
+        _load_linear(decoder_layer.self_out, model, f"{prefix}/self_attention/linear_1")
+        _load_norm(decoder_layer.cross_norm, model, f"{prefix}/attention/layer_norm")
+        _load_linear(decoder_layer.cross_q, model, f"{prefix}/attention/linear_0", dims.d_model, scale)
+        _load_linear(decoder_layer.cross_kv, model, f"{prefix}/attention/linear_1")
+        _load_linear(decoder_layer.cross_out, model, f"{prefix}/attention/linear_2")
+        _load_mlp(decoder_layer.mlp, model, f"{prefix}/ffn")
     _load_norm(decoder.norm, model, "decoder/layer_norm")
     return encoder.eval(), decoder.eval(), dims

@@ -14,9 +14,10 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import av
@@ -38,9 +39,19 @@ READY_TIMEOUT_S = 600  # a first run exports the bundled model before it can bec
 # The guarded server's keys (see the ``guarded_server`` fixture): two transcription keys, one admin key.
 ENV_KEY, FILE_KEY, ADMIN_KEY = "key-from-the-environment", "key-from-the-mounted-secret", "admin-key-for-reloads"
 GUARDED_UPLOAD_IDLE_S = 1.0
+
+
+class SharedStream(TypedDict):
+    """The stream limits of the shared server, each with its own type (tests count and size with them)."""
+
+    max_sessions: int
+    idle_timeout_s: float
+    max_frame_bytes: int
+
+
 # The shared server's limits (see the ``shared_server`` fixture): no keys, small limits that tests run into.
 SHARED_LIMITS = {"max_upload_bytes": 2_000_000, "max_queued_requests": 1, "max_audio_s": 60}
-SHARED_STREAM = {"max_sessions": 2, "idle_timeout_s": 1.5, "max_frame_bytes": 3200}
+SHARED_STREAM: SharedStream = {"max_sessions": 2, "idle_timeout_s": 1.5, "max_frame_bytes": 3200}
 SHARED_INFERENCE_THREADS = 2
 
 
@@ -59,7 +70,7 @@ class LiveServer:
         """``host:port`` of the app's gRPC API (bound when the app started)."""
         return f"127.0.0.1:{self.app.state.grpc.port}"
 
-    def client(self, **kwargs: object) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
 
 
@@ -67,7 +78,7 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def local_settings(cache_root: Path, **overrides: object) -> Settings:
+def local_settings(cache_root: Path, **overrides: Any) -> Settings:
     """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise, gRPC
     on any free port (never the fixed default another run may hold), and no voice (the TTS tests ask for one), so
     ASR tests load only what they use."""
@@ -261,8 +272,8 @@ async def _collect(ws: ClientConnection, outcome: StreamOutcome) -> None:
 
 
 async def close_of(
-    url: str, send: list[bytes | str] = (), headers: dict[str, str] | None = None
-) -> tuple[int, str, list[dict]]:
+    url: str, send: Sequence[bytes | str] = (), headers: dict[str, str] | None = None
+) -> tuple[int | None, str, list[dict]]:
     """Connect, send ``send``, and return the close code, reason and the messages received before it."""
     messages: list[dict] = []
     async with asyncio.timeout(60):
@@ -309,7 +320,7 @@ def start_upload(
     """Send a request's headers (``Content-Length: declared``, default ``len(sent)``) and ``sent`` of its body,
     and leave the connection open: the rest of the body may never come. Read the answer with :func:`answer_of`."""
     address = urlsplit(base_url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=timeout_s)
+    connection = http.client.HTTPConnection(address.netloc, timeout=timeout_s)
     connection.putrequest(method, path)
     for name, value in (headers or {}).items():
         connection.putheader(name, value)

@@ -117,7 +117,7 @@ def test_the_error_rate_gate_passes_good_traffic_and_fails_once_the_canary_refus
     good = prom.wait_for(_canary_query(gate), lambda v: not math.isnan(v), SCRAPE_WAIT_S, "the error rate")
     assert gate.passes(good), f"error rate {good} after good traffic only"
 
-    async def refuse_three() -> list[int]:
+    async def refuse_three() -> list[int | None]:
         holder = asyncio.create_task(stream_audio(server.ws_url, with_silence(speech, after_s=3), realtime=1.0))
         while server.app.state.serving.streams.active < 1:
             await asyncio.sleep(0.05)

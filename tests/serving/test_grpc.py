@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -37,6 +38,9 @@ from tests.serving.server_fixtures import (
     with_silence,
 )
 from tests.serving.test_streaming import FIRST, SECOND, two_utterances
+
+if TYPE_CHECKING:
+    from serving.grpc_api import speech_pb2
 
 pb, pb_grpc = generated.load()
 Code = grpc.StatusCode
@@ -67,7 +71,7 @@ class Outcome:
         return [result for result in self.results if result.is_final]
 
 
-def config(rate: int = 16_000, language: str = "", interim: bool = True) -> pb.StreamingRecognizeRequest:
+def config(rate: int = 16_000, language: str = "", interim: bool = True) -> speech_pb2.StreamingRecognizeRequest:
     recognition = pb.RecognitionConfig(encoding=pb.RecognitionConfig.LINEAR16, sample_rate_hertz=rate)
     recognition.language_code = language
     return pb.StreamingRecognizeRequest(
@@ -75,11 +79,11 @@ def config(rate: int = 16_000, language: str = "", interim: bool = True) -> pb.S
     )
 
 
-def audio(chunk: bytes) -> pb.StreamingRecognizeRequest:
+def audio(chunk: bytes) -> speech_pb2.StreamingRecognizeRequest:
     return pb.StreamingRecognizeRequest(audio_content=chunk)
 
 
-def paced(speech: np.ndarray, first: pb.StreamingRecognizeRequest | None = None) -> Iterator:
+def paced(speech: np.ndarray, first: speech_pb2.StreamingRecognizeRequest | None = None) -> Iterator:
     """The config (``first``), then ``speech`` in 100 ms chunks at real time, then a half-close."""
     yield first or config()
     data, step = pcm16(speech), int(CHUNK_S * 32_000)
@@ -97,13 +101,13 @@ def streaming(target: str, requests: Iterator, metadata: tuple = ()) -> Outcome:
             for response in call:
                 outcome.responses.append(response)
         except grpc.RpcError as error:
-            outcome.code, outcome.details = error.code(), error.details()
+            outcome.code, outcome.details = error.code(), error.details() or ""
             return outcome
         outcome.code = call.code()
     return outcome
 
 
-def recognize(target: str, content: bytes, metadata: tuple = (), **recognition: object) -> pb.RecognizeResponse:
+def recognize(target: str, content: bytes, metadata: tuple = (), **recognition: object) -> speech_pb2.RecognizeResponse:
     with grpc.insecure_channel(target) as channel:
         request = pb.RecognizeRequest(
             config=pb.RecognitionConfig(**recognition), audio=pb.RecognitionAudio(content=content)
@@ -114,13 +118,14 @@ def recognize(target: str, content: bytes, metadata: tuple = (), **recognition: 
 def refusal_of(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as raised:
         call(*args, **kwargs)
-    return raised.value.code(), raised.value.details()
+    return raised.value.code(), raised.value.details() or ""
 
 
 def health(target: str, service: str = "") -> int:
     with grpc.insecure_channel(target) as channel:
         request = health_pb2.HealthCheckRequest(service=service)
-        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+        # The stub package declares HealthStub without the methods grpc sets on it in __init__.
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status  # type: ignore[attr-defined]
 
 
 def grew(before: dict, after: dict, **labels: str) -> float:
@@ -315,7 +320,7 @@ def test_on_shutdown_a_stream_gets_the_final_of_its_open_utterance_and_health_tu
             try:
                 outcome.responses.extend(call)
             except grpc.RpcError as error:
-                outcome.code, outcome.details = error.code(), error.details()
+                outcome.code, outcome.details = error.code(), error.details() or ""
 
     def watch_health() -> None:
         deadline = time.monotonic() + 60

@@ -36,10 +36,13 @@ def transcript(whisper_engine, recording):
     """The transcription, and the longest audio the feature front end was ever handed while making it."""
     seen: list[int] = []
     spectrogram = mel.log_mel_spectrogram
+
+    def recorded(audio, n_mels):
+        seen.append(len(audio))
+        return spectrogram(audio, n_mels)
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            mel, "log_mel_spectrogram", lambda audio, n_mels: seen.append(len(audio)) or spectrogram(audio, n_mels)
-        )
+        patch.setattr(mel, "log_mel_spectrogram", recorded)
         result = whisper_engine.transcribe(recording.audio)
     return result, max(seen)
 

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -53,7 +54,7 @@ OTHER_SPEECH = "The weather forecast says it will rain heavily over the weekend.
 @dataclass
 class Store:
     endpoint: str
-    s3: object
+    s3: Any  # a boto3 client, untyped
 
     def publish(self, bucket: str, source_version: str, version: str, manifest_version: str | None = None) -> None:
         """Copy ``source_version`` of EU_BUCKET to ``bucket``/``version`` server-side, manifest rewritten."""

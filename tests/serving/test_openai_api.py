@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Any
 
 import httpx
 import openai
@@ -44,6 +45,13 @@ def said(text: str) -> bool:
     return all(word in text.lower() for word in WORDS)
 
 
+def error_of(refused: openai.APIStatusError) -> dict[str, Any]:
+    """The error object the server sent (the client types a body as any JSON, or none)."""
+    body = refused.body
+    assert isinstance(body, dict), body
+    return body
+
+
 def seconds_of(match: re.Match, first: int) -> float:
     hours, minutes, whole, millis = (int(match.group(first + i)) for i in range(4))
     return hours * 3600 + minutes * 60 + whole + millis / 1000
@@ -53,8 +61,7 @@ def cues_of(captions: str) -> list[tuple[float, float, str]]:
     cues = []
     for block in captions.strip().split("\n\n"):
         lines = block.strip().splitlines()
-        index = next(i for i, line in enumerate(lines) if CUE.fullmatch(line))
-        match = CUE.fullmatch(lines[index])
+        index, match = next((i, found) for i, line in enumerate(lines) if (found := CUE.fullmatch(line)))
         cues.append((seconds_of(match, 1), seconds_of(match, 5), " ".join(lines[index + 1 :])))
     return cues
 
@@ -107,7 +114,7 @@ def test_the_configured_model_name_works_like_the_alias_and_options_are_honoured
 def test_an_unknown_model_is_not_found_and_names_what_is_served(client, speech):
     with pytest.raises(openai.NotFoundError) as refused:
         transcribe(client, speech, model="gpt-4o-transcribe")
-    error = refused.value.body
+    error = error_of(refused.value)
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert "whisper-1 is an alias of whisper-base" in error["message"]
 
@@ -127,7 +134,7 @@ def test_an_unknown_model_is_not_found_and_names_what_is_served(client, speech):
 def test_bad_parameters_are_bad_requests_that_name_the_parameter(client, speech, kwargs, param, says):
     with pytest.raises(openai.BadRequestError) as refused:
         transcribe(client, speech, model="whisper-1", **kwargs)
-    error = refused.value.body
+    error = error_of(refused.value)
     assert error["param"] == param and error["type"] == "invalid_request_error"
     assert says in refused.value.message
 
@@ -137,7 +144,7 @@ def test_a_file_that_is_not_audio_is_refused_and_the_server_keeps_serving(client
         client.audio.transcriptions.create(
             file=("notes.mp3", b"ID3\x04 not audio we read", "audio/mpeg"), model="whisper-1"
         )
-    assert refused.value.body["param"] == "file"
+    assert error_of(refused.value)["param"] == "file"
     assert "is not WAV, Ogg (Opus or Vorbis) or FLAC audio" in refused.value.message
     with pytest.raises(openai.BadRequestError, match="the WAV body is truncated"):
         transcribe(client, speech[:300], model="whisper-1")
@@ -148,7 +155,7 @@ def test_an_upload_over_the_limit_is_refused_in_openais_shape(client):
     with pytest.raises(openai.APIStatusError) as refused:
         transcribe(client, b"RIFF" + bytes(SHARED_LIMITS["max_upload_bytes"]), model="whisper-1")
     assert refused.value.status_code == 413
-    assert refused.value.body["code"] == "file_too_large"
+    assert error_of(refused.value)["code"] == "file_too_large"
     assert "SPEECH_LIMITS__MAX_UPLOAD_BYTES" in refused.value.message
 
 
@@ -173,7 +180,7 @@ def test_requests_are_counted_in_the_same_metrics_as_batch_ones(client, shared_s
 def test_with_auth_on_a_key_is_needed_and_the_alias_names_the_served_model(guarded_server, speech):
     with client_of(guarded_server, "not-a-key") as stranger, pytest.raises(openai.AuthenticationError) as refused:
         transcribe(stranger, speech, model="whisper-1")
-    assert refused.value.body["code"] == "invalid_api_key"
+    assert error_of(refused.value)["code"] == "invalid_api_key"
     assert "missing or invalid API key" in refused.value.message
     with client_of(guarded_server, ENV_KEY) as tenant:
         assert said(transcribe(tenant, speech, model="whisper-1", response_format="text"))

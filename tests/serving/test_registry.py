@@ -6,16 +6,17 @@ import pytest
 
 from serving.model_dir import ModelError
 from serving.registry import EngineRegistry, ModelInfo, RegistryClosedError
-from serving.whisper_onnx import load_engine
+from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 
 
 def test_a_swapped_out_engine_serves_its_holder_then_closes_on_release(bundled_model_dir, synthesize):
     speech = synthesize("Rice is often served in round bowls.", engine="flite")
-    registry = EngineRegistry()
+    registry: EngineRegistry[WhisperOnnxEngine] = EngineRegistry()
     old, new = load_engine(bundled_model_dir), load_engine(bundled_model_dir)
     registry.swap(old, ModelInfo("whisper-base", "1", "bundled"))
     lease = registry.acquire()
-    assert registry.swap(new, ModelInfo("whisper-base", "2", "bundled")).version == "1"
+    replaced = registry.swap(new, ModelInfo("whisper-base", "2", "bundled"))
+    assert replaced is not None and replaced.version == "1"
     assert [(info.version, holders) for info, holders in registry.loaded()] == [("1", 1), ("2", 0)]
 
     assert "round bowls" in lease.engine.transcribe(speech).text.lower(), "the holder still decodes on version 1"

@@ -8,6 +8,7 @@ import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def tiny_en_engine(tiny_en_model_dir) -> Iterator[WhisperOnnxEngine]:
 @pytest.fixture
 def lease(tiny_en_engine) -> Iterator[EngineLease]:
     """A lease on the module's engine; the registry is never closed, so the engine outlives the test."""
-    registry = EngineRegistry()
+    registry: EngineRegistry[WhisperOnnxEngine] = EngineRegistry()
     registry.swap(tiny_en_engine, ModelInfo(tiny_en_engine.name, tiny_en_engine.version, "bundled"))
     with registry.acquire() as held:
         yield held
@@ -164,7 +165,8 @@ def test_a_client_held_back_too_long_still_gets_every_final_of_the_audio_taken(l
 def test_the_vad_runs_on_its_own_thread_not_the_event_loop(lease, silero, synthesize):
     class RecordingVad:
         def __init__(self, inner: VadStream) -> None:
-            self.inner, self.threads = inner, set()
+            self.inner = inner
+            self.threads: set[str] = set()
 
         def feed(self, audio: np.ndarray) -> list:
             self.threads.add(threading.current_thread().name)
@@ -182,7 +184,8 @@ def test_the_vad_runs_on_its_own_thread_not_the_event_loop(lease, silero, synthe
         harness.session.end_input()
         await runner
 
-    harness = Harness(lease, vad, StreamSettings())
+    # A stand-in for the VadStream it wraps: it records feed's thread and forwards everything else.
+    harness = Harness(lease, cast(VadStream, vad), StreamSettings())
     try:
         asyncio.run(scenario(harness))
     finally:
@@ -231,7 +234,9 @@ class RecordingEngine:
     """The real engine, recording the prefix of each draft and counting full decodes."""
 
     def __init__(self, inner: WhisperOnnxEngine) -> None:
-        self.inner, self.prefixes, self.full_decodes = inner, [], 0
+        self.inner = inner
+        self.prefixes: list[str] = []
+        self.full_decodes = 0
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""):
         if draft:
@@ -247,7 +252,7 @@ class RecordingEngine:
 @pytest.fixture
 def recording(tiny_en_engine) -> Iterator[tuple[RecordingEngine, EngineLease]]:
     engine = RecordingEngine(tiny_en_engine)
-    registry = EngineRegistry()
+    registry: EngineRegistry[RecordingEngine] = EngineRegistry()
     registry.swap(engine, ModelInfo(engine.name, engine.version, "bundled"))
     with registry.acquire() as held:
         yield engine, held
