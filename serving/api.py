@@ -58,7 +58,12 @@ def readyz(state: State) -> JSONResponse:
         return JSONResponse({"status": status, "detail": state.models.load_error}, status_code=503)
     served = [m.registry.current for m in state.models.managers.values()]
     models = [{"kind": info.kind, "name": info.name, "version": info.version} for info in served if info is not None]
-    body = {"status": "ready", "model": current.name, "model_version": current.version, "models": models}
+    body: dict[str, object] = {
+        "status": "ready",
+        "model": current.name,
+        "model_version": current.version,
+        "models": models,
+    }
     if state.models.languages:
         body["languages"] = {language: m.spec.name for language, m in state.models.languages.items()}
     return JSONResponse({**body, "region": state.settings.region_label})

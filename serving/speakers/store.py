@@ -9,7 +9,7 @@ bucket, which replicates; deleting a speaker removes every embedding it had.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import redis.asyncio as redis
@@ -97,7 +97,8 @@ class RedisSpeakerStore:
             stored = await self._client.lrange(speaker_key(tenant, speaker), 0, -1)
         except RedisError as exc:
             raise self._failed("read the voiceprint", exc) from exc
-        return [np.frombuffer(raw, dtype=_DTYPE) for raw in stored]
+        # Replies are bytes (the client leaves decode_responses off); redis-py types them as bytes or str either way.
+        return [np.frombuffer(cast("bytes", raw), dtype=_DTYPE) for raw in stored]
 
     async def delete(self, tenant: str, speaker: str) -> bool:
         try:

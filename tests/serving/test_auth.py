@@ -144,7 +144,7 @@ def test_a_browser_stream_offers_its_key_as_a_subprotocol_and_the_server_selects
     ids=["wrong key", "the admin key", "not base64url", "empty"],
 )
 def test_a_stream_with_a_wrong_or_malformed_subprotocol_key_is_closed_with_1008(guarded_server, key_protocol):
-    async def refused() -> tuple[int, str, list[dict]]:
+    async def refused() -> tuple[int | None, str | None, list[dict]]:
         protocols = [Subprotocol(STREAM_SUBPROTOCOL), Subprotocol(key_protocol)]
         messages: list[dict] = []
         async with connect(guarded_server.ws_url, subprotocols=protocols) as ws:
