@@ -173,7 +173,8 @@ def test_requests_are_counted_in_the_same_metrics_as_batch_ones(client, shared_s
     labels = {"region": "local", "model_version": shared_server.app.state.serving.current_version()}
     key = ("speech_requests_total", dict(labels, route=route, status="200"))
     assert sample(after, key[0], **key[1]) == before.get((key[0], frozenset(key[1].items())), 0) + 1
-    audio = ("speech_audio_processed_seconds_total", dict(labels, kind="batch"))
+    served_model = shared_server.app.state.serving.models.asr.spec.name
+    audio = ("speech_audio_processed_seconds_total", dict(labels, model=served_model, kind="batch"))
     assert sample(after, audio[0], **audio[1]) > before.get((audio[0], frozenset(audio[1].items())), 0)
 
 
