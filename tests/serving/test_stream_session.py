@@ -349,4 +349,4 @@ def test_a_final_decoded_when_the_speaker_paused_is_sent_without_decoding_again(
     assert len(finals) == 1 and "kitchen" in finals[0]["text"].lower(), harness.messages
     assert engine.full_decodes == 1, "the final was not decoded again"
     assert harness.count("speech_speculative_finals_total", **version, outcome="used") == 1
-    assert harness.count("speech_inference_duration_seconds_count", **version, kind="final") == 1
+    assert harness.count("speech_inference_duration_seconds_count", **version, model=lease.info.name, kind="final") == 1
