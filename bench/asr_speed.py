@@ -2,9 +2,10 @@
 
     pip install -e '.[bench]'        # or bash scripts/setup.sh, which includes it
     python -m bench.asr_speed [--profile base] [--threads N] [--passes 3] [--compute-types int8,default] [--limit N]
+                              [--beam 1]
 
 Both engines get the same synthesized clips (espeak-ng and flite, as the tests make them), the same thread count,
-greedy decoding (beam 1, no temperature fallback), no VAD, no timestamps, language detection on. Engines take
+greedy decoding (``--beam`` 1, no temperature fallback), no VAD, no timestamps, language detection on. Engines take
 turns clip by clip and each clip's latency is the best of ``--passes`` runs, so load from other processes on a
 shared machine skews all engines alike instead of whichever ran during a burst.
 faster-whisper's ``default`` compute type runs these fp16 weights as fp32 on CPU; ``int8`` is its INT8 path.
@@ -27,7 +28,7 @@ import numpy as np
 
 from serving.build.export import bundled_weights, ensure_bundled_model
 from serving.bundled import PROFILES, package_file
-from serving.engine import SAMPLE_RATE
+from serving.engine import SAMPLE_RATE, DecodeOptions
 from serving.whisper_onnx import default_threads, load_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def faster_whisper_dir(profile: str, into: Path) -> Path:
     return into
 
 
-def _faster_whisper(model_dir: Path, compute_type: str, threads: int) -> Callable[[np.ndarray], str]:
+def _faster_whisper(model_dir: Path, compute_type: str, threads: int, beam: int) -> Callable[[np.ndarray], str]:
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)
@@ -76,7 +77,7 @@ def _faster_whisper(model_dir: Path, compute_type: str, threads: int) -> Callabl
     def transcribe(audio: np.ndarray) -> str:
         segments, _ = model.transcribe(
             audio,
-            beam_size=1,
+            beam_size=beam,
             best_of=1,
             temperature=0.0,
             vad_filter=False,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=3, help="timed runs per clip; the fastest counts")
     parser.add_argument("--compute-types", default="int8,default", help="faster-whisper compute types to compare")
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick check)")
+    parser.add_argument("--beam", type=int, default=1, help="beam size of both engines (1: greedy, the default)")
     args = parser.parse_args(argv)
 
     helpers = load_test_helpers()
@@ -115,12 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
     ours = load_engine(args.model_dir or ensure_bundled_model(args.profile), threads=args.threads)
     engines: dict[str, Callable[[np.ndarray], str]] = {
-        f"onnxruntime ({ours.name} {ours.version})": lambda a: ours.transcribe(a).text
+        f"onnxruntime ({ours.name} {ours.version})": lambda a: (
+            ours.transcribe(a, options=DecodeOptions(beam_size=args.beam)).text
+        )
     }
     with tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
         fw_dir = faster_whisper_dir(args.profile, Path(tmp))
         for compute_type in filter(None, args.compute_types.split(",")):
-            engines[f"faster-whisper ({compute_type})"] = _faster_whisper(fw_dir, compute_type, args.threads)
+            engines[f"faster-whisper ({compute_type})"] = _faster_whisper(fw_dir, compute_type, args.threads, args.beam)
         results = {name: Result() for name in engines}
         for transcribe in engines.values():
             transcribe(clips[0].audio)  # warm-up: first-call allocations and thread pools

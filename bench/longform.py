@@ -1,6 +1,6 @@
 """Long-form accuracy and speed: our engine against faster-whisper on one long recording, the same Whisper weights.
 
-    python -m bench.longform [--minutes 10] [--quick] [--threads N] [--compute-type int8] [--passes 1]
+    python -m bench.longform [--minutes 10] [--quick] [--threads N] [--compute-type int8] [--passes 1] [--beams 5,1]
 
 The recording is built by the test suite's ``long_recording``: Harvard sentences read in turn by two espeak-ng
 and two flite voices, pauses from 0.1 s to 10 s, a sentence across every 30 s boundary, a -60 dBFS noise floor;
@@ -11,7 +11,7 @@ engines taking turns, so load from other processes skews all engines alike.
 
 faster-whisper runs as shipped: ``transcribe`` (sequential 30 s windows moved on by timestamps, temperature
 fallback, conditioned on the previous text) and ``BatchedInferencePipeline`` (Silero VAD chunks, batches of 8),
-each at its default beam of 5 and with greedy search (beam 1), which is what ours does.
+each at its default beam of 5 and with greedy search (beam 1); ours the same way (``--beams``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
 from serving.build.export import ensure_bundled_model
-from serving.engine import SAMPLE_RATE
+from serving.engine import SAMPLE_RATE, DecodeOptions
 from serving.whisper_onnx import default_threads, load_engine
 
 SENTENCES = REPO / "bench" / "harvard_sentences.txt"
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--passes", type=int, default=1, help="timed runs per engine; the fastest counts")
     parser.add_argument("--compute-type", default="int8", help="faster-whisper compute type (int8, default)")
     parser.add_argument("--batches", default="", help="our window batch sizes to compare, e.g. 1,4 (default: ours)")
+    parser.add_argument("--beams", default="5", help="our beam sizes to compare, e.g. 5,1 (1: greedy; default 5)")
     parser.add_argument("--runs", default=",".join(FASTER_WHISPER_RUNS), help="faster-whisper runs, comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -123,12 +124,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     batches: list[int | None] = [int(b) for b in args.batches.split(",") if b] or [None]
     for batch in batches:
         ours = load_engine(model_dir, threads=args.threads, batch=batch)
+        for beam in [int(b) for b in args.beams.split(",") if b]:
 
-        def transcribe(audio: np.ndarray, engine=ours) -> tuple[str, int]:
-            result = engine.transcribe(audio)
-            return result.text, len(result.segments)
+            def transcribe(audio: np.ndarray, engine=ours, beam=beam) -> tuple[str, int]:
+                result = engine.transcribe(audio, options=DecodeOptions(beam_size=beam))
+                return result.text, len(result.segments)
 
-        engines[f"ours (onnxruntime {ours.name} {ours.version}, batch {ours.batch})"] = transcribe
+            search = "greedy" if beam == 1 else f"beam {beam}"
+            engines[f"ours (onnxruntime {ours.name} {ours.version}, batch {ours.batch}, {search})"] = transcribe
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
         fw_dir = faster_whisper_dir("base", Path(tmp))

@@ -5,7 +5,7 @@ under ``models/<name>/<version>/``) holds::
 
     manifest.json        {"name", "version", "profile", "files": {relative path: sha256 hex}}
     encoder.int8.onnx    INT8 dynamic-quantized encoder; outputs cross-attention K/V for every decoder layer
-    decoder.onnx         fp32 one-token decoder step with a self-attention KV cache
+    decoder.onnx         INT8 decoder step (windows x beams rows) with a self-attention KV cache
     tokenizer.json       Whisper BPE tokenizer (Hugging Face tokenizers format)
     config.json          model hyper-parameters and special-token ids
 
@@ -49,11 +49,14 @@ class DecodeOptions:
     ``prompt`` is text the model reads as what came before each window (spellings, names, a style): every window,
     as in faster-whisper's batched pipeline, since windows are decoded side by side rather than each conditioned on
     the one before. ``temperature`` 0 decodes greedily and samples again
-    at rising temperatures where a guard trips; above 0 it samples from that temperature on.
+    at rising temperatures where a guard trips; above 0 it samples from that temperature on. At temperature 0,
+    ``beam_size`` above 1 searches that many hypotheses per window (faster-whisper's default is 5) instead of
+    taking the likeliest token each step.
     """
 
     prompt: str | None = None
     temperature: float = 0.0
+    beam_size: int = 5
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.agreement import LocalAgreement
-from serving.engine import SAMPLE_RATE
+from serving.engine import SAMPLE_RATE, DecodeOptions
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.registry import EngineLease
@@ -425,8 +425,15 @@ class StreamSession:
                 self._agreement, self._agreement_utterance = LocalAgreement(), job.utterance
             if self._settings.partial_prefix:
                 prefix = self._agreement.committed
+        options = DecodeOptions(beam_size=self._settings.final_beam_size)
         result = await self._run(
-            self._lease.engine.transcribe, job, job.audio, self.language, draft=job.kind == "partial", prefix=prefix
+            self._lease.engine.transcribe,
+            job,
+            job.audio,
+            self.language,
+            draft=job.kind == "partial",
+            prefix=prefix,
+            options=options,
         )
         elapsed = time.perf_counter() - started
         if job.kind != "speculative":  # counted once its fate is known

@@ -11,6 +11,7 @@ model puts more probability on some timestamp than on any single word. They cost
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -49,10 +50,15 @@ class Phrase(NamedTuple):
     tokens: list[int]
 
 
-class _DecoderPass:
+# Each decoder layer's cross-attention K and V for a batch of windows, by input name: arrays in host memory, or
+# OrtValues where the encoder left them (GPU memory under CUDA).
+CrossKV = Mapping[str, ort.OrtValue | np.ndarray]
+
+
+class DecoderPass:
     """One decoding pass over ``rows`` sequences stepped together; the caches stay bound on the device."""
 
-    def __init__(self, owner: WhisperDecoder, session: ort.InferenceSession, cross: dict, rows: int) -> None:
+    def __init__(self, owner: WhisperDecoder, session: ort.InferenceSession, cross: CrossKV, rows: int) -> None:
         cfg = owner.config
         self._owner, self._session = owner, session
         self._binding = session.io_binding()
@@ -63,16 +69,50 @@ class _DecoderPass:
             empty = self._empty_k if "_k_" in name else self._empty_v
             self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(empty, owner.device))
         for name, value in cross.items():
+            if isinstance(value, np.ndarray):  # kept alive by self._cross while bound
+                value = ort.OrtValue.ortvalue_from_numpy(value, owner.device)
             self._binding.bind_ortvalue_input(name, value)
+        self._cross = cross
+        self._owned: dict[str, np.ndarray] = {}  # the cross K/V once windows have left the pass
+        self._count = 0
         self._offset = 0
 
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        """Feed ``tokens`` [rows, n] and return the logits [rows, vocab] of each row's last position."""
+    def keep(self, positions: list[int]) -> list[int]:
+        """Keep only the windows at ``positions`` (of the current order) in the cross-attention, so windows that
+        finished stop costing a step; returns the new order of the windows, as positions of the current order.
+
+        Each window that stays behind a dropped one moves into its slot and the first ones are bound as a view,
+        so a dropped window costs one window's copy. Array cross K/V are rearranged in place (the pass owns them
+        from then on); OrtValues are copied to host memory first. The next step's ``source`` drops the dropped
+        rows from the caches.
+        """
+        if not self._owned:
+            self._owned = {
+                name: value if isinstance(value, np.ndarray) else value.numpy() for name, value in self._cross.items()
+            }
+            self._count = len(next(iter(self._owned.values())))
+        count, order = len(positions), list(range(self._count))
+        holes = sorted(set(range(count)) - set(positions))
+        movers = sorted(p for p in positions if p >= count)
+        for hole, mover in zip(holes, movers, strict=True):
+            for array in self._owned.values():
+                array[hole] = array[mover]
+            order[hole] = mover
+        self._count = count
+        for name, array in self._owned.items():
+            self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array[:count], self._owner.device))
+        return order[:count]
+
+    def step(self, tokens: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
+        """Feed ``tokens`` [rows, n] and return the logits [rows, vocab] of each row's last position; row ``i``
+        continues the past of row ``source[i]`` (default: its own)."""
         binding, owner = self._binding, self._owner
         # Locals keep the arrays alive until the run: a binding does not own CPU inputs.
         token_ids, position = np.ascontiguousarray(tokens, np.int64), np.array(self._offset, np.int64)
+        rows = np.arange(len(token_ids), dtype=np.int64) if source is None else np.asarray(source, np.int64)
         binding.bind_cpu_input("tokens", token_ids)
         binding.bind_cpu_input("offset", position)
+        binding.bind_cpu_input("beam_source", rows)
         binding.bind_output("logits")
         for name in owner.present_names:
             binding.bind_output(name, owner.device)
@@ -128,15 +168,15 @@ class WhisperDecoder:
         """Text tokens of ``text`` as the model writes it after the prompt: with a leading space."""
         return self._tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
 
-    def language_of(self, session: ort.InferenceSession, cross: dict[str, ort.OrtValue]) -> str:
+    def language_of(self, session: ort.InferenceSession, cross: CrossKV) -> str:
         """The most likely language of the first window in ``cross``."""
-        logits = _DecoderPass(self, session, cross, 1).step(np.array([[self.config.sot]]))
+        logits = DecoderPass(self, session, cross, 1).step(np.array([[self.config.sot]]))
         return self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
 
     def decode(
         self,
         session: ort.InferenceSession,
-        cross: dict[str, ort.OrtValue],
+        cross: CrossKV,
         rows: int,
         language: str | None,
         temperature: float,
@@ -153,46 +193,32 @@ class WhisperDecoder:
         ``prefix`` tokens are forced as the start of every row's text and fed in the prompt's step, so a streaming
         draft whose first words are already settled pays one decoder run for them instead of one per token.
         """
-        cfg = self.config
         timestamps = speech_ends is not None
-        run = _DecoderPass(self, session, cross, rows)
-        logits = run.step(np.tile([*(prompt or []), cfg.sot], (rows, 1)))
-        no_speech = _softmax(logits)[:, cfg.no_speech]
-        if not cfg.is_multilingual:
-            language, task = "en", []
-        else:
-            if language is None:
-                language = self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
-            task = [cfg.languages[language], cfg.transcribe]
+        run = DecoderPass(self, session, cross, rows)
         prefix = list(prefix or ())
-        rest = [*task, *([] if timestamps else [cfg.no_timestamps]), *prefix]
-        if rest:  # an English-only model decoding timestamps has nothing to add after start-of-transcript
-            logits = run.step(np.tile(rest, (rows, 1)))
-        width = self.timestamp_begin + TIMESTAMP_TOKENS if timestamps else cfg.eot + 1
-        suppress = (self._suppress_timed_begin, self._suppress_timed) if timestamps else (
-            self._suppress_begin, self._suppress
-        )  # fmt: skip
+        logits, no_speech, language = self.begin(run, rows, language, prompt, timestamps, prefix)
         tokens: list[list[int]] = [list(prefix) for _ in range(rows)]
         sum_logprob = np.zeros(rows)
         loops = [False] * rows
         active = list(range(rows))
-        feed = np.full((rows, 1), cfg.eot)
-        for step in range(cfg.n_text_ctx // 2):
-            text_logits = logits[active, :width]
-            text_logits[:, suppress[0] if step == 0 and not prefix else suppress[1]] = -np.inf
-            if speech_ends is not None:
-                for i, row in enumerate(active):
-                    self._apply_timestamp_rules(text_logits[i], tokens[row], speech_ends[row])
+        feed = np.full((rows, 1), self.config.eot)
+        for step in range(self.config.n_text_ctx // 2):
+            logprobs = self.allowed(
+                logits[active],
+                [tokens[row] for row in active],
+                None if speech_ends is None else [speech_ends[row] for row in active],
+                first=step == 0 and not prefix,
+            )
             if temperature > 0 and rng is not None:
-                picked = np.argmax(text_logits / temperature + rng.gumbel(size=text_logits.shape), axis=-1)
+                # Log-probabilities differ from logits by a constant per row: the same distribution.
+                picked = np.argmax(logprobs / temperature + rng.gumbel(size=logprobs.shape), axis=-1)
             else:
-                picked = np.argmax(text_logits, axis=-1)
-            logprobs = log_softmax(text_logits)
+                picked = np.argmax(logprobs, axis=-1)
             still = []
             for i, row in enumerate(active):
                 token = int(picked[i])
                 sum_logprob[row] += float(logprobs[i, token])
-                if token == cfg.eot:
+                if token == self.config.eot:
                     continue
                 tokens[row], loops[row] = strip_loop([*tokens[row], token])
                 if not loops[row]:
@@ -200,7 +226,7 @@ class WhisperDecoder:
                     feed[row, 0] = token
             if not still:
                 break
-            feed[sorted(set(active) - set(still)), 0] = cfg.eot  # finished rows idle on end-of-text
+            feed[sorted(set(active) - set(still)), 0] = self.config.eot  # finished rows idle on end-of-text
             active = still
             logits = run.step(feed)
         decoded = [
@@ -209,26 +235,81 @@ class WhisperDecoder:
                 sum_logprob=float(sum_logprob[row]),
                 no_speech_prob=float(no_speech[row]),
                 temperature=temperature,
-                text=self._text(tokens[row]),
+                text=self.text_of(tokens[row]),
                 is_loop=loops[row],
             )
             for row in range(rows)
         ]
         return decoded, language
 
+    def begin(
+        self,
+        run: DecoderPass,
+        rows: int,
+        language: str | None,
+        prompt: list[int] | None,
+        timestamps: bool,
+        prefix: list[int],
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Feed every row the prompt, start of transcript, language, task and ``prefix``: the logits for the first
+        token to choose, each row's no-speech probability, and the language (the first row's most likely one
+        when ``language`` is None)."""
+        cfg = self.config
+        logits = run.step(np.tile([*(prompt or []), cfg.sot], (rows, 1)))
+        no_speech = _softmax(logits)[:, cfg.no_speech]
+        if not cfg.is_multilingual:
+            language, task = "en", []
+        else:
+            if language is None:
+                language = self._language_codes[int(np.argmax(logits[0, self._language_ids]))]
+            task = [cfg.languages[language], cfg.transcribe]
+        rest = [*task, *([] if timestamps else [cfg.no_timestamps]), *prefix]
+        if rest:  # an English-only model decoding timestamps has nothing to add after start-of-transcript
+            logits = run.step(np.tile(rest, (rows, 1)))
+        return logits, no_speech, language
+
+    def allowed(
+        self, logits: np.ndarray, histories: list[list[int]], speech_ends: list[float] | None, *, first: bool
+    ) -> np.ndarray:
+        """Each row's log-probabilities over what it may say next after ``histories`` (its tokens so far),
+        forbidden tokens at -inf: specials, blanks first, and with ``speech_ends`` (timestamps on) the timestamp
+        rules, the last of which (a timestamp is taken when all timestamps together outweigh every single word)
+        runs over all rows at once."""
+        width = self.timestamp_begin + TIMESTAMP_TOKENS if speech_ends is not None else self.config.eot + 1
+        text_logits = np.array(logits[:, :width])
+        if speech_ends is None:
+            text_logits[:, self._suppress_begin if first else self._suppress] = -np.inf
+            return log_softmax(text_logits)
+        text_logits[:, self._suppress_timed_begin if first else self._suppress_timed] = -np.inf
+        for row, (history, speech_end) in enumerate(zip(histories, speech_ends, strict=True)):
+            self._apply_timestamp_rules(text_logits[row], history, speech_end)
+        logprobs = log_softmax(text_logits)
+        begin = self.timestamp_begin
+        stamps = logprobs[:, begin:]
+        top = stamps.max(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # a row whose timestamps are all forbidden: -inf - -inf
+            mass = (top + np.log(np.exp(stamps - top).sum(axis=1, keepdims=True)))[:, 0]
+        timed = (mass > logprobs[:, :begin].max(axis=1)) & np.array([bool(h) for h in histories])
+        if timed.any():
+            text_logits[timed, :begin] = -np.inf
+            logprobs[timed] = log_softmax(text_logits[timed])
+        return logprobs
+
     def phrases(self, decoded: Decoded) -> list[Phrase]:
         """The phrases of a window decoded with timestamps, timed in seconds of the window's audio."""
-        phrases = [Phrase(start, end, self._text(tokens), tokens) for start, end, tokens in timed_pieces(
+        phrases = [Phrase(start, end, self.text_of(tokens), tokens) for start, end, tokens in timed_pieces(
             decoded.tokens, self.timestamp_begin
         )]  # fmt: skip
         return [phrase for phrase in phrases if phrase.text]
 
-    def _text(self, tokens: list[int]) -> str:
+    def text_of(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, timestamps and other specials left out."""
         return self._tokenizer.decode([t for t in tokens if t < self.config.eot], skip_special_tokens=True).strip()
 
     def _apply_timestamp_rules(self, logits: np.ndarray, sampled: list[int], speech_end: float) -> None:
-        """Mask, in place, the tokens openai/whisper's timestamp rules forbid after ``sampled``, and end-of-text
-        until a phrase has closed near ``speech_end`` (``END_SLACK_S``)."""
+        """Mask, in place, the tokens openai/whisper's timestamp rules forbid after ``sampled`` (but the one on
+        probabilities, which :meth:`allowed` applies), and end-of-text until a phrase has closed near
+        ``speech_end`` (``END_SLACK_S``)."""
         begin = self.timestamp_begin
         if not sampled:
             logits[:begin] = -np.inf
@@ -248,32 +329,24 @@ class WhisperDecoder:
             # Never back in time; a phrase that just opened may not close at the same instant.
             floor = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
             logits[begin:floor] = -np.inf
-        logprobs = log_softmax(logits)
-        if np.logaddexp.reduce(logprobs[begin:]) > logprobs[:begin].max():
-            logits[:begin] = -np.inf
 
     def decode_hotter(
         self,
         session: ort.InferenceSession,
-        cross: dict[str, ort.OrtValue],
-        row: int,
+        window: CrossKV,
         first: Decoded,
         language: str,
         rng: np.random.Generator,
         prompt: list[int] | None = None,
         speech_end: float | None = None,
     ) -> Decoded:
-        """Decode one window again at each temperature above the first attempt's, ``BEST_OF`` samples at once,
-        until one passes."""
-        samples = {
-            name: ort.OrtValue.ortvalue_from_numpy(np.repeat(value.numpy()[row : row + 1], BEST_OF, 0), self.device)
-            for name, value in cross.items()
-        }
+        """Decode one window (``window`` holds its cross K/V alone) again at each temperature above the first
+        attempt's, ``BEST_OF`` samples at once (the graph shares the window's K/V among them), until one passes."""
         attempts = [first]
         for temperature in (t for t in TEMPERATURES if t > first.temperature):
             candidates, _ = self.decode(
                 session,
-                samples,
+                window,
                 BEST_OF,
                 language,
                 temperature,

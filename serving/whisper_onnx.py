@@ -3,7 +3,8 @@
 A clip of up to 30 s is one window. A longer recording is cut where Silero VAD hears pauses, and its speech is
 packed into windows of at most 30 s (``serving/chunking.py``), so no word straddles two windows and silences are
 never decoded. Each window is encoded once (which also yields every decoder layer's cross-attention K/V); the
-windows of a batch are then decoded together, greedily and with Whisper's timestamp tokens (which time each
+windows of a batch are then decoded together, by beam search (5 beams, ``serving/whisper_beam.py``) or greedily
+(``DecodeOptions.beam_size`` 1, streaming finals and drafts), with Whisper's timestamp tokens (which time each
 phrase; drafts go without), one step for all of them with a growing self-attention cache. A window whose text
 trips a guard (``serving/decoding.py``) is decoded again at rising temperatures. The language is detected once,
 on the first window with speech, and used for every window.
@@ -36,7 +37,8 @@ from serving.model_dir import (
     verify_model_dir,
 )
 from serving.vad import SileroSequence
-from serving.whisper_decoder import WhisperDecoder
+from serving.whisper_beam import beam_decode
+from serving.whisper_decoder import CrossKV, WhisperDecoder
 
 __all__ = ["ModelError", "WhisperOnnxEngine", "load_engine"]
 
@@ -178,13 +180,21 @@ class WhisperOnnxEngine:
             cross = self._encode(encoder, mels)
             _add(timings, "encode", started)
             started = time.perf_counter()
-            decoded, language = self._whisper.decode(
-                decoder, cross, len(batch), language, options.temperature, rng, prompt, speech_ends
-            )
+            is_beam = options.temperature == 0 and options.beam_size > 1
+            if is_beam:  # the search rearranges the batch's K/V as windows finish
+                decoded, language = beam_decode(
+                    self._whisper, decoder, cross, len(batch), language, options.beam_size, prompt, speech_ends
+                )
+            else:
+                decoded, language = self._whisper.decode(
+                    decoder, cross, len(batch), language, options.temperature, rng, prompt, speech_ends
+                )
             for row, result in enumerate(decoded):
                 if result.needs_fallback:
+                    # A window the guards send back (rare) is encoded again where the beam search used its K/V.
+                    alone = self._encode(encoder, mels[row : row + 1]) if is_beam else _row(cross, row)
                     decoded[row] = self._whisper.decode_hotter(
-                        decoder, cross, row, result, language, rng, prompt, speech_ends[row]
+                        decoder, alone, result, language, rng, prompt, speech_ends[row]
                     )
             for window, result in zip(batch, decoded, strict=True):
                 if result.text and not result.is_silence:
@@ -268,7 +278,7 @@ class WhisperOnnxEngine:
             segments=segments,
         )
 
-    def _encode(self, encoder: ort.InferenceSession, mels: np.ndarray) -> dict[str, ort.OrtValue]:
+    def _encode(self, encoder: ort.InferenceSession, mels: np.ndarray) -> CrossKV:
         """Cross K/V of a batch of windows: one run on the GPU; on the CPU one run per window, written straight
         into the batch's arrays (a batch does not pay there and would hold every window's activations at once)."""
         if self._device == "cuda" or len(mels) == 1:
@@ -291,7 +301,7 @@ class WhisperOnnxEngine:
             for name, array in arrays.items():
                 binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(array[row : row + 1]))
             encoder.run_with_iobinding(binding)
-        return {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
+        return arrays
 
     def _timed_segments(self, window: Window, decoded: Decoded, after: float) -> list[Segment]:
         """A window's phrases as segments timed in the recording by Whisper's timestamps, each starting no earlier
@@ -327,6 +337,14 @@ class WhisperOnnxEngine:
         """Drop both sessions; later calls raise ``ModelError`` instead of touching freed memory."""
         self._encoder = None
         self._decoder = None
+
+
+def _row(cross: CrossKV, row: int) -> CrossKV:
+    """One window's cross K/V out of a batch's."""
+    return {
+        name: np.ascontiguousarray((value if isinstance(value, np.ndarray) else value.numpy())[row : row + 1])
+        for name, value in cross.items()
+    }
 
 
 def _add(timings: dict[str, float], stage: str, started: float) -> None:

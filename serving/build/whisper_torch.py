@@ -123,8 +123,15 @@ class _DecoderLayer(nn.Module):
         k = torch.cat([past_k, k.transpose(-1, -2)], dim=-1)
         v = torch.cat([past_v, v], dim=-2)
         x = x + self.self_out(_merge(torch.softmax(q @ k + mask, dim=-1) @ v))
+        # Rows are windows x beams, window-major, while the cross K/V hold one copy per window: each window's
+        # beams are folded into the query axis, so the largest tensors of a step are read once per window.
         q = _heads(self.cross_q(self.cross_norm(x)), self.n_heads)
-        x = x + self.cross_out(_merge(torch.softmax(q @ cross_k, dim=-1) @ cross_v))
+        rows, heads, steps, head_dim = q.shape
+        windows = cross_k.shape[0]
+        q = q.reshape(windows, -1, heads, steps, head_dim).transpose(1, 2).reshape(windows, heads, -1, head_dim)
+        attn = torch.softmax(q @ cross_k, dim=-1) @ cross_v
+        attn = attn.reshape(windows, heads, -1, steps, head_dim).transpose(1, 2).reshape(rows, heads, steps, head_dim)
+        x = x + self.cross_out(_merge(attn))
         return self.mlp(x), k, v
 
 
@@ -175,8 +182,12 @@ class WhisperDecoderStep(nn.Module):
         self.layers = nn.ModuleList(_DecoderLayer(dims) for _ in range(dims.n_decoder_layers))
         self.norm = nn.LayerNorm(dims.d_model, eps=_LAYER_NORM_EPS)
 
-    def forward(self, tokens: torch.Tensor, offset: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``caches`` holds, per layer, past_k [B, H, Dh, P], past_v [B, H, P, Dh], cross_k, cross_v.
+    def forward(
+        self, tokens: torch.Tensor, offset: torch.Tensor, source: torch.Tensor, *caches: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``caches`` holds, per layer, past_k [B, H, Dh, P], past_v [B, H, P, Dh], cross_k [W, H, Dh, F] and
+        cross_v [W, H, F, Dh]; the B rows are W windows times B/W beams, window-major. Row ``i`` continues the past
+        of row ``source[i]`` (a beam search reorders its beams every step; a plain decode passes 0..B-1).
 
         Returns logits [B, vocab] then, per layer, present_k [B, H, Dh, P+T] and present_v [B, H, P+T, Dh].
         """
@@ -188,7 +199,8 @@ class WhisperDecoderStep(nn.Module):
         x = embedded + F.embedding(query_pos, self.positions)
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, mask, *caches[4 * i : 4 * i + 4])
+            past_k, past_v, cross_k, cross_v = caches[4 * i : 4 * i + 4]
+            x, k, v = layer(x, mask, past_k.index_select(0, source), past_v.index_select(0, source), cross_k, cross_v)
             presents += [k, v]
         logits = self.norm(x[:, -1]) @ self.vocab
         return (logits, *presents)

@@ -13,6 +13,7 @@ from typing import cast
 import numpy as np
 import pytest
 
+from serving.engine import DecodeOptions
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.registry import EngineLease, EngineRegistry, ModelInfo
@@ -237,13 +238,23 @@ class RecordingEngine:
         self.inner = inner
         self.prefixes: list[str] = []
         self.full_decodes = 0
+        self.final_options: list[DecodeOptions | None] = []
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, *, draft: bool = False, prefix: str = ""):
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        prefix: str = "",
+        options: DecodeOptions | None = None,
+    ):
         if draft:
             self.prefixes.append(prefix)
         else:
             self.full_decodes += 1
-        return self.inner.transcribe(audio, language, draft=draft, prefix=prefix)
+            self.final_options.append(options)
+        return self.inner.transcribe(audio, language, draft=draft, prefix=prefix, options=options)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -348,5 +359,6 @@ def test_a_final_decoded_when_the_speaker_paused_is_sent_without_decoding_again(
     finals = harness.of_type("final")
     assert len(finals) == 1 and "kitchen" in finals[0]["text"].lower(), harness.messages
     assert engine.full_decodes == 1, "the final was not decoded again"
+    assert engine.final_options == [DecodeOptions(beam_size=1)], "finals are latency-bound: greedy by default"
     assert harness.count("speech_speculative_finals_total", **version, outcome="used") == 1
     assert harness.count("speech_inference_duration_seconds_count", **version, model=lease.info.name, kind="final") == 1
