@@ -32,6 +32,7 @@ from serving.model_dir import (
     TOKENIZER_FILE,
     ModelError,
     WhisperConfig,
+    decoder_inputs,
     encoder_outputs,
     read_config,
     verify_model_dir,
@@ -111,6 +112,13 @@ class WhisperOnnxEngine:
         self._device = "cuda" if "CUDAExecutionProvider" in self._decoder.get_providers() else "cpu"
         self._whisper = WhisperDecoder(self.config, self._tokenizer, self._device)
         self.batch = batch or (GPU_BATCH if self._device == "cuda" else CPU_BATCH)
+        expected = decoder_inputs(self.config.n_decoder_layers)
+        missing = [name for name in expected if name not in {i.name for i in self._decoder.get_inputs()}]
+        if missing:
+            raise ModelError(
+                f"{model_dir / DECODER_FILE} has no input {', '.join(missing)}: model {self.name} {self.version} was "
+                "exported by an older recipe; build it again (python -m serving.build.export) or publish a newer one"
+            )
         # Encoders exported before the audio axis was dynamic take 3000 frames only; drafts fall back to full windows.
         self.supports_draft = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
 

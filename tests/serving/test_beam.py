@@ -6,9 +6,11 @@ another's words), and a window the guards send back is sampled again. What beams
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import soundfile as sf
+from onnx import TensorProto, helper
 from tokenizers import Tokenizer
 
 from serving.decoding import Decoded
@@ -18,11 +20,14 @@ from serving.model_dir import (
     ENCODER_FILE,
     SPEECH_CLIP,
     TOKENIZER_FILE,
+    ModelError,
     decoder_inputs,
     read_config,
+    write_manifest,
 )
 from serving.whisper_beam import beam_decode
 from serving.whisper_decoder import WhisperDecoder
+from serving.whisper_onnx import load_engine
 
 
 class Parts:
@@ -122,3 +127,19 @@ def test_a_window_the_guards_send_back_after_a_beam_search_is_sampled_again_hott
     result = whisper_engine.transcribe(clips[0], "en")
     assert result.segments and all(s.temperature == 0.2 for s in result.segments)
     assert "lazy dog" in result.text.lower(), result.text
+
+
+def test_a_model_exported_before_beam_search_is_refused_at_load_with_what_to_do(tiny_en_model_dir, tmp_path):
+    """A decoder without ``beam_source`` (model 1.1.0 and older, e.g. in a store) is refused when loaded, not on the
+    first request."""
+    old = tmp_path / "model"
+    old.mkdir()
+    for name in (ENCODER_FILE, TOKENIZER_FILE, "config.json"):
+        (old / name).symlink_to(tiny_en_model_dir / name)
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "tokens"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.INT64, ["batch", "tokens"])
+    graph = helper.make_graph([helper.make_node("Identity", ["tokens"], ["logits"])], "old", [tokens], [logits])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(old / DECODER_FILE))
+    write_manifest(old, "whisper-tiny.en", "1.1.0", "tiny.en")
+    with pytest.raises(ModelError, match=r"has no input offset, beam_source, past_k_0.*older recipe"):
+        load_engine(old)
