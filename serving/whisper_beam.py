@@ -97,7 +97,7 @@ def beam_decode(
         logits = run.step(np.array(feed)[:, None], np.array([source for source, _ in rows]))
     decoded = []
     for w in range(windows):
-        # A window that ran out of steps keeps its live hypotheses too, as openai/whisper does.
+        # A window that ran out of steps before any hypothesis ended takes its live ones.
         candidates = finished[w] or [h for h in alive[w] if np.isfinite(h.score)]
         best_hypothesis = max(candidates, key=lambda h: h.rank)
         decoded.append(
