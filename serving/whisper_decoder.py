@@ -55,6 +55,11 @@ class Phrase(NamedTuple):
 CrossKV = Mapping[str, ort.OrtValue | np.ndarray]
 
 
+def on_host(value: ort.OrtValue | np.ndarray) -> np.ndarray:
+    """``value`` as an array in host memory: itself, or a copy of an OrtValue."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 class DecoderPass:
     """One decoding pass over ``rows`` sequences stepped together; the caches stay bound on the device."""
 
@@ -87,9 +92,7 @@ class DecoderPass:
         rows from the caches.
         """
         if not self._owned:
-            self._owned = {
-                name: value if isinstance(value, np.ndarray) else value.numpy() for name, value in self._cross.items()
-            }
+            self._owned = {name: on_host(value) for name, value in self._cross.items()}
             self._count = len(next(iter(self._owned.values())))
         count, order = len(positions), list(range(self._count))
         holes = sorted(set(range(count)) - set(positions))

@@ -39,7 +39,7 @@ from serving.model_dir import (
 )
 from serving.vad import SileroSequence
 from serving.whisper_beam import beam_decode
-from serving.whisper_decoder import CrossKV, WhisperDecoder
+from serving.whisper_decoder import CrossKV, WhisperDecoder, on_host
 
 __all__ = ["ModelError", "WhisperOnnxEngine", "load_engine"]
 
@@ -349,10 +349,7 @@ class WhisperOnnxEngine:
 
 def _row(cross: CrossKV, row: int) -> CrossKV:
     """One window's cross K/V out of a batch's."""
-    return {
-        name: np.ascontiguousarray((value if isinstance(value, np.ndarray) else value.numpy())[row : row + 1])
-        for name, value in cross.items()
-    }
+    return {name: np.ascontiguousarray(on_host(value)[row : row + 1]) for name, value in cross.items()}
 
 
 def _add(timings: dict[str, float], stage: str, started: float) -> None:
