@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from fastapi import HTTPException, Request
@@ -123,6 +123,7 @@ async def run_engine(
     queued = time.perf_counter()
     version = lease.info.version
     try:
+        options = replace(options or DecodeOptions(), beam_size=state.settings.model.beam_size)
         result = await state.inference.run(lease.engine.transcribe, clip, language, options=options)
     except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
         state.metrics.error(version, "bad_audio")

@@ -15,6 +15,7 @@ resampling happen before the engine (``serving/audio.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -108,6 +109,25 @@ class AsrEngine(Engine, Protocol):
         ignore ``options``. A draft's text starts with ``prefix``: words a stream has settled, which the engine need
         not decode again.
         """
+        ...
+
+    def transcribe_batch(
+        self,
+        audios: Sequence[np.ndarray],
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        prefix: str = "",
+        options: DecodeOptions | None = None,
+    ) -> list[Transcription]:
+        """:meth:`transcribe` of each recording, decoded together (concurrent streams' drafts or finals): the same
+        transcripts as one by one, for less than one by one costs. At most :attr:`batch` recordings are worth
+        passing at once."""
+        ...
+
+    @property
+    def batch(self) -> int:
+        """How many windows one decoder step takes at most."""
         ...
 
     def detect_language(self, audio: np.ndarray) -> str:

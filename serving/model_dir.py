@@ -94,9 +94,10 @@ def encoder_outputs(n_layers: int) -> list[str]:
 
 def decoder_inputs(n_layers: int) -> list[str]:
     """The decoder step's inputs, in order: tokens, offset, beam_source (the row whose past each row continues),
-    then per layer past_k, past_v, cross_k, cross_v."""
+    cross_frames (how many audio frames of each window's cross K/V are its own), then per layer past_k, past_v,
+    cross_k, cross_v."""
     per_layer = (f"{name}_{i}" for i in range(n_layers) for name in ("past_k", "past_v", "cross_k", "cross_v"))
-    return ["tokens", "offset", "beam_source", *per_layer]
+    return ["tokens", "offset", "beam_source", "cross_frames", *per_layer]
 
 
 def decoder_outputs(n_layers: int) -> list[str]:

@@ -51,6 +51,9 @@ class ModelSettings(BaseModel):
     # Models served beside `name` for requests in one language ({"en": "whisper-tiny.en"}), from the store under the
     # same version, or bundled when there is no store; `name` serves every other language and detects it.
     languages: dict[str, ModelName] = Field(default_factory=dict)
+    # Hypotheses a batch request's windows are searched with: 5 as faster-whisper; 1 decodes greedily, about twice as
+    # fast and 1.8 WER points worse on the long-form bench. Streams have their own (SPEECH_STREAM__FINAL_BEAM_SIZE).
+    beam_size: int = Field(default=5, ge=1, le=10)
 
     @field_validator("languages")
     @classmethod
@@ -116,10 +119,10 @@ class CacheSettings(BaseModel):
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
-    # From `python -m bench.streams` on 2 cores with 2 inference threads (README, "Stream capacity"): three
-    # real-time streams cost 1.3 CPU-seconds a second, two thirds of the machine, which keeps finals from queueing
-    # behind each other; the fourth is where partials all but stop. Set it from the bench on other hardware.
-    max_sessions: int = Field(default=3, gt=0)
+    # From `python -m bench.streams` on 2 cores with 2 inference threads (README, "Stream capacity"): two real-time
+    # streams keep their finals within 1.5 s at p95 and a partial a second; the third does not. Set it from the bench
+    # on other hardware (a deployment sets it from `streamsPerReplica`).
+    max_sessions: int = Field(default=2, gt=0)
     # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
     max_frame_bytes: int = Field(default=32_000, gt=0)
     partial_interval_ms: int = Field(default=500, ge=100)

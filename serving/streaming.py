@@ -1,9 +1,10 @@
 """One streaming recognition session: VAD endpointing, one language, partial cadence, backpressure and limits.
 
-Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it (on the inference
-thread pool) as a draft (the engine encodes only the utterance, not a padded 30 s window) each time
-``partial_interval_ms`` of new audio has arrived, or its last draft's time over ``partial_duty`` if that is longer:
-the cadence adapts to load. Words two drafts in a row agree on are committed (``serving/agreement.py``): later
+Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it as a draft (the
+engine encodes only the utterance, not a padded 30 s window) each time ``partial_interval_ms`` of new audio has
+arrived, or its last draft's time over ``partial_duty`` if that is longer: the cadence adapts to load. Decodes run on
+the inference thread pool, in one batch with the other streams' decodes that queued alongside
+(``serving/inference.py``). Words two drafts in a row agree on are committed (``serving/agreement.py``): later
 partials keep them unchanged, and with ``partial_prefix`` the engine takes them as a forced prefix, so only the
 unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
 silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``. The final's decode starts
@@ -417,8 +418,7 @@ class StreamSession:
         if not job.has_speech:
             return _Decoded(job, "", self.language, {}, 0.0)
         started = time.perf_counter()
-        if self.language is None:
-            self.language = await self._run(self._lease.engine.detect_language, job, job.audio[: self._detect_after])
+        language = self.language = self.language or await self._detected_language(job)
         prefix = ""
         if job.kind == "partial":
             if self._agreement_utterance != job.utterance:
@@ -426,30 +426,39 @@ class StreamSession:
             if self._settings.partial_prefix:
                 prefix = self._agreement.committed
         options = DecodeOptions(beam_size=self._settings.final_beam_size)
-        result = await self._run(
-            self._lease.engine.transcribe,
-            job,
-            job.audio,
-            self.language,
-            draft=job.kind == "partial",
-            prefix=prefix,
-            options=options,
-        )
+        try:  # batched with other streams' decodes of the same kind (serving/inference.py)
+            result = await self._inference.transcribe(
+                self._lease.engine,
+                job.audio,
+                language,
+                draft=job.kind == "partial",
+                prefix=prefix,
+                options=options,
+            )
+        except Exception as exc:
+            raise self._failed(job, exc) from exc
         elapsed = time.perf_counter() - started
         if job.kind != "speculative":  # counted once its fate is known
             self._metrics.inference(
                 self._lease.info.name, self.model_version, job.kind, len(job.audio) / SAMPLE_RATE, elapsed
             )
         text = self._agreement.accept(result.text) if job.kind == "partial" else result.text
-        return _Decoded(job, text, self.language, result.timings, elapsed)
+        return _Decoded(job, text, language, result.timings, elapsed)
 
-    async def _run(self, function: Callable, job: _Job, *args: object, **kwargs: object):
+    async def _detected_language(self, job: _Job) -> str:
         try:
-            return await self._inference.run(function, *args, **kwargs)
+            language: str = await self._inference.run(
+                self._lease.engine.detect_language, job.audio[: self._detect_after]
+            )
         except Exception as exc:
-            log.error("decoding utterance %d of a stream failed", job.utterance, exc_info=exc)
-            raise StreamError(
-                CLOSE_INTERNAL_ERROR,
-                "internal error while decoding",
-                f"decoding utterance {job.utterance} failed; the server logged why",
-            ) from exc
+            raise self._failed(job, exc) from exc
+        return language
+
+    @staticmethod
+    def _failed(job: _Job, exc: Exception) -> StreamError:
+        log.error("decoding utterance %d of a stream failed", job.utterance, exc_info=exc)
+        return StreamError(
+            CLOSE_INTERNAL_ERROR,
+            "internal error while decoding",
+            f"decoding utterance {job.utterance} failed; the server logged why",
+        )

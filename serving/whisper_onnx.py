@@ -5,9 +5,11 @@ packed into windows of at most 30 s (``serving/chunking.py``), so no word stradd
 never decoded. Each window is encoded once (which also yields every decoder layer's cross-attention K/V); the
 windows of a batch are then decoded together, by beam search (5 beams, ``serving/whisper_beam.py``) or greedily
 (``DecodeOptions.beam_size`` 1, streaming finals and drafts), with Whisper's timestamp tokens (which time each
-phrase; drafts go without), one step for all of them with a growing self-attention cache. A window whose text
-trips a guard (``serving/decoding.py``) is decoded again at rising temperatures. The language is detected once,
-on the first window with speech, and used for every window.
+phrase; drafts go without), one step for all of them with a growing self-attention cache. Concurrent streams'
+drafts and finals are batched the same way (``transcribe_batch``). Drafts encode only their own audio, so their
+windows differ in length; the decoder attends to each window's own frames only (``cross_frames``). A window whose
+text trips a guard (``serving/decoding.py``) is decoded again at rising temperatures. The language is detected
+once, on the first window with speech, and used for every window.
 Memory stays bounded for any length: features and K/V exist for one batch of windows at a time.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,10 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: the inference pool runs several calls at once, each with its
+    # own intra-op threads, and spinning ones take the cores the others need. Measured on 2 cores, 8 transcriptions:
+    # alone 7.4-7.7 CPU-s instead of 8.5-8.8 and no slower; two threads at once 14.2-14.9 instead of 14.3-17.8.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=_providers())
     except Exception as err:  # onnxruntime raises its own unexported exception types
@@ -166,23 +173,48 @@ class WhisperOnnxEngine:
         encoder work on a few seconds of speech; 1.3 WER points worse on the test sentences). A draft's text
         starts with ``prefix`` (words a stream has already settled), which costs one decoder run however long it is.
         """
-        audio = self._check_input(audio, language)
+        return self.transcribe_batch([audio], language, draft=draft, prefix=prefix, options=options)[0]
+
+    def transcribe_batch(
+        self,
+        audios: Sequence[np.ndarray],
+        language: str | None = None,
+        *,
+        draft: bool = False,
+        prefix: str = "",
+        options: DecodeOptions | None = None,
+    ) -> list[Transcription]:
+        """Transcribe several recordings at once, as :meth:`transcribe` each (concurrent streams' drafts or finals):
+        their windows share decoder steps, whose cost is mostly reading the weights, so a batch of four costs
+        about as much as two alone. Each result is the one :meth:`transcribe` gives for its audio alone in a batch
+        of two or more. With ``language`` None the recordings are decoded one after another, each detecting its own.
+        Every result carries the batch's timings."""
+        checked = [self._check_input(audio, language) for audio in audios]
+        if language is None and len(checked) > 1:
+            return [
+                self.transcribe_batch([audio], None, draft=draft, prefix=prefix, options=options)[0]
+                for audio in checked
+            ]
         encoder, decoder = self._sessions()
         timings: dict[str, float] = {}
         if draft and self.supports_draft:
-            return self._draft(encoder, decoder, audio, language, timings, prefix)
+            return self._drafts(encoder, decoder, checked, language, timings, prefix)
         started = time.perf_counter()
-        windows, probabilities = self._plan(audio)
+        plans = [self._plan(audio) for audio in checked]
         timings["vad"] = time.perf_counter() - started
+        # Every recording's windows, in order; a recording's windows stay together and in order across batches.
+        jobs = [
+            (index, window, probabilities) for index, (windows, probabilities) in enumerate(plans) for window in windows
+        ]
         options = options or DecodeOptions()
         prompt = self._whisper.prompt_tokens(options.prompt)
         rng = np.random.default_rng(_SEED)
-        segments: list[Segment] = []
-        for first in range(0, len(windows), self.batch):
-            batch = windows[first : first + self.batch]
+        segments: list[list[Segment]] = [[] for _ in checked]
+        for first in range(0, len(jobs), self.batch):
+            batch = jobs[first : first + self.batch]
             started = time.perf_counter()
-            mels = np.stack([window_features(w.audio(audio), self.config.n_mels) for w in batch])
-            speech_ends = [speech_end_in(w, probabilities) for w in batch]
+            mels = [window_features(window.audio(checked[index]), self.config.n_mels) for index, window, _ in batch]
+            speech_ends = [speech_end_in(window, probabilities) for _, window, probabilities in batch]
             _add(timings, "features", started)
             started = time.perf_counter()
             cross = self._encode(encoder, mels)
@@ -204,21 +236,25 @@ class WhisperOnnxEngine:
                     decoded[row] = self._whisper.decode_hotter(
                         decoder, alone, result, language, rng, prompt, speech_ends[row]
                     )
-            for window, result in zip(batch, decoded, strict=True):
+            for (index, window, _), result in zip(batch, decoded, strict=True):
                 if result.text and not result.is_silence:
-                    segments.extend(self._timed_segments(window, result, segments[-1].end if segments else 0.0))
+                    before = segments[index][-1].end if segments[index] else 0.0
+                    segments[index].extend(self._timed_segments(window, result, before))
             _add(timings, "decode", started)
         if language is None:
             # No window had speech, so none was decoded: Whisper hallucinates over silence ("you", "Thank you").
-            language = self._detect_language(encoder, decoder, audio, timings)
-        return Transcription(
-            text=" ".join(s.text for s in segments),
-            language=language,
-            model_version=self.version,
-            audio_seconds=len(audio) / SAMPLE_RATE,
-            timings=timings,
-            segments=tuple(segments),
-        )
+            language = self._detect_language(encoder, decoder, checked[0], timings)
+        return [
+            Transcription(
+                text=" ".join(s.text for s in timed),
+                language=language,
+                model_version=self.version,
+                audio_seconds=len(audio) / SAMPLE_RATE,
+                timings=dict(timings),
+                segments=tuple(timed),
+            )
+            for audio, timed in zip(checked, segments, strict=True)
+        ]
 
     def detect_language(self, audio: np.ndarray) -> str:
         """The language of the first window with speech (of the start, when the VAD hears none): one encoder pass
@@ -249,67 +285,90 @@ class WhisperOnnxEngine:
         if not self.config.is_multilingual:
             return "en"
         started = time.perf_counter()
-        cross = self._encode(encoder, window_features(audio[:CHUNK_SAMPLES], self.config.n_mels)[None])
+        cross = self._encode(encoder, [window_features(audio[:CHUNK_SAMPLES], self.config.n_mels)])
         language = self._whisper.language_of(decoder, cross)
         _add(timings, "encode", started)
         return language
 
-    def _draft(
+    def _drafts(
         self,
         encoder: ort.InferenceSession,
         decoder: ort.InferenceSession,
-        audio: np.ndarray,
+        audios: list[np.ndarray],
         language: str | None,
         timings: dict[str, float],
         prefix: str,
-    ) -> Transcription:
+    ) -> list[Transcription]:
         started = time.perf_counter()
-        mel = draft_features(audio, self.config.n_mels, DRAFT_PAD_S, DRAFT_QUANTUM_S)[None]
+        mels = [draft_features(audio, self.config.n_mels, DRAFT_PAD_S, DRAFT_QUANTUM_S) for audio in audios]
         _add(timings, "features", started)
         started = time.perf_counter()
-        cross = self._encode(encoder, mel)
+        cross = self._encode(encoder, mels)
         _add(timings, "encode", started)
         started = time.perf_counter()
         forced = self._whisper.tokens_of(prefix) if prefix.strip() else None
-        (decoded,), language = self._whisper.decode(decoder, cross, 1, language, 0.0, None, prefix=forced)
+        decoded, language = self._whisper.decode(decoder, cross, len(audios), language, 0.0, None, prefix=forced)
         _add(timings, "decode", started)
-        seconds = len(audio) / SAMPLE_RATE
-        # Settled words stay even when the rest sounds like silence: a stream's committed text never shrinks.
-        is_heard = decoded.text and (forced or not decoded.is_silence)
-        segments = (self._segment(0.0, seconds, decoded),) if is_heard else ()
-        return Transcription(
-            text=segments[0].text if segments else "",
-            language=language,
-            model_version=self.version,
-            audio_seconds=seconds,
-            timings=timings,
-            segments=segments,
-        )
+        results = []
+        for audio, result in zip(audios, decoded, strict=True):
+            seconds = len(audio) / SAMPLE_RATE
+            # Settled words stay even when the rest sounds like silence: a stream's committed text never shrinks.
+            is_heard = result.text and (forced or not result.is_silence)
+            segments = (self._segment(0.0, seconds, result),) if is_heard else ()
+            results.append(
+                Transcription(
+                    text=segments[0].text if segments else "",
+                    language=language,
+                    model_version=self.version,
+                    audio_seconds=seconds,
+                    timings=dict(timings),
+                    segments=segments,
+                )
+            )
+        return results
 
-    def _encode(self, encoder: ort.InferenceSession, mels: np.ndarray) -> CrossKV:
-        """Cross K/V of a batch of windows: one run on the GPU; on the CPU one run per window, written straight
-        into the batch's arrays (a batch does not pay there and would hold every window's activations at once)."""
-        if self._device == "cuda" or len(mels) == 1:
+    def _encode(self, encoder: ort.InferenceSession, mels: Sequence[np.ndarray]) -> CrossKV:
+        """Cross K/V of a batch of windows (each mel [n_mels, F], F may differ between windows), with
+        ``cross_frames``, how many of the frames are each window's own. Windows of one length on the GPU are one run;
+        otherwise one run per window (on the CPU a batch does not pay and would hold every window's activations at
+        once), written straight into the batch's arrays, or, for windows shorter than the longest, copied in and
+        padded with zeros the decoder masks."""
+        frames = np.array([mel.shape[-1] // 2 for mel in mels], np.int64)
+        if len(mels) == 1 or (self._device == "cuda" and len(set(frames)) == 1):
             binding = encoder.io_binding()
-            binding.bind_cpu_input("mel", mels)
+            binding.bind_cpu_input("mel", np.ascontiguousarray(np.stack(mels)))
             for name in self._encoder_outputs:
                 binding.bind_output(name, self._device)
             encoder.run_with_iobinding(binding)
-            return dict(zip(self._encoder_outputs, binding.get_outputs(), strict=True))
-        cfg = self.config
+            return {**dict(zip(self._encoder_outputs, binding.get_outputs(), strict=True)), "cross_frames": frames}
+        cfg, most = self.config, int(frames.max())
         # Keys are stored transposed, [heads, head_dim, frames], so a decoder step attends without a transpose.
-        key, value = (cfg.n_heads, cfg.head_dim, cfg.n_audio_ctx), (cfg.n_heads, cfg.n_audio_ctx, cfg.head_dim)
+        key, value = (cfg.n_heads, cfg.head_dim, most), (cfg.n_heads, most, cfg.head_dim)
+        if len(set(frames)) > 1:
+            arrays = {
+                name: np.zeros((len(mels), *(key if name.startswith("cross_k") else value)), np.float32)
+                for name in self._encoder_outputs
+            }
+            for row, mel in enumerate(mels):
+                own = int(frames[row])
+                outputs = encoder.run(self._encoder_outputs, {"mel": np.ascontiguousarray(mel[None])})
+                for name, output in zip(self._encoder_outputs, outputs, strict=True):
+                    if name.startswith("cross_k"):
+                        arrays[name][row, ..., :own] = output[0]
+                    else:
+                        arrays[name][row, :, :own] = output[0]
+            return {**arrays, "cross_frames": frames}
         arrays = {
             name: np.empty((len(mels), *(key if name.startswith("cross_k") else value)), np.float32)
             for name in self._encoder_outputs
         }
         for row, mel in enumerate(mels):
             binding = encoder.io_binding()
-            binding.bind_cpu_input("mel", mel[None])
+            binding.bind_cpu_input("mel", np.ascontiguousarray(mel[None]))
             for name, array in arrays.items():
                 binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(array[row : row + 1]))
             encoder.run_with_iobinding(binding)
-        return arrays
+        return {**arrays, "cross_frames": frames}
 
     def _timed_segments(self, window: Window, decoded: Decoded, after: float) -> list[Segment]:
         """A window's phrases as segments timed in the recording by Whisper's timestamps, each starting no earlier

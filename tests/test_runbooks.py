@@ -7,6 +7,7 @@ must be a file. An operator under pressure gets no second chance at a command th
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def _commands() -> list[tuple[str, str, str]]:
     ]
 
 
+@functools.cache  # one run per command: each pays for importing the Pulumi providers (about 3 s)
 def _help(*command: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False

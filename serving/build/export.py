@@ -104,6 +104,7 @@ def _export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoderStep, config: W
         torch.zeros(2, 2, dtype=torch.int64),
         torch.tensor(1, dtype=torch.int64),
         torch.tensor([1, 0], dtype=torch.int64),
+        torch.tensor([config.n_audio_ctx], dtype=torch.int64),
         *per_layer_cache * layers,
     )
     inputs, outputs = decoder_inputs(layers), decoder_outputs(layers)
@@ -124,7 +125,7 @@ def _export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoderStep, config: W
         """Axis 0 is the rows; the decoder's cross K/V have one row per window, the rows are windows x beams."""
 
         def rows(name: str) -> str:
-            return "windows" if windows and name.startswith("cross_") else "batch"
+            return "windows" if windows and name.startswith("cross_") else "batch"  # cross_frames too
 
         return {name: {0: rows(name), **grown.get(name.rsplit("_", 1)[0], {})} for name in names}
 

@@ -89,12 +89,13 @@ def _torch_greedy(
     """Greedy decode with torch; returns the token chunk fed at each step and the logits it produced."""
     past = [torch.from_numpy(a) for a in _empty_cache(config)]
     cross_t = [torch.from_numpy(a) for a in cross]
+    frames = torch.tensor([cross[0].shape[-1]])
     feed, offset = prompt_tokens(config), 0
     feeds: list[list[int]] = []
     logits_seen: list[np.ndarray] = []
     with torch.no_grad():
         for _ in range(MAX_CHECK_TOKENS):
-            step = (torch.tensor([feed]), torch.tensor(offset), torch.zeros(1, dtype=torch.int64))
+            step = (torch.tensor([feed]), torch.tensor(offset), torch.zeros(1, dtype=torch.int64), frames)
             logits, *past = decoder(*step, *_interleave(past, cross_t))
             feeds.append(feed)
             logits_seen.append(logits.numpy())
@@ -111,10 +112,11 @@ def _onnx_teacher_forced(
 ) -> list[np.ndarray]:
     past = _empty_cache(config)
     names = decoder_inputs(config.n_decoder_layers)
+    frames = np.array([cross[0].shape[-1]], np.int64)
     offset = 0
     outputs = []
     for feed in feeds:
-        step = [np.array([feed], np.int64), np.array(offset, np.int64), np.zeros(1, np.int64)]
+        step = [np.array([feed], np.int64), np.array(offset, np.int64), np.zeros(1, np.int64), frames]
         values = [*step, *_interleave(past, cross)]
         logits, *past = session.run(None, dict(zip(names, values, strict=True)))
         outputs.append(logits)

@@ -118,6 +118,7 @@ class _DecoderLayer(nn.Module):
         past_v: torch.Tensor,
         cross_k: torch.Tensor,
         cross_v: torch.Tensor,
+        cross_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = (_heads(t, self.n_heads) for t in self.self_qkv(self.self_norm(x)).chunk(3, dim=-1))
         k = torch.cat([past_k, k.transpose(-1, -2)], dim=-1)
@@ -129,7 +130,7 @@ class _DecoderLayer(nn.Module):
         rows, heads, steps, head_dim = q.shape
         windows = cross_k.shape[0]
         q = q.reshape(windows, -1, heads, steps, head_dim).transpose(1, 2).reshape(windows, heads, -1, head_dim)
-        attn = torch.softmax(q @ cross_k, dim=-1) @ cross_v
+        attn = torch.softmax(q @ cross_k + cross_mask, dim=-1) @ cross_v
         attn = attn.reshape(windows, heads, -1, steps, head_dim).transpose(1, 2).reshape(rows, heads, steps, head_dim)
         x = x + self.cross_out(_merge(attn))
         return self.mlp(x), k, v
@@ -183,11 +184,18 @@ class WhisperDecoderStep(nn.Module):
         self.norm = nn.LayerNorm(dims.d_model, eps=_LAYER_NORM_EPS)
 
     def forward(
-        self, tokens: torch.Tensor, offset: torch.Tensor, source: torch.Tensor, *caches: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        offset: torch.Tensor,
+        source: torch.Tensor,
+        frames: torch.Tensor,
+        *caches: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         """``caches`` holds, per layer, past_k [B, H, Dh, P], past_v [B, H, P, Dh], cross_k [W, H, Dh, F] and
         cross_v [W, H, F, Dh]; the B rows are W windows times B/W beams, window-major. Row ``i`` continues the past
-        of row ``source[i]`` (a beam search reorders its beams every step; a plain decode passes 0..B-1).
+        of row ``source[i]`` (a beam search reorders its beams every step; a plain decode passes 0..B-1). Window
+        ``w``'s audio is its first ``frames[w]`` of the F frames: windows encoded at different lengths (streaming
+        drafts of several streams) share a step, each padded to F and attending to its own audio only.
 
         Returns logits [B, vocab] then, per layer, present_k [B, H, Dh, P+T] and present_v [B, H, P+T, Dh].
         """
@@ -195,12 +203,15 @@ class WhisperDecoderStep(nn.Module):
         query_pos = offset + steps
         key_pos = torch.arange(caches[0].shape[-1] + tokens.shape[1], dtype=torch.int64)
         mask = torch.where(key_pos[None, :] > query_pos[:, None], float("-inf"), 0.0)
+        audio_pos = torch.arange(caches[2].shape[-1], dtype=torch.int64)
+        cross_mask = torch.where(audio_pos[None, :] < frames[:, None], 0.0, float("-inf"))[:, None, None, :]
         embedded = torch.index_select(self.vocab, 1, tokens.reshape(-1)).t().reshape(*tokens.shape, -1)
         x = embedded + F.embedding(query_pos, self.positions)
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
             past_k, past_v, cross_k, cross_v = caches[4 * i : 4 * i + 4]
-            x, k, v = layer(x, mask, past_k.index_select(0, source), past_v.index_select(0, source), cross_k, cross_v)
+            past_k, past_v = past_k.index_select(0, source), past_v.index_select(0, source)
+            x, k, v = layer(x, mask, past_k, past_v, cross_k, cross_v, cross_mask)
             presents += [k, v]
         logits = self.norm(x[:, -1]) @ self.vocab
         return (logits, *presents)

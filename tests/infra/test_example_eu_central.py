@@ -106,6 +106,7 @@ def test_every_stack_of_the_example_passes_the_policy_pack_under_its_own_topolog
         assert failing == [], name
 
 
+@pytest.mark.slow
 def test_the_offline_plan_cli_plans_the_example_project():
     env = {**os.environ, "SPEECH_TOPOLOGY_FILE": str(EXAMPLE.root / "topology.json")}
     result = subprocess.run(

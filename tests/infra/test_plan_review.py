@@ -162,6 +162,7 @@ def _plan(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_diff_against_a_git_ref_shows_exactly_the_change_made_since(changed_repository):
     result = _plan(changed_repository, "eu-west", "--policy", "--diff-ref", "main", "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -178,6 +179,7 @@ def test_a_diff_against_a_git_ref_shows_exactly_the_change_made_since(changed_re
     assert report["policy"]["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_stack_the_ref_lacks_is_all_added_and_an_unknown_ref_is_a_clear_error(changed_repository):
     new_stack = changed_repository / "Pulumi.eu-west-copy.yaml"
     shutil.copy(changed_repository / "Pulumi.eu-west.yaml", new_stack)

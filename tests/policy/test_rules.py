@@ -144,6 +144,7 @@ def test_plan_with_policy_prints_each_verdict_and_exits_zero_on_a_compliant_stac
     assert result.stdout.count("pass  ") == len(rules.RULES)
 
 
+@pytest.mark.slow
 def test_plan_with_policy_exits_non_zero_on_a_violation(tmp_path):
     """The pack's topology says Japan is strict while the program still pairs the US and Japanese stores."""
     topology = DEFAULT_TOPOLOGY.to_dict()

@@ -58,6 +58,27 @@ def upload(audio, encoding: str) -> tuple[bytes, dict]:
 WIDEBAND_ENCODINGS = ("wav-16k", "ogg-opus-48k", "pcm16-44k")
 
 
+def test_batch_requests_are_searched_with_the_configured_beams(server, http, monkeypatch, synthesize):
+    """``SPEECH_MODEL__BEAM_SIZE`` (5 by default; 1 on the test servers) reaches the engine with the route's options."""
+    state = server.app.state.serving
+    assert type(server.settings.model)().beam_size == 5
+    with state.models.asr.registry.acquire() as lease:
+        engine = lease.engine
+        seen = []
+
+        def transcribe(audio, language=None, **kwargs):
+            seen.append(kwargs["options"])
+            return type(engine).transcribe(engine, audio, language, **kwargs)
+
+        monkeypatch.setattr(engine, "transcribe", transcribe)
+        speech = synthesize("The birch canoe slid on the smooth planks.")
+        assert http.post("/v1/asr", content=wav_bytes(speech)).status_code == 200
+        files = {"file": ("clip.wav", wav_bytes(speech), "audio/wav")}
+        form = {"model": "whisper-1", "prompt": "Canoe trips.", "temperature": "0.2"}
+        assert http.post("/v1/audio/transcriptions", files=files, data=form).status_code == 200
+    assert [(o.beam_size, o.prompt, o.temperature) for o in seen] == [(1, None, 0.0), (1, "Canoe trips.", 0.2)]
+
+
 def test_probes_report_a_loaded_warmed_model(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")

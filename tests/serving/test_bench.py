@@ -59,6 +59,7 @@ def test_the_tts_benchmark_measures_cold_and_cached_requests_and_the_real_time_f
     assert "hit_total" in printed and "synthesis real-time factor" in printed
 
 
+@pytest.mark.slow
 def test_the_stream_benchmark_reports_latency_and_capacity_per_level(tiny_en_model_dir, tmp_path, capsys):
     out = tmp_path / "streams.json"
     rows = streams.main(["--quick", "--profile", "tiny.en", "--out", str(out)])

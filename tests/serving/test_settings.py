@@ -51,6 +51,7 @@ def test_nested_variables_use_double_underscores(monkeypatch):
         ("SPEECH_MODEL__VERSION", "..", "SPEECH_MODEL__VERSION='..': model version '..' is not accepted; use 1-64"),
         ("SPEECH_MODEL__VERSION", ".", "SPEECH_MODEL__VERSION='.': model version '.' is not accepted"),
         ("SPEECH_MODEL__NAME", "a/b", "SPEECH_MODEL__NAME='a/b': model name 'a/b' is not accepted"),
+        ("SPEECH_MODEL__BEAM_SIZE", "0", "SPEECH_MODEL__BEAM_SIZE='0': Input should be greater than or equal to 1"),
         ("SPEECH_STREAM__MAX_REALTIME_FACTOR", "0.5", "FACTOR='0.5': Input should be greater than or equal to 1"),
         ("SPEECH_SHUTDOWN__GRACE_S", "0", "SPEECH_SHUTDOWN__GRACE_S='0': Input should be greater than 0"),
         ("SPEECH_SPEAKERS__REDIS_URL", "speakers:6379", "REDIS_URL='speakers:6379': must start with redis://, rediss://"),

@@ -232,7 +232,7 @@ def _version(lease: EngineLease) -> dict[str, str]:
 
 
 class RecordingEngine:
-    """The real engine, recording the prefix of each draft and counting full decodes."""
+    """The real engine, recording the prefix of each draft and counting full decodes (streams decode in batches)."""
 
     def __init__(self, inner: WhisperOnnxEngine) -> None:
         self.inner = inner
@@ -240,9 +240,9 @@ class RecordingEngine:
         self.full_decodes = 0
         self.final_options: list[DecodeOptions | None] = []
 
-    def transcribe(
+    def transcribe_batch(
         self,
-        audio: np.ndarray,
+        audios: list[np.ndarray],
         language: str | None = None,
         *,
         draft: bool = False,
@@ -250,11 +250,11 @@ class RecordingEngine:
         options: DecodeOptions | None = None,
     ):
         if draft:
-            self.prefixes.append(prefix)
+            self.prefixes += [prefix] * len(audios)
         else:
-            self.full_decodes += 1
-            self.final_options.append(options)
-        return self.inner.transcribe(audio, language, draft=draft, prefix=prefix, options=options)
+            self.full_decodes += len(audios)
+            self.final_options += [options] * len(audios)
+        return self.inner.transcribe_batch(audios, language, draft=draft, prefix=prefix, options=options)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
