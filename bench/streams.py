@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> list[Level]:
     parser.add_argument(
         "--speculative-final-ms", type=int, default=200, help="SPEECH_STREAM__SPECULATIVE_FINAL_MS; 0 turns it off"
     )
+    parser.add_argument(
+        "--end-silence-ms", type=int, default=600, help="SPEECH_STREAM__END_SILENCE_MS: silence that ends an utterance"
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -193,7 +196,11 @@ def main(argv: list[str] | None = None) -> list[Level]:
         model=ModelSettings(name=name, profile=args.profile),
         inference_threads=args.threads,
         grpc=GrpcSettings(port=0),
-        stream=StreamSettings(max_sessions=max(levels), speculative_final_ms=args.speculative_final_ms or None),
+        stream=StreamSettings(
+            max_sessions=max(levels),
+            speculative_final_ms=args.speculative_final_ms or None,
+            end_silence_ms=args.end_silence_ms,
+        ),
     )
     talks = [conversation(args.seconds, offset) for offset in range(max(levels))]
     clips = [(frames_of(audio, args.codec), spoken) for audio, spoken in talks]
