@@ -186,9 +186,9 @@ class WhisperOnnxEngine:
     ) -> list[Transcription]:
         """Transcribe several recordings at once, as :meth:`transcribe` each (concurrent streams' drafts or finals):
         their windows share decoder steps, whose cost is mostly reading the weights, so a batch of four costs
-        about as much as two alone. Each result is the one :meth:`transcribe` gives for its audio alone in a batch
-        of two or more. With ``language`` None the recordings are decoded one after another, each detecting its own.
-        Every result carries the batch's timings."""
+        about as much as two alone. Each result is the one :meth:`transcribe` gives for its audio alone
+        (``tests/serving/test_stream_batching.py``). With ``language`` None the recordings are decoded one after
+        another, each detecting its own. Every result carries the batch's timings."""
         checked = [self._check_input(audio, language) for audio in audios]
         if language is None and len(checked) > 1:
             return [

@@ -137,14 +137,17 @@ def test_other_versions_and_languages_are_never_batched_together(engine, recordi
                 lambda: pool.transcribe(counting, recordings[1], "en", options=DecodeOptions(beam_size=2)),
                 lambda: pool.transcribe(counting, recordings[1], "en", draft=True, prefix="Glue the"),
                 lambda: pool.transcribe(counting, recordings[1], "en", draft=True),
+                lambda: pool.transcribe(counting, recordings[1], "fr", options=GREEDY),  # tiny.en refuses French
             ],
         )
 
     results = asyncio.run(scenario())
     pool.shutdown()
-    assert all(not isinstance(r, BaseException) for r in results), results
-    assert counting.batches == [1, 1, 1, 1, 1] and other.batches == [1]
-    assert results[4].text.startswith("Glue the"), results[4].text
+    *decoded, french = results
+    assert all(not isinstance(r, BaseException) for r in decoded), decoded
+    assert isinstance(french, ValueError) and "'fr' is not supported" in str(french), french
+    assert counting.batches == [1, 1, 1, 1, 1, 1] and other.batches == [1]
+    assert decoded[4].text.startswith("Glue the"), decoded[4].text
 
 
 def test_a_decode_whose_stream_stopped_waiting_is_skipped(engine, recordings):
