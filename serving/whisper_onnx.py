@@ -344,27 +344,23 @@ class WhisperOnnxEngine:
         cfg, most = self.config, int(frames.max())
         # Keys are stored transposed, [heads, head_dim, frames], so a decoder step attends without a transpose.
         key, value = (cfg.n_heads, cfg.head_dim, most), (cfg.n_heads, most, cfg.head_dim)
-        if len(set(frames)) > 1:
-            arrays = {
-                name: np.zeros((len(mels), *(key if name.startswith("cross_k") else value)), np.float32)
-                for name in self._encoder_outputs
-            }
-            for row, mel in enumerate(mels):
-                own = int(frames[row])
-                outputs = encoder.run(self._encoder_outputs, {"mel": np.ascontiguousarray(mel[None])})
-                for name, output in zip(self._encoder_outputs, outputs, strict=True):
-                    if name.startswith("cross_k"):
-                        arrays[name][row, ..., :own] = output[0]
-                    else:
-                        arrays[name][row, :, :own] = output[0]
-            return {**arrays, "cross_frames": frames}
+        # A window shorter than the longest leaves zeros in its K/V's tail, which the decoder masks.
+        allocate = np.empty if most == int(frames.min()) else np.zeros
         arrays = {
-            name: np.empty((len(mels), *(key if name.startswith("cross_k") else value)), np.float32)
+            name: allocate((len(mels), *(key if name.startswith("cross_k") else value)), np.float32)
             for name in self._encoder_outputs
         }
         for row, mel in enumerate(mels):
+            one = np.ascontiguousarray(mel[None])
+            own = int(frames[row])
+            if own < most:  # its K/V fill part of the frame axis, which no output binding can point at
+                outputs = encoder.run(self._encoder_outputs, {"mel": one})
+                for name, output in zip(self._encoder_outputs, outputs, strict=True):
+                    part = arrays[name][row, ..., :own] if name.startswith("cross_k") else arrays[name][row, :, :own]
+                    part[...] = output[0]
+                continue
             binding = encoder.io_binding()
-            binding.bind_cpu_input("mel", np.ascontiguousarray(mel[None]))
+            binding.bind_cpu_input("mel", one)
             for name, array in arrays.items():
                 binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(array[row : row + 1]))
             encoder.run_with_iobinding(binding)

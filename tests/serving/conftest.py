@@ -258,6 +258,15 @@ def whisper_engine(bundled_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
 
 
 @pytest.fixture(scope="session")
+def tiny_en_engine(tiny_en_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
+    """tiny.en loaded once: for tests about who waits for whom, batching and the search, which every model size
+    shares; accuracy is base's (``whisper_engine``) and the benches'."""
+    engine = load_engine(tiny_en_model_dir)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def guarded_server(tiny_en_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
     """A server as a careful deployment runs it: transcription keys from the variable and a mounted secret file,
     a separate admin key, and a short upload idle timeout. Shared by the auth and limits tests, which check who

@@ -62,13 +62,6 @@ def parts(tiny_en_model_dir) -> Parts:
 
 
 @pytest.fixture(scope="module")
-def tiny_en_engine(tiny_en_model_dir):
-    engine = load_engine(tiny_en_model_dir)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
 def clips(synthesize) -> list[np.ndarray]:
     speech, _ = sf.read(SPEECH_CLIP, dtype="float32")
     return [

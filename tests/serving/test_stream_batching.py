@@ -16,16 +16,9 @@ import soundfile as sf
 from serving.engine import DecodeOptions
 from serving.inference import InferencePool
 from serving.model_dir import SPEECH_CLIP
-from serving.whisper_onnx import WhisperOnnxEngine, load_engine
+from serving.whisper_onnx import WhisperOnnxEngine
 
 GREEDY = DecodeOptions(beam_size=1)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_en_model_dir):
-    engine = load_engine(tiny_en_model_dir)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +34,21 @@ def recordings(synthesize) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("draft", [False, True], ids=["finals", "drafts"])
-def test_each_recording_of_a_batch_gets_the_transcript_it_gets_alone(engine, recordings, draft):
-    together = engine.transcribe_batch(recordings, "en", draft=draft, options=GREEDY)
-    alone = [engine.transcribe(audio, "en", draft=draft, options=GREEDY) for audio in recordings]
+def test_each_recording_of_a_batch_gets_the_transcript_it_gets_alone(tiny_en_engine, recordings, draft):
+    together = tiny_en_engine.transcribe_batch(recordings, "en", draft=draft, options=GREEDY)
+    alone = [tiny_en_engine.transcribe(audio, "en", draft=draft, options=GREEDY) for audio in recordings]
     assert [t.text for t in together] == [a.text for a in alone]
     assert [t.segments for t in together] == [a.segments for a in alone]  # scores and times too
     assert len({t.text for t in together}) == len(recordings), "every recording has its own words"
     assert "smooth" in together[3].text.lower(), together[3].text
 
 
-def test_a_batch_without_a_language_detects_each_recordings_own(engine, recordings):
-    results = engine.transcribe_batch(recordings[:2], None, options=GREEDY)
+def test_a_batch_without_a_language_detects_each_recordings_own(tiny_en_engine, recordings):
+    results = tiny_en_engine.transcribe_batch(recordings[:2], None, options=GREEDY)
     assert [r.language for r in results] == ["en", "en"]
-    assert [r.text for r in results] == [engine.transcribe(a, "en", options=GREEDY).text for a in recordings[:2]]
+    assert [r.text for r in results] == [
+        tiny_en_engine.transcribe(a, "en", options=GREEDY).text for a in recordings[:2]
+    ]
 
 
 class CountingEngine:
@@ -88,8 +83,8 @@ async def _queued_behind_a_busy_thread(pool: InferencePool, engine: CountingEngi
     return await asyncio.gather(leader, *followers, return_exceptions=True)
 
 
-def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_kind(engine, recordings):
-    counting = CountingEngine(engine)
+def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_kind(tiny_en_engine, recordings):
+    counting = CountingEngine(tiny_en_engine)
     pool = InferencePool(1)
 
     def decode(audio, *, draft=False, language="en"):
@@ -113,16 +108,16 @@ def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_ki
     # Alone (a free thread), then the two finals together, then the two drafts together.
     assert counting.batches == [1, 2, 2]
     assert [r.text for r in results] == [
-        engine.transcribe(recordings[0], "en", options=GREEDY).text,
-        engine.transcribe(recordings[1], "en", options=GREEDY).text,
-        engine.transcribe(recordings[2], "en", draft=True).text,
-        engine.transcribe(recordings[3], "en", options=GREEDY).text,
-        engine.transcribe(recordings[2], "en", draft=True).text,
+        tiny_en_engine.transcribe(recordings[0], "en", options=GREEDY).text,
+        tiny_en_engine.transcribe(recordings[1], "en", options=GREEDY).text,
+        tiny_en_engine.transcribe(recordings[2], "en", draft=True).text,
+        tiny_en_engine.transcribe(recordings[3], "en", options=GREEDY).text,
+        tiny_en_engine.transcribe(recordings[2], "en", draft=True).text,
     ]
 
 
-def test_other_versions_and_languages_are_never_batched_together(engine, recordings):
-    counting, other = CountingEngine(engine), CountingEngine(engine)
+def test_other_versions_and_languages_are_never_batched_together(tiny_en_engine, recordings):
+    counting, other = CountingEngine(tiny_en_engine), CountingEngine(tiny_en_engine)
     other.release.set()
     pool = InferencePool(1)
 
@@ -150,8 +145,8 @@ def test_other_versions_and_languages_are_never_batched_together(engine, recordi
     assert decoded[4].text.startswith("Glue the"), decoded[4].text
 
 
-def test_a_decode_whose_stream_stopped_waiting_is_skipped(engine, recordings):
-    counting = CountingEngine(engine)
+def test_a_decode_whose_stream_stopped_waiting_is_skipped(tiny_en_engine, recordings):
+    counting = CountingEngine(tiny_en_engine)
     pool = InferencePool(1)
 
     async def scenario():
@@ -171,8 +166,8 @@ def test_a_decode_whose_stream_stopped_waiting_is_skipped(engine, recordings):
     assert "smooth" in last.text.lower(), last.text
 
 
-def test_a_failed_batch_fails_every_stream_in_it_and_the_pool_keeps_serving(engine, recordings):
-    failing = CountingEngine(engine, fail=True)
+def test_a_failed_batch_fails_every_stream_in_it_and_the_pool_keeps_serving(tiny_en_engine, recordings):
+    failing = CountingEngine(tiny_en_engine, fail=True)
     pool = InferencePool(1)
 
     async def scenario():

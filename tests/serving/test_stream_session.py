@@ -21,7 +21,7 @@ from serving.settings import StreamSettings
 from serving.stream_control import AudioPacer
 from serving.streaming import PREROLL_SAMPLES, StreamSession
 from serving.vad import SileroVad, VadStream
-from serving.whisper_onnx import WhisperOnnxEngine, load_engine
+from serving.whisper_onnx import WhisperOnnxEngine
 from tests.serving.server_fixtures import pcm16, silence, with_silence
 
 FIRST = "Please call Stella and ask her to bring these things with her from the store."
@@ -33,14 +33,6 @@ FRAME = 640  # 20 ms of PCM16
 @pytest.fixture(scope="module")
 def silero() -> SileroVad:
     return SileroVad()
-
-
-@pytest.fixture(scope="module")
-def tiny_en_engine(tiny_en_model_dir) -> Iterator[WhisperOnnxEngine]:
-    """tiny.en: these tests are about who waits for whom inside a session, so the quickest model serves."""
-    engine = load_engine(tiny_en_model_dir)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture
