@@ -1,6 +1,7 @@
 """Stream latency and capacity: real-time streams to the real server on loopback, 1, 2, 3 ... at once.
 
-    python -m bench.streams [--streams 1,2,3,4,5] [--seconds 30] [--threads 2] [--codec pcm16|opus] [--quick]
+    python -m bench.streams [--streams 1,2,3,4,5] [--seconds 30] [--threads 2] [--model-threads N] [--codec pcm16|opus]
+        [--quick]
 
 Each client streams synthesized English sentences with pauses in real time (20 ms frames, PCM16 or 16 kbps Opus)
 and timestamps what comes back. Every sentence's speech is known to the sample, so latencies are measured from the
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> list[Level]:
     parser.add_argument("--streams", default="1,2,3,4,5", help="concurrency levels, ascending (default 1,2,3,4,5)")
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per stream and level (default 30)")
     parser.add_argument("--threads", type=int, default=2, help="SPEECH_INFERENCE_THREADS of the server (default 2)")
+    parser.add_argument(
+        "--model-threads", type=int, default=None, help="SPEECH_MODEL__THREADS, per decode (default: one per CPU)"
+    )
     parser.add_argument("--target", type=float, default=1.5, help="p95 final that keeps up, in s (default 1.5)")
     parser.add_argument("--codec", choices=("pcm16", "opus"), default="pcm16", help="what clients send")
     parser.add_argument("--language", default="en", help="the stream's language parameter; 'detect' sends none")
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
     levels = sorted(int(n) for n in args.streams.split(","))
     name = "whisper-base" if args.profile == "base" else f"whisper-{args.profile}"
     settings = Settings(
-        model=ModelSettings(name=name, profile=args.profile),
+        model=ModelSettings(name=name, profile=args.profile, threads=args.model_threads),
         inference_threads=args.threads,
         grpc=GrpcSettings(port=0),
         stream=StreamSettings(
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> list[Level]:
     query = f"?codec={args.codec}" + ("" if args.language == "detect" else f"&language={args.language}")
     machine = _machine()
     print(
-        f"{args.seconds:g} s of speech per stream ({args.codec}), {args.threads} inference threads, {name}; "
+        f"{args.seconds:g} s of speech per stream ({args.codec}), {args.threads} inference threads "
+        f"({args.model_threads or 'one per CPU'} each), {name}; "
         f"{machine['cpus']} CPUs, load average {machine['load_average']}"
     )
     header = "streams finals  final p50  p95  first partial p50  p95  partial gap p50  p95  cpu/s  keeps up"

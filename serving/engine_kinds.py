@@ -15,7 +15,7 @@ from pathlib import Path
 import soundfile as sf
 
 from serving.bundled import model_dir_for, voice_dir_for
-from serving.engine import AsrEngine, Engine
+from serving.engine import AsrEngine, DecodeOptions, Engine
 from serving.model_dir import SPEECH_CLIP
 from serving.settings import ModelSpec
 
@@ -25,8 +25,8 @@ class EngineKind:
     """What the model manager needs to know about one kind of model."""
 
     kind: str
-    # Verify a model directory (manifest, kind, hashes) and load it; raises ModelError.
-    load: Callable[[Path], Engine]
+    # Verify a model directory (manifest, kind, hashes) and load it as the spec says; raises ModelError.
+    load: Callable[[Path, ModelSpec], Engine]
     # One real run, so a model that loads but cannot work never becomes current.
     warm: Callable[[Engine], None]
     # Where the bundled model of a spec lives in the local cache (built by set-up, not by the server).
@@ -35,17 +35,18 @@ class EngineKind:
     build_command: Callable[[ModelSpec], str]
 
 
-def _load_asr(model_dir: Path) -> Engine:
+def _load_asr(model_dir: Path, spec: ModelSpec) -> Engine:
     from serving.whisper_onnx import load_engine
 
-    return load_engine(model_dir)
+    return load_engine(model_dir, threads=spec.threads)
 
 
 def _warm_asr(engine: Engine) -> None:
     if not isinstance(engine, AsrEngine):
         raise TypeError(f"{engine!r} is not an ASR engine")
     speech, _ = sf.read(SPEECH_CLIP, dtype="float32")
-    engine.transcribe(speech, "en")
+    # Greedy: the same encoder and decoder graphs a beam search runs, at half its cost (every start and hot swap).
+    engine.transcribe(speech, "en", options=DecodeOptions(beam_size=1))
     engine.transcribe(speech, "en", draft=True)  # streaming partials take the short-window path
 
 
@@ -58,7 +59,7 @@ ASR = EngineKind(
 )
 
 
-def _load_tts(model_dir: Path) -> Engine:
+def _load_tts(model_dir: Path, spec: ModelSpec) -> Engine:
     from serving.tts import load_voice
 
     return load_voice(model_dir)

@@ -165,7 +165,7 @@ class ModelManager:
             model_dir, source = self.store.pull(self.spec.name, version), self.store.url(self.spec.name, version)
         else:
             model_dir, source = self._bundled_dir(profile or self.spec.profile), "bundled"
-        engine = self.kind.load(model_dir)
+        engine = self.kind.load(model_dir, self.spec)
         try:
             self.kind.warm(engine)
         except Exception:

@@ -54,6 +54,11 @@ class ModelSettings(BaseModel):
     # Hypotheses a batch request's windows are searched with: 5 as faster-whisper; 1 decodes greedily, about twice as
     # fast and 1.8 WER points worse on the long-form bench. Streams have their own (SPEECH_STREAM__FINAL_BEAM_SIZE).
     beam_size: int = Field(default=5, ge=1, le=10)
+    # Intra-op threads of each decode (onnxruntime); None: one per usable CPU. SPEECH_INFERENCE_THREADS decodes run
+    # at once, so a many-core node with many inference threads may want fewer each. On 2 cores, 1 thread costs a
+    # quarter less CPU per decode but every stream level of bench.streams got its finals later (4 streams: p95 4.1 s
+    # against 1.8 s), so the default stays; the test suite, four workers on two cores, uses 1.
+    threads: int | None = Field(default=None, gt=0, le=64)
 
     @field_validator("languages")
     @classmethod
@@ -75,6 +80,7 @@ class ModelSpec:
     name: str
     version: str | None
     profile: str
+    threads: int | None = None  # intra-op threads per call; None: the engine's default
 
 
 class ShadowSettings(BaseModel):
@@ -411,8 +417,8 @@ class Settings(BaseSettings):
         model, tts = self.model, self.tts
         specialised = sorted(set(model.languages.values()))
         served = [
-            ModelSpec("asr", model.name, model.version, model.profile),
-            *(ModelSpec("asr", name, model.version, profile_named(name)) for name in specialised),
+            ModelSpec("asr", model.name, model.version, model.profile, model.threads),
+            *(ModelSpec("asr", name, model.version, profile_named(name), model.threads) for name in specialised),
         ]
         if tts.enabled:
             served.append(ModelSpec("tts", tts.name, tts.version, tts.voice))

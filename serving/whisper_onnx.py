@@ -109,9 +109,9 @@ class WhisperOnnxEngine:
         self.version = manifest.version
         self.profile = manifest.profile
         self.config: WhisperConfig = read_config(model_dir)
-        threads = threads or default_threads()
-        self._encoder: ort.InferenceSession | None = _session(model_dir / ENCODER_FILE, threads)
-        self._decoder: ort.InferenceSession | None = _session(model_dir / DECODER_FILE, threads)
+        self.threads = threads or default_threads()  # intra-op threads of each session
+        self._encoder: ort.InferenceSession | None = _session(model_dir / ENCODER_FILE, self.threads)
+        self._decoder: ort.InferenceSession | None = _session(model_dir / DECODER_FILE, self.threads)
         self._tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
         self._vad = SileroSequence()
         self._encoder_outputs = encoder_outputs(self.config.n_decoder_layers)

@@ -24,15 +24,10 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-
-import onnx
-import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from typing import TYPE_CHECKING
 
 from serving.build.cache import ensure_built
 from serving.build.ct2_weights import parse_ct2_model
-from serving.build.export_check import check_export
-from serving.build.whisper_torch import WhisperDecoderStep, WhisperEncoder, build_whisper
 from serving.bundled import MODEL_VERSION, PROFILES, Profile, model_dir_for, package_file, profile_of
 from serving.model_dir import (
     CACHE_ENV,
@@ -49,6 +44,12 @@ from serving.model_dir import (
     write_config,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from serving.build.whisper_torch import WhisperDecoderStep, WhisperEncoder
+
+# torch, onnx and the quantizers are imported by the functions that build: finding a model already in the cache
+# (every start, every test session) takes none of them (torch alone is 2.4 s of imports).
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def _config_for(profile: str, source: Profile, dims: WhisperDims) -> WhisperConf
 
 
 def _export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoderStep, config: WhisperConfig, out: Path) -> None:
+    import torch
+
     layers, heads, head_dim = config.n_decoder_layers, config.n_heads, config.head_dim
     mel = torch.zeros(1, config.n_mels, 2 * config.n_audio_ctx)
     # Traced with two beams of one window, so rows and windows are told apart in the graph.
@@ -164,6 +167,9 @@ def _quantize_encoder(fp32: Path, int8: Path) -> None:
     slower than the fp32 Conv on CPU and the two convs are small, so only MatMuls are quantized. The encoder runs
     one window at a time, so that one scale never mixes windows.
     """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     names = [
         node.name for node in onnx.load(str(fp32), load_external_data=False).graph.node if node.op_type == "MatMul"
     ]
@@ -191,7 +197,9 @@ def _quantize_decoder(fp32: Path, int8: Path) -> None:
     streaming draft decodes in 158 ms against 261 ms, a greedy final in 242 against 387 ms, a beam-5 final in 387
     against 634 ms; the 10-minute long-form bench at beam 5 takes as long, at 9.8% WER against 10.1%.
     """
-    # Imported here: at import the module configures the root logger (basicConfig at INFO) for whoever comes next.
+    import onnx
+
+    # At import this module configures the root logger (basicConfig at INFO) for whoever comes next.
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
@@ -218,6 +226,8 @@ def bundled_weights(profile: str) -> bytes:
 
 def load_torch_whisper(profile: str) -> tuple[WhisperEncoder, WhisperDecoderStep, WhisperConfig]:
     """The fp32 torch model and runtime config of a bundled profile: the reference every export is checked against."""
+    from serving.build.whisper_torch import build_whisper
+
     source = profile_of(profile)
     encoder, decoder, dims = build_whisper(parse_ct2_model(bundled_weights(profile), f"{source.name} model.bin"))
     return encoder, decoder, _config_for(profile, source, dims)
@@ -225,6 +235,8 @@ def load_torch_whisper(profile: str) -> tuple[WhisperEncoder, WhisperDecoderStep
 
 def build_model_dir(profile: str, target: Path) -> Path:
     """Export ``profile`` into ``target`` (which must not exist yet) and return it."""
+    from serving.build.export_check import check_export
+
     source = profile_of(profile)
     started = time.perf_counter()
     encoder, decoder, config = load_torch_whisper(profile)

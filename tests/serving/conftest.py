@@ -252,7 +252,8 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def whisper_engine(bundled_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
-    engine = load_engine(bundled_model_dir)
+    """base loaded once, on one intra-op thread as the shared test server (``local_settings``)."""
+    engine = load_engine(bundled_model_dir, threads=1)
     yield engine
     engine.close()
 
@@ -261,7 +262,7 @@ def whisper_engine(bundled_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
 def tiny_en_engine(tiny_en_model_dir: Path) -> Iterator[WhisperOnnxEngine]:
     """tiny.en loaded once: for tests about who waits for whom, batching and the search, which every model size
     shares; accuracy is base's (``whisper_engine``) and the benches'."""
-    engine = load_engine(tiny_en_model_dir)
+    engine = load_engine(tiny_en_model_dir, threads=1)
     yield engine
     engine.close()
 

@@ -9,7 +9,6 @@ import pytest
 
 from serving.build.ct2_weights import Ct2FormatError, parse_ct2_model
 from serving.build.export import bundled_weights
-from serving.build.whisper_torch import dims_of
 
 
 def _string(text: str) -> bytes:
@@ -32,6 +31,8 @@ def _model_bin(version: int = 6, variables: dict[str, np.ndarray] | None = None,
     ("profile", "layers", "width", "heads", "vocab"), [("base", 6, 512, 8, 51865), ("tiny.en", 4, 384, 6, 51864)]
 )
 def test_bundled_weights_parse_into_the_published_whisper_sizes(profile, layers, width, heads, vocab):
+    from serving.build.whisper_torch import dims_of  # imports torch: here, not at collection
+
     model = parse_ct2_model(bundled_weights(profile), profile)
     dims = dims_of(model)
     assert (dims.n_encoder_layers, dims.n_decoder_layers, dims.d_model, dims.n_heads) == (layers, layers, width, heads)

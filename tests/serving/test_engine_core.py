@@ -17,6 +17,7 @@ from serving.metrics import ServingMetrics
 from serving.model_dir import MANIFEST_FILE, VOICE_FILES, ModelError, read_manifest, verify_model_dir
 from serving.model_manager import ModelCatalog
 from serving.settings import ModelSettings, Settings
+from serving.whisper_onnx import WhisperOnnxEngine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,21 @@ def test_a_server_without_a_store_or_a_built_model_names_the_build_command(tmp_p
         "run `python -m serving.build.export --profile tiny.en`; the server log says why"
     )
     assert list(tmp_path.iterdir()) == [], "the server built nothing"
+
+
+def test_every_asr_model_decodes_on_the_threads_the_environment_sets(tiny_en_model_dir, monkeypatch):
+    monkeypatch.setenv("SPEECH_MODEL__THREADS", "1")
+    monkeypatch.setenv("SPEECH_MODEL__LANGUAGES", '{"en": "whisper-tiny.en"}')
+    served = [(spec.kind, spec.name, spec.threads) for spec in Settings().served_models()]
+    assert served[:2] == [("asr", "whisper-base", 1), ("asr", "whisper-tiny.en", 1)]
+
+    cache = tiny_en_model_dir.parents[1]
+    model = ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache, threads=1)
+    catalog = ModelCatalog(Settings(model=model, tts={"enabled": False}), ServingMetrics("local"))
+    asyncio.run(catalog.load_then_poll())
+    with catalog.asr.registry.acquire() as lease:
+        assert isinstance(lease.engine, WhisperOnnxEngine) and lease.engine.threads == 1
+    catalog.close()
 
 
 def _manifest_copy(model_dir: Path, tmp_path: Path, **changes: object) -> Path:

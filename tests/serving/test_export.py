@@ -8,13 +8,14 @@ import shutil
 import pytest
 
 from serving.build.export import ensure_bundled_model, load_torch_whisper
-from serving.build.export_check import compare_to_torch
 from serving.bundled import MODEL_VERSION, model_dir_for
 from serving.model_dir import DECODER_FILE, MANIFEST_FILE, ModelError, read_manifest, verify_model_dir
 
 
 @pytest.mark.slow
 def test_onnx_graphs_match_torch_on_speech_they_were_not_checked_on(bundled_model_dir, synthesize):
+    from serving.build.export_check import compare_to_torch  # imports torch: here, not at collection
+
     encoder, decoder, config = load_torch_whisper("base")
     speech = synthesize("Please call Stella and ask her to bring these things with her from the store.", engine="flite")
     report = compare_to_torch(encoder, decoder, config, bundled_model_dir, speech)

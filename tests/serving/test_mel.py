@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
 
 from serving.mel import (
     CHUNK_FRAMES,
@@ -19,9 +19,15 @@ from serving.mel import (
     window_features,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the reference functions, not at collection: every test worker collects every file.
+
 
 def _torch_slaney_filters(n_mels: int, sample_rate: int = 16_000) -> torch.Tensor:
     """torchaudio's ``melscale_fbanks(norm="slaney", mel_scale="slaney")``, written out: [n_mels, n_fft/2+1]."""
+    import torch
 
     def hz_to_mel(hz: float) -> float:
         return hz * 3 / 200 if hz < 1000 else 15 + math.log(hz / 1000) / (math.log(6.4) / 27)
@@ -42,6 +48,8 @@ def _torch_slaney_filters(n_mels: int, sample_rate: int = 16_000) -> torch.Tenso
 
 def _whisper_log_mel(audio: np.ndarray, filters: torch.Tensor) -> np.ndarray:
     """``whisper.audio.log_mel_spectrogram`` as published, given its filterbank."""
+    import torch
+
     stft = torch.stft(torch.from_numpy(audio), N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
     magnitudes = stft[..., :-1].abs() ** 2
     log_spec = torch.clamp(filters @ magnitudes, min=1e-10).log10()

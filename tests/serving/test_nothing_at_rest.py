@@ -39,11 +39,11 @@ def _files(*roots: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(bundled_model_dir, tmp_path, synthesize):
+def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(tiny_en_model_dir, tmp_path, synthesize):
     home, temp, cache, work = (tmp_path / name for name in ("home", "tmp", "xdg-cache", "work"))
     for directory in (home, temp, cache, work):
         directory.mkdir()
-    model_cache = bundled_model_dir.parents[1]
+    model_cache = tiny_en_model_dir.parents[1]
     watched = (home, temp, cache, work, model_cache)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -52,6 +52,7 @@ def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(bundl
     env.update(
         HOME=str(home), TMPDIR=str(temp), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO),
         PYTHONDONTWRITEBYTECODE="1", SPEECH_MODEL_CACHE=str(model_cache), SPEECH_LOG_LEVEL="debug",
+        SPEECH_MODEL__NAME="whisper-tiny.en", SPEECH_MODEL__PROFILE="tiny.en",  # what is kept is not the model's
         SPEECH_AUTH__API_KEY_HASHES=hashlib.sha256(API_KEY.encode()).hexdigest(), SPEECH_GRPC__PORT="0",
     )  # fmt: skip
     process = subprocess.Popen(

@@ -82,11 +82,11 @@ def test_a_forced_language_is_used_and_an_unknown_one_is_refused(whisper_engine,
         whisper_engine.transcribe(speech, language="xx")
 
 
-def test_concurrent_calls_agree_with_sequential_ones(whisper_engine, reference_sentences, synthesize):
+def test_concurrent_calls_agree_with_sequential_ones(tiny_en_engine, reference_sentences, synthesize):
     clips = [synthesize(text) for text in _english(reference_sentences)[:4]]
-    sequential = [whisper_engine.transcribe(clip).text for clip in clips]
+    sequential = [tiny_en_engine.transcribe(clip).text for clip in clips]
     with ThreadPoolExecutor(4) as pool:
-        concurrent = list(pool.map(lambda clip: whisper_engine.transcribe(clip).text, clips))
+        concurrent = list(pool.map(lambda clip: tiny_en_engine.transcribe(clip).text, clips))
     assert concurrent == sequential
 
 
