@@ -53,18 +53,16 @@ def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
 
 
 @pytest.mark.slow
-def test_tiny_en_transcribes_english(tiny_en_model_dir, reference_sentences, synthesize, word_error_rate):
-    engine = load_engine(tiny_en_model_dir)
+def test_tiny_en_transcribes_english(tiny_en_engine, reference_sentences, synthesize, word_error_rate):
     english = _english(reference_sentences)
     figures = {}
     for tts in ("espeak-ng", "flite"):
-        results = [engine.transcribe(synthesize(text, engine=tts)) for text in english]
+        results = [tiny_en_engine.transcribe(synthesize(text, engine=tts)) for text in english]
         assert {r.language for r in results} == {"en"}
         figures[tts] = word_error_rate(english, [r.text for r in results])
-    engine.close()
     print(f"\ntiny.en WER over {len(english)} sentences: " + ", ".join(f"{t} {w:.1%}" for t, w in figures.items()))
     assert max(figures.values()) <= 0.35, figures
-    assert engine.languages == ["en"]
+    assert tiny_en_engine.languages == ["en"]
 
 
 def test_the_spoken_language_is_detected(whisper_engine, reference_sentences, synthesize):
