@@ -76,10 +76,12 @@ def test_every_asr_model_decodes_on_the_threads_the_environment_sets(tiny_en_mod
     cache = tiny_en_model_dir.parents[1]
     model = ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache, threads=1)
     catalog = ModelCatalog(Settings(model=model, tts={"enabled": False}), ServingMetrics("local"))
-    asyncio.run(catalog.load_then_poll())
-    with catalog.asr.registry.acquire() as lease:
-        assert isinstance(lease.engine, WhisperOnnxEngine) and lease.engine.threads == 1
-    catalog.close()
+    try:
+        asyncio.run(catalog.load_then_poll())
+        with catalog.asr.registry.acquire() as lease:
+            assert isinstance(lease.engine, WhisperOnnxEngine) and lease.engine.threads == 1
+    finally:
+        catalog.close()
 
 
 def _manifest_copy(model_dir: Path, tmp_path: Path, **changes: object) -> Path:
