@@ -1,6 +1,7 @@
 """Stream latency and capacity: real-time streams to the real server on loopback, 1, 2, 3 ... at once.
 
     python -m bench.streams [--streams 1,2,3,4,5] [--seconds 30] [--threads 2] [--model-threads N] [--codec pcm16|opus]
+        [--final-window-pad-s S|off]
         [--quick]
 
 Each client streams synthesized English sentences with pauses in real time (20 ms frames, PCM16 or 16 kbps Opus)
@@ -42,11 +43,12 @@ from bench.asr_speed import REPO
 from bench.longform import _machine
 from serving.engine import SAMPLE_RATE
 from serving.settings import GrpcSettings, ModelSettings, Settings, StreamSettings
-from tests.serving.conftest import EDGE_SILENCE_S, TtsEngine, load_sentences, synthesize
+from tests.serving.conftest import TtsEngine, load_sentences, synthesize
 from tests.serving.server_fixtures import live_server, opus_packets, pcm16, scrape, silence
 
 RESULTS = REPO / "bench" / "results" / "streams.json"
 FRAME_S = 0.02
+VOICED_LEVEL = 10 ** (-50 / 20)  # a sample this loud is speech (the clips are clean synthesis)
 PAUSE_S = 1.2  # between sentences: longer than end_silence_ms, so every sentence is an utterance
 QUICK = {"streams": "1,2", "seconds": 8.0}
 
@@ -95,12 +97,22 @@ def conversation(seconds: float, offset: int) -> tuple[np.ndarray, list[Spoken]]
     while cursor < seconds * SAMPLE_RATE:
         engine: TtsEngine = "flite" if index % 2 else "espeak-ng"
         clip = synthesize(texts[index % len(texts)], engine=engine)
-        edge = EDGE_SILENCE_S * SAMPLE_RATE
-        spoken.append(Spoken((cursor + edge) / SAMPLE_RATE, (cursor + len(clip) - edge) / SAMPLE_RATE))
+        first, last = voiced(clip)
+        spoken.append(Spoken((cursor + first) / SAMPLE_RATE, (cursor + last) / SAMPLE_RATE))
         parts += [clip, silence(PAUSE_S)]
         cursor += len(clip) + len(parts[-1])
         index += 1
     return np.concatenate(parts), spoken
+
+
+def voiced(clip: np.ndarray) -> tuple[int, int]:
+    """The first and last sample of a synthesized clip's speech: louder than -50 dBFS. The synthesizers add their
+    own silence inside the clip's edges (espeak-ng about 0.45 s at the end, flite 0.15 s of faint breath), which
+    would otherwise count as speech and flatter every final by that much."""
+    loud = np.flatnonzero(np.abs(clip) > VOICED_LEVEL)
+    if not len(loud):
+        raise ValueError("the synthesizer returned silence")
+    return int(loud[0]), int(loud[-1]) + 1
 
 
 def frames_of(audio: np.ndarray, codec: str) -> list[bytes]:
@@ -189,6 +201,11 @@ def main(argv: list[str] | None = None) -> list[Level]:
     parser.add_argument(
         "--end-silence-ms", type=int, default=600, help="SPEECH_STREAM__END_SILENCE_MS: silence that ends an utterance"
     )
+    parser.add_argument(
+        "--final-window-pad-s",
+        default="5",
+        help="SPEECH_STREAM__FINAL_WINDOW_PAD_S: silence a final's window is fitted with; 'off' for 30 s windows",
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -204,6 +221,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
             max_sessions=max(levels),
             speculative_final_ms=args.speculative_final_ms or None,
             end_silence_ms=args.end_silence_ms,
+            final_window_pad_s=args.final_window_pad_s,
         ),
     )
     talks = [conversation(args.seconds, offset) for offset in range(max(levels))]

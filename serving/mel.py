@@ -79,8 +79,14 @@ def _padded_log_mel(audio: np.ndarray, frames: int, n_mels: int) -> np.ndarray:
     return log_mel_spectrogram(padded, n_mels)
 
 
-def window_features(audio: np.ndarray, n_mels: int) -> np.ndarray:
+def window_features(audio: np.ndarray, n_mels: int, pad_seconds: float | None = None) -> np.ndarray:
     """The [n_mels, 3000] window Whisper sees for at most 30 s of audio: its features, then zeros up to 30 s.
+
+    With ``pad_seconds`` the window is fitted to the audio instead: its features, then that many seconds of zeros,
+    rounded up to whole seconds, at most 30 s. The encoder's cost follows its frames, so a 4 s utterance fitted with
+    5 s costs under a third of a 30 s window; on the 102 short test clips, greedy, transcripts came out with the same
+    WER as on 30 s windows at 3 and 5 s of padding (13.5 and 13.7% English, against 13.5%; 71 and 73 identical),
+    and with 2 s slightly worse (14.1%); the encoder at such lengths needs a dynamic frame axis.
 
     Zeros in feature space, as faster-whisper's batched pipeline pads, rather than the features of silent audio that
     Whisper's sequential transcription appends: measured on two 10-minute bench recordings, 0.7 and 1.1 WER points
@@ -92,8 +98,9 @@ def window_features(audio: np.ndarray, n_mels: int) -> np.ndarray:
         raise ValueError(
             f"a Whisper window holds at most {CHUNK_SAMPLES} samples ({CHUNK_SECONDS} s); got {len(audio)}"
         )
-    window = np.zeros((n_mels, CHUNK_FRAMES), np.float32)
     frames = len(audio) // HOP_LENGTH
+    size = CHUNK_FRAMES if pad_seconds is None else _fitted_frames(len(audio), pad_seconds, 1.0)
+    window = np.zeros((n_mels, size), np.float32)
     if frames:
         # The reflect padding of the STFT needs more samples than half an FFT: a shorter clip gets zeros after it.
         padded = np.pad(audio, (0, max(0, N_FFT // 2 + 1 - len(audio))))
@@ -109,7 +116,13 @@ def draft_features(audio: np.ndarray, n_mels: int, pad_seconds: float, quantum_s
     costs in proportion to the audio rather than to 30 s; F is even, as the encoder's stride-2 conv needs.
     """
     audio = audio[-CHUNK_SAMPLES:]
-    quantum = max(2, round(quantum_seconds * SAMPLE_RATE / HOP_LENGTH) // 2 * 2)
-    wanted = len(audio) // HOP_LENGTH + round(pad_seconds * SAMPLE_RATE / HOP_LENGTH)
-    frames = min(CHUNK_FRAMES, -(-wanted // quantum) * quantum)
+    frames = _fitted_frames(len(audio), pad_seconds, quantum_seconds)
     return np.ascontiguousarray(_padded_log_mel(audio, frames, n_mels)[:, :frames])
+
+
+def _fitted_frames(samples: int, pad_seconds: float, quantum_seconds: float) -> int:
+    """Frames for ``samples`` of audio plus ``pad_seconds``, rounded up to ``quantum_seconds`` (an even count, as
+    the encoder's stride-2 conv needs), at most a 30 s window's."""
+    quantum = max(2, round(quantum_seconds * SAMPLE_RATE / HOP_LENGTH) // 2 * 2)
+    wanted = samples // HOP_LENGTH + round(pad_seconds * SAMPLE_RATE / HOP_LENGTH)
+    return min(CHUNK_FRAMES, -(-wanted // quantum) * quantum)

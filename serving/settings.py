@@ -125,10 +125,11 @@ class CacheSettings(BaseModel):
 class StreamSettings(BaseModel):
     """Limits and cadence of one WebSocket stream."""
 
-    # From `python -m bench.streams` on 2 cores with 2 inference threads (README, "Stream capacity"): two real-time
-    # streams keep their finals within 1.5 s at p95 and a partial a second; the third does not. Set it from the bench
-    # on other hardware (a deployment sets it from `streamsPerReplica`).
-    max_sessions: int = Field(default=2, gt=0)
+    # From `python -m bench.streams` on 2 cores with 2 inference threads (README, "Stream capacity"): six real-time
+    # streams kept their finals within 1.5 s at p95 and a partial a second (p95 1.16-1.42 s over three runs), four
+    # within 1 s. Four leaves room for a slower hour on a shared machine. Set it from the bench on other hardware (a
+    # deployment sets it from `streamsPerReplica`).
+    max_sessions: int = Field(default=4, gt=0)
     # 640 bytes is one 20 ms frame; allow up to 1 s so bursty clients are not punished.
     max_frame_bytes: int = Field(default=32_000, gt=0)
     partial_interval_ms: int = Field(default=500, ge=100)
@@ -141,7 +142,8 @@ class StreamSettings(BaseModel):
     end_silence_ms: int = Field(default=600, ge=100)
     # After this much silence the final is decoded speculatively and, if no speech follows before end_silence_ms,
     # sent as it is: the final then arrives about end_silence_ms after the speech rather than that plus a decode.
-    # Shorter costs more wasted decodes on pauses inside sentences; None turns speculation off.
+    # Shorter costs more wasted decodes on pauses inside sentences; None (`off` in the environment) turns
+    # speculation off.
     speculative_final_ms: int | None = Field(default=200, ge=32)
     # With no `language` from the client, the stream's language is detected once on this much of its first
     # utterance (all of it if shorter); no partial comes before then.
@@ -154,6 +156,11 @@ class StreamSettings(BaseModel):
     # Finals are decoded greedily: a beam of 5 (what batch requests use) costs a one-window final about twice the
     # decode time, and finals are latency-bound. Raise it where accuracy matters more than the last few hundred ms.
     final_beam_size: int = Field(default=1, ge=1, le=10)
+    # Finals are encoded on a window fitted to the utterance plus this much silence (rounded up to whole seconds)
+    # rather than Whisper's padded 30 s one: a 4 s utterance costs under a third of the encoder work, at the same
+    # WER on the test clips (serving/mel.py), which brings the final in sooner and leaves the CPU to more streams.
+    # None (`off` in the environment) encodes finals on 30 s windows.
+    final_window_pad_s: float | None = Field(default=5.0, ge=1, le=30)
     # Audio is taken at most this many times faster than real time (plus `burst_s` ahead), so one client sending a
     # file as fast as it can does not eat the CPU of everyone else: beyond it the server stops reading and TCP
     # pushes back. A few times real time lets clients catch up after a network stall.
@@ -166,6 +173,12 @@ class StreamSettings(BaseModel):
     # A client held back this long stops being read: its pending finals are still sent, then it is closed with 1013.
     backpressure_timeout_s: float = Field(default=10.0, gt=0)
     idle_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("speculative_final_ms", "final_window_pad_s", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """An environment variable cannot be None: `off` stands for it."""
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
 
 class LimitsSettings(BaseModel):

@@ -2,15 +2,17 @@
 
 Whisper is not a streaming model, so a session buffers the current utterance and re-decodes it as a draft (the
 engine encodes only the utterance, not a padded 30 s window) each time ``partial_interval_ms`` of new audio has
-arrived, or its last draft's time over ``partial_duty`` if that is longer: the cadence adapts to load. Decodes run on
-the inference thread pool, in one batch with the other streams' decodes that queued alongside
+arrived, or its last draft's time over ``partial_duty`` if that is longer: the cadence adapts to load; audio with
+no new speech, or after the speaker paused, gets no draft (it would repeat the last partial and hold up the final).
+Decodes run on the inference thread pool, in one batch with the other streams' decodes that queued alongside
 (``serving/inference.py``). Words two drafts in a row agree on are committed (``serving/agreement.py``): later
 partials keep them unchanged, and with ``partial_prefix`` the engine takes them as a forced prefix, so only the
 unstable tail is decoded again. An utterance ends with a final decode when the VAD hears ``end_silence_ms`` of
-silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``. The final's decode starts
-speculatively after the first ``speculative_final_ms`` of silence and is sent as it is when no more speech came
-before the end, so the final arrives about ``end_silence_ms`` after the speech instead of that plus a decode. The
-VAD runs on its own thread, never on the event loop.
+silence, the utterance reaches ``max_utterance_s``, or the client sends ``flush``; finals are encoded on a window
+fitted to the utterance plus ``final_window_pad_s`` of silence rather than a padded 30 s one. The final's decode
+starts speculatively after the first ``speculative_final_ms`` of silence and is sent as it is when no more speech
+came before the end, so the final arrives about ``end_silence_ms`` after the speech instead of that plus a decode.
+The VAD runs on its own thread, never on the event loop.
 
 The language is the stream's: the client's, or detected once, on a padded window of the first
 ``language_detect_s`` of speech (or of the whole first utterance if shorter; a draft of half a second misjudged
@@ -162,6 +164,7 @@ class StreamSession:
         self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
         self._min_partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
         self._partial_every = self._min_partial_every
+        self._pause_samples = (settings.speculative_final_ms or settings.end_silence_ms) * SAMPLE_RATE // 1000
         self._detect_after = int(settings.language_detect_s * SAMPLE_RATE)
         self._max_utterance = int(settings.max_utterance_s * SAMPLE_RATE)
         self._finals: deque[_Job] = deque()
@@ -305,7 +308,17 @@ class StreamSession:
         elif self._buffer.end - self._last_partial_at >= self._partial_every and (
             self.language is not None or self._buffer.end - start >= self._detect_after
         ):
-            self._queue_partial(start, self._buffer.end)
+            if self._is_new_speech_heard():
+                self._queue_partial(start, self._buffer.end)
+            else:
+                self._last_partial_at = self._buffer.end  # nothing new to show: the cadence starts again from here
+
+    def _is_new_speech_heard(self) -> bool:
+        """Whether a partial now would hold speech the last one did not, the speaker not having paused since. A draft
+        of the silence after the speech repeats the last partial, and in the pause before an utterance ends it would
+        run ahead of the final on this stream's decode queue."""
+        heard = self._vad.last_speech_end
+        return heard > self._last_partial_at and self._buffer.end - heard < self._pause_samples
 
     def _begin_utterance(self, start: int) -> None:
         self._utterance_start = self._last_partial_at = start
@@ -425,7 +438,9 @@ class StreamSession:
                 self._agreement, self._agreement_utterance = LocalAgreement(), job.utterance
             if self._settings.partial_prefix:
                 prefix = self._agreement.committed
-        options = DecodeOptions(beam_size=self._settings.final_beam_size)
+        options = DecodeOptions(
+            beam_size=self._settings.final_beam_size, window_pad_s=self._settings.final_window_pad_s
+        )
         try:  # batched with other streams' decodes of the same kind (serving/inference.py)
             result = await self._inference.transcribe(
                 self._lease.engine,

@@ -126,8 +126,9 @@ class WhisperOnnxEngine:
                 f"{model_dir / DECODER_FILE} has no input {', '.join(missing)}: model {self.name} {self.version} was "
                 "exported by an older recipe; build it again (python -m serving.build.export) or publish a newer one"
             )
-        # Encoders exported before the audio axis was dynamic take 3000 frames only; drafts fall back to full windows.
-        self.supports_draft = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
+        # Encoders exported before the audio axis was dynamic take 3000 frames only: drafts fall back to full windows
+        # and fitted windows (DecodeOptions.window_pad_s) to 30 s ones.
+        self.has_dynamic_frames = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
 
     @property
     def languages(self) -> list[str]:
@@ -197,7 +198,7 @@ class WhisperOnnxEngine:
             ]
         encoder, decoder = self._sessions()
         timings: dict[str, float] = {}
-        if draft and self.supports_draft:
+        if draft and self.has_dynamic_frames:
             return self._drafts(encoder, decoder, checked, language, timings, prefix)
         started = time.perf_counter()
         plans = [self._plan(audio) for audio in checked]
@@ -209,11 +210,12 @@ class WhisperOnnxEngine:
         options = options or DecodeOptions()
         prompt = self._whisper.prompt_tokens(options.prompt)
         rng = np.random.default_rng(_SEED)
+        n_mels, pad = self.config.n_mels, options.window_pad_s if self.has_dynamic_frames else None
         segments: list[list[Segment]] = [[] for _ in checked]
         for first in range(0, len(jobs), self.batch):
             batch = jobs[first : first + self.batch]
             started = time.perf_counter()
-            mels = [window_features(window.audio(checked[index]), self.config.n_mels) for index, window, _ in batch]
+            mels = [window_features(window.audio(checked[index]), n_mels, pad) for index, window, _ in batch]
             speech_ends = [speech_end_in(window, probabilities) for _, window, probabilities in batch]
             _add(timings, "features", started)
             started = time.perf_counter()

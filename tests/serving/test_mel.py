@@ -84,6 +84,16 @@ def test_a_window_is_whispers_features_of_the_clip_then_zeros_up_to_30_seconds(s
     assert not window[:, frames:].any()
 
 
+@pytest.mark.parametrize(
+    ("seconds", "pad", "frames"), [(0.0, 5.0, 500), (2.37, 5.0, 800), (3.0, 3.0, 600), (27.5, 5.0, CHUNK_FRAMES)]
+)
+def test_a_fitted_window_is_the_30_second_windows_start_up_to_the_padding_in_whole_seconds(seconds, pad, frames):
+    audio = np.random.default_rng(4).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32)
+    fitted = window_features(audio, 80, pad_seconds=pad)
+    assert fitted.shape == (80, frames)
+    np.testing.assert_array_equal(fitted, window_features(audio, 80)[:, :frames])
+
+
 def test_a_window_refuses_more_than_30_seconds_so_features_never_cover_a_whole_recording():
     with pytest.raises(ValueError, match=r"at most 480000 samples \(30 s\); got 480001"):
         window_features(np.zeros(CHUNK_SAMPLES + 1, np.float32), 80)

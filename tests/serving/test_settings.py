@@ -39,9 +39,21 @@ def test_nested_variables_use_double_underscores(monkeypatch):
     assert settings.region_label == "eu-west"
 
 
+def test_off_in_the_environment_turns_speculative_finals_and_fitted_windows_off(monkeypatch):
+    defaults = load_settings().stream
+    assert (defaults.speculative_final_ms, defaults.final_window_pad_s) == (200, 5.0)
+    monkeypatch.setenv("SPEECH_STREAM__SPECULATIVE_FINAL_MS", "off")
+    monkeypatch.setenv("SPEECH_STREAM__FINAL_WINDOW_PAD_S", "Off")
+    stream = load_settings().stream
+    assert (stream.speculative_final_ms, stream.final_window_pad_s) == (None, None)
+    monkeypatch.setenv("SPEECH_STREAM__FINAL_WINDOW_PAD_S", "3")
+    assert load_settings().stream.final_window_pad_s == 3.0
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
+        ("SPEECH_STREAM__FINAL_WINDOW_PAD_S", "0.5", "PAD_S='0.5': Input should be greater than or equal to 1"),
         ("SPEECH_STREAM__MAX_SESSIONS", "0", "SPEECH_STREAM__MAX_SESSIONS='0': Input should be greater than 0"),
         ("SPEECH_LIMITS__MAX_UPLOAD_BYTES", "lots", "MAX_UPLOAD_BYTES='lots': Input should be a valid integer"),
         ("SPEECH_REGION", "us-east-1", "SPEECH_REGION='us-east-1': no region is deployed to AWS region 'us-east-1'"),

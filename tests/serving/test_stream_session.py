@@ -21,7 +21,7 @@ from serving.registry import EngineLease, EngineRegistry, ModelInfo
 from serving.settings import StreamSettings
 from serving.stream_control import AudioPacer
 from serving.streaming import PREROLL_SAMPLES, StreamSession
-from serving.vad import SileroVad, VadStream
+from serving.vad import WINDOW, SileroSequence, SileroVad, VadStream
 from serving.whisper_onnx import WhisperOnnxEngine
 from tests.serving.server_fixtures import pcm16, silence, with_silence
 
@@ -280,14 +280,17 @@ def test_committed_words_never_change_in_later_partials_and_drafts_decode_only_a
 ):
     engine, lease = recording
     speech = np.concatenate([silence(0.5), synthesize(f"{FIRST} {SECOND} {THIRD}", engine="flite")])  # 11 s, no pause
+    heard = np.flatnonzero(SileroSequence().probabilities(speech) >= 0.5)  # the windows the stream's VAD hears
+    spoken_until = (int(heard[-1]) + 1) * WINDOW
 
     async def scenario(harness: Harness) -> None:
         session = harness.session
         runner = asyncio.create_task(session.run(harness.send))
         # The VAD hears the speech start after about 1.1 s. From then on each step is one partial interval (which
         # grows while drafts are slow) and yields one partial however slow the machine: none is superseded or shed.
+        # Steps stop where the speech does: the silence after it gets no draft.
         fed, at = 0, 24_000
-        while at <= len(speech):
+        while at <= spoken_until:
             sent = len(harness.of_type("partial"))
             await feed(session, speech[fed:at])
             await wait_for(lambda sent=sent: len(harness.of_type("partial")) > sent)
@@ -336,6 +339,38 @@ def test_a_flush_ends_the_utterance_now_and_its_final_comes_before_any_silence(l
     assert [f["utterance"] for f in harness.of_type("final")] == [0], "nothing was left open to finalise at stop"
 
 
+def test_no_partial_is_drafted_of_the_silence_after_the_speech(lease, silero, synthesize):
+    """A draft of the pause repeats the last partial and would run ahead of the final; the session drafts only
+    audio with speech the last partial did not have, and nothing once the speaker has paused."""
+    speech = np.concatenate([silence(0.5), synthesize(SECOND, engine="flite")])
+    queued: list[tuple[int, int]] = []  # (audio end, end of the speech heard) of every partial the session queued
+
+    async def scenario(harness: Harness) -> None:
+        session = harness.session
+        queue = session._queue_partial
+
+        def spy(start: int, end: int) -> None:
+            queued.append((end, session._vad.last_speech_end))
+            queue(start, end)
+
+        session._queue_partial = spy  # type: ignore[method-assign]
+        runner = asyncio.create_task(session.run(harness.send))
+        # 2 s of silence, and the utterance stays open (3 s end silence): without the rule, 20 drafts of silence.
+        await feed(session, np.concatenate([speech, silence(2.0)]))
+        session.end_input()
+        await runner
+
+    settings = StreamSettings(partial_interval_ms=100, end_silence_ms=3000, speculative_final_ms=200)
+    harness = Harness(lease, silero.stream(0.5, 3000, 200), settings)
+    try:
+        asyncio.run(scenario(harness))
+    finally:
+        harness.close()
+    assert queued, "the sentence got partials while it was spoken"
+    assert all(end - heard < 3200 for end, heard in queued), [(e / 16_000, h / 16_000) for e, h in queued]
+    assert "kitchen" in harness.of_type("final")[0]["text"].lower(), harness.messages
+
+
 def test_a_final_decoded_when_the_speaker_paused_is_sent_without_decoding_again(recording, silero, synthesize):
     engine, lease = recording
     speech = np.concatenate([silence(0.5), synthesize(SECOND, engine="flite")])
@@ -360,6 +395,7 @@ def test_a_final_decoded_when_the_speaker_paused_is_sent_without_decoding_again(
     finals = harness.of_type("final")
     assert len(finals) == 1 and "kitchen" in finals[0]["text"].lower(), harness.messages
     assert engine.full_decodes == 1, "the final was not decoded again"
-    assert engine.final_options == [DecodeOptions(beam_size=1)], "finals are latency-bound: greedy by default"
+    # Finals are latency-bound: greedy, on a window fitted to the utterance plus 5 s, by default.
+    assert engine.final_options == [DecodeOptions(beam_size=1, window_pad_s=5.0)]
     assert harness.count("speech_speculative_finals_total", **version, outcome="used") == 1
     assert harness.count("speech_inference_duration_seconds_count", **version, model=lease.info.name, kind="final") == 1

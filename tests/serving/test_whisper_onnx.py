@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from serving.bundled import MODEL_VERSION
-from serving.engine import AsrEngine
+from serving.engine import AsrEngine, DecodeOptions
 from serving.whisper_onnx import ModelError, load_engine
 
 MAX_WER = 0.15
@@ -38,7 +39,7 @@ def test_base_transcribes_espeak_and_flite_speech_within_15_percent_wer(
 def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
     whisper_engine, reference_sentences, synthesize, word_error_rate
 ):
-    assert whisper_engine.supports_draft, "the exported encoder must take any even number of frames"
+    assert whisper_engine.has_dynamic_frames, "the exported encoder must take any even number of frames"
     english = _english(reference_sentences)
     clips = [synthesize(text, engine=tts) for text in english for tts in ("espeak-ng", "flite")]
     drafts = [whisper_engine.transcribe(clip, draft=True).text for clip in clips]
@@ -50,6 +51,43 @@ def test_drafts_encode_only_the_audio_and_stay_close_to_full_windows(
     assert wer <= 0.2, list(zip(references, drafts, strict=True))
     heard = sum(bool(h.strip()) for h in halves)
     assert heard == len(halves), f"a draft of half an utterance must hear its first words: {halves}"
+
+
+@pytest.mark.slow
+def test_windows_fitted_to_short_clips_transcribe_as_well_as_30_second_windows(
+    whisper_engine, reference_sentences, synthesize, word_error_rate
+):
+    english = _english(reference_sentences)
+    clips = [synthesize(text, engine=tts) for text in english for tts in ("espeak-ng", "flite")]
+    references = [t for t in english for _ in range(2)]
+    full, fitted = (
+        [
+            whisper_engine.transcribe(clip, "en", options=DecodeOptions(beam_size=1, window_pad_s=pad)).text
+            for clip in clips
+        ]
+        for pad in (None, 5.0)
+    )
+    wers = word_error_rate(references, full), word_error_rate(references, fitted)
+    print(f"\nbase WER over {len(clips)} clips, greedy: 30 s windows {wers[0]:.1%}, fitted with 5 s {wers[1]:.1%}")
+    assert wers[1] <= wers[0] + 0.01, list(zip(references, full, fitted, strict=True))
+
+
+def test_a_fitted_window_encodes_the_clip_and_its_padding_only(tiny_en_engine, monkeypatch, synthesize):
+    clip = synthesize("The birch canoe slid on the smooth planks.")  # about 3.3 s
+    encoded: list[int] = []
+    encode = tiny_en_engine._encode
+
+    def spy(encoder, mels):
+        encoded.extend(mel.shape[-1] for mel in mels)
+        return encode(encoder, mels)
+
+    monkeypatch.setattr(tiny_en_engine, "_encode", spy)
+    result = tiny_en_engine.transcribe(clip, options=DecodeOptions(beam_size=1, window_pad_s=3.0))
+    plain = tiny_en_engine.transcribe(clip, options=DecodeOptions(beam_size=1))
+    seconds = len(clip) / 16_000
+    assert encoded == [100 * math.ceil(seconds + 3.0), 3000], encoded
+    assert "slid on the smooth" in result.text.lower() and "slid on the smooth" in plain.text.lower(), (result, plain)
+    assert result.segments and result.segments[-1].end <= seconds, result.segments
 
 
 @pytest.mark.slow
