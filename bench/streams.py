@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
     )
     parser.add_argument(
         "--final-window-pad-s",
-        default="5",
+        default=StreamSettings.model_fields["final_window_pad_s"].default,
         help="SPEECH_STREAM__FINAL_WINDOW_PAD_S: silence a final's window is fitted with; 'off' for 30 s windows",
     )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")

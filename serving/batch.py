@@ -122,8 +122,8 @@ async def run_engine(
     """``clip`` transcribed on an inference thread, with the engine's seconds; counted in the metrics."""
     queued = time.perf_counter()
     version = lease.info.version
+    options = replace(options or DecodeOptions(), beam_size=state.settings.model.beam_size)
     try:
-        options = replace(options or DecodeOptions(), beam_size=state.settings.model.beam_size)
         result = await state.inference.run(lease.engine.transcribe, clip, language, options=options)
     except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks
         state.metrics.error(version, "bad_audio")

@@ -164,7 +164,6 @@ class StreamSession:
         self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
         self._min_partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
         self._partial_every = self._min_partial_every
-        self._pause_samples = (settings.speculative_final_ms or settings.end_silence_ms) * SAMPLE_RATE // 1000
         self._detect_after = int(settings.language_detect_s * SAMPLE_RATE)
         self._max_utterance = int(settings.max_utterance_s * SAMPLE_RATE)
         self._finals: deque[_Job] = deque()
@@ -317,8 +316,7 @@ class StreamSession:
         """Whether a partial now would hold speech the last one did not, the speaker not having paused since. A draft
         of the silence after the speech repeats the last partial, and in the pause before an utterance ends it would
         run ahead of the final on this stream's decode queue."""
-        heard = self._vad.last_speech_end
-        return heard > self._last_partial_at and self._buffer.end - heard < self._pause_samples
+        return self._vad.last_speech_end > self._last_partial_at and not self._vad.is_paused
 
     def _begin_utterance(self, start: int) -> None:
         self._utterance_start = self._last_partial_at = start

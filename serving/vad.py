@@ -113,6 +113,11 @@ class VadStream:
                 self.last_speech_end = self._position
         return events
 
+    @property
+    def is_paused(self) -> bool:
+        """In speech but silent for ``pause_ms`` (not yet for the end): the speaker may have finished."""
+        return self.is_speech and self._pause_windows is not None and self._silent_windows >= self._pause_windows
+
     def end_speech(self) -> None:
         """The client ended the utterance (a flush): speech heard from here on starts a new one."""
         self.is_speech = False

@@ -61,3 +61,19 @@ def test_the_stream_remembers_where_speech_was_last_heard(synthesize):
     assert 1.0 * RATE < heard_until <= (1.0 + len(speech) / RATE) * RATE
     vad.feed(silence(2.0))
     assert vad.last_speech_end == heard_until, "silence moves nothing"
+
+
+def test_the_stream_is_paused_from_the_pause_until_the_end_or_more_speech(synthesize):
+    speech = synthesize("The juice of lemons makes fine punch.", engine="flite")
+    half = len(speech) // 2
+    vad = SileroVad().stream(threshold=0.5, end_silence_ms=600, pause_ms=200)
+    events = vad.feed(np.concatenate([silence(1.0), speech[:half]]))
+    assert vad.is_speech and not vad.is_paused, "mid-sentence"
+    events += vad.feed(np.concatenate([speech[half:], silence(0.1)]))  # the clip ends in 0.3 s of silence, and more
+    assert [e.kind for e in events] == ["start", "pause"] and vad.is_paused, events
+    vad.feed(speech[:half])
+    assert vad.is_speech and not vad.is_paused, "speech again: no longer paused"
+    assert [e.kind for e in vad.feed(silence(1.0))] == ["pause", "end"] and not vad.is_paused
+    unpaused = SileroVad().stream(threshold=0.5, end_silence_ms=600)
+    unpaused.feed(np.concatenate([silence(1.0), speech, silence(0.1)]))
+    assert unpaused.is_speech and not unpaused.is_paused, "without a pause the stream is never paused"
