@@ -110,7 +110,8 @@ def final_choice(attempts: list[Decoded]) -> Decoded:
     return max(readable or attempts, key=lambda d: d.avg_logprob)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    top = np.max(logits, axis=-1, keepdims=True)
-    shifted = logits - top
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+def log_softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Each row's log-probabilities, written into ``out`` when given (which may be ``logits`` itself)."""
+    shifted = np.subtract(logits, np.max(logits, axis=-1, keepdims=True), out=out)
+    shifted -= np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    return shifted

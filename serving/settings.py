@@ -51,8 +51,8 @@ class ModelSettings(BaseModel):
     # Models served beside `name` for requests in one language ({"en": "whisper-tiny.en"}), from the store under the
     # same version, or bundled when there is no store; `name` serves every other language and detects it.
     languages: dict[str, ModelName] = Field(default_factory=dict)
-    # Hypotheses a batch request's windows are searched with: 5 as faster-whisper; 1 decodes greedily, about twice as
-    # fast and 1.8 WER points worse on the long-form bench. Streams have their own (SPEECH_STREAM__FINAL_BEAM_SIZE).
+    # Hypotheses a batch request's windows are searched with: 5 as faster-whisper; 1 decodes greedily, 1.6x as fast
+    # and 2.1 WER points worse on the long-form bench. Streams have their own (SPEECH_STREAM__FINAL_BEAM_SIZE).
     beam_size: int = Field(default=5, ge=1, le=10)
     # Intra-op threads of each decode (onnxruntime); None: one per usable CPU. SPEECH_INFERENCE_THREADS decodes run
     # at once, so a many-core node with many inference threads may want fewer each. On 2 cores, 1 thread costs a

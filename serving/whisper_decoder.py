@@ -138,16 +138,24 @@ class WhisperDecoder:
         self._tokenizer = tokenizer
         cfg = config
         # Only text tokens may be sampled: everything after EOT is a special, language or timestamp token.
-        self._suppress = np.zeros(cfg.eot + 1, dtype=bool)
-        self._suppress[[i for i in cfg.suppress_ids if i <= cfg.eot]] = True
-        self._suppress_begin = self._suppress.copy()
-        self._suppress_begin[[i for i in cfg.suppress_ids_begin if i <= cfg.eot]] = True
+        suppress = np.zeros(cfg.eot + 1, dtype=bool)
+        suppress[[i for i in cfg.suppress_ids if i <= cfg.eot]] = True
+        suppress_begin = suppress.copy()
+        suppress_begin[[i for i in cfg.suppress_ids_begin if i <= cfg.eot]] = True
         self.timestamp_begin = cfg.no_timestamps + 1
         # With timestamps the vocabulary sampled from runs on past the specials to the timestamp tokens.
         specials = np.ones(self.timestamp_begin - cfg.eot - 1, dtype=bool)
         stamps = np.zeros(TIMESTAMP_TOKENS, dtype=bool)
-        self._suppress_timed = np.concatenate([self._suppress, specials, stamps])
-        self._suppress_timed_begin = np.concatenate([self._suppress_begin, specials, stamps])
+        # Added to the logits, -inf where a token may not be said: one pass that also copies them.
+        self._forbidden, self._forbidden_begin, self._forbidden_timed, self._forbidden_timed_begin = (
+            np.where(mask, -np.inf, 0.0).astype(np.float32)
+            for mask in (
+                suppress,
+                suppress_begin,
+                np.concatenate([suppress, specials, stamps]),
+                np.concatenate([suppress_begin, specials, stamps]),
+            )
+        )
         self._language_ids = np.array(list(cfg.languages.values()))
         self._language_codes = list(cfg.languages)
         sot_prev = tokenizer.token_to_id("<|startofprev|>")
@@ -278,24 +286,31 @@ class WhisperDecoder:
         forbidden tokens at -inf: specials, blanks first, and with ``speech_ends`` (timestamps on) the timestamp
         rules, the last of which (a timestamp is taken when all timestamps together outweigh every single word)
         runs over all rows at once."""
-        width = self.timestamp_begin + TIMESTAMP_TOKENS if speech_ends is not None else self.config.eot + 1
-        text_logits = np.array(logits[:, :width])
         if speech_ends is None:
-            text_logits[:, self._suppress_begin if first else self._suppress] = -np.inf
-            return log_softmax(text_logits)
-        text_logits[:, self._suppress_timed_begin if first else self._suppress_timed] = -np.inf
+            masked = logits[:, : self.config.eot + 1] + (self._forbidden_begin if first else self._forbidden)
+            return log_softmax(masked, out=masked)
+        masked = logits[:, : len(self._forbidden_timed)] + (
+            self._forbidden_timed_begin if first else self._forbidden_timed
+        )
         for row, (history, speech_end) in enumerate(zip(histories, speech_ends, strict=True)):
-            self._apply_timestamp_rules(text_logits[row], history, speech_end)
-        logprobs = log_softmax(text_logits)
+            self._apply_timestamp_rules(masked[row], history, speech_end)
         begin = self.timestamp_begin
+        # log_softmax in place, keeping each row's normalizer for the best word's log-probability.
+        best_word = masked[:, :begin].max(axis=1)
+        top = np.maximum(best_word, masked[:, begin:].max(axis=1))[:, None]
+        masked -= top
+        normalizer = np.log(np.exp(masked).sum(axis=1, keepdims=True))
+        masked -= normalizer
+        logprobs = masked
+        best_word -= (top + normalizer)[:, 0]
         stamps = logprobs[:, begin:]
-        top = stamps.max(axis=1, keepdims=True)
+        top_stamp = stamps.max(axis=1, keepdims=True)
         with np.errstate(invalid="ignore"):  # a row whose timestamps are all forbidden: -inf - -inf
-            mass = (top + np.log(np.exp(stamps - top).sum(axis=1, keepdims=True)))[:, 0]
-        timed = (mass > logprobs[:, :begin].max(axis=1)) & np.array([bool(h) for h in histories])
-        if timed.any():
-            text_logits[timed, :begin] = -np.inf
-            logprobs[timed] = log_softmax(text_logits[timed])
+            mass = top_stamp + np.log(np.exp(stamps - top_stamp).sum(axis=1, keepdims=True))
+        timed = (mass[:, 0] > best_word) & np.array([bool(h) for h in histories])
+        if timed.any():  # only timestamps remain: renormalize them among themselves
+            logprobs[timed, :begin] = -np.inf
+            logprobs[timed, begin:] -= mass[timed]
         return logprobs
 
     def phrases(self, decoded: Decoded) -> list[Phrase]:

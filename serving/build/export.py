@@ -6,8 +6,8 @@ Run at set-up time (image build or first start), never per request::
 
 Steps: read the CTranslate2 fp16 weights, rebuild Whisper in torch (fp32), export an encoder that also emits
 the cross-attention K/V and a KV-cached decoder step to ONNX, quantize both (the encoder to dynamic INT8, the
-decoder to 8-bit weights), check the ONNX graphs against torch on a real clip, then publish
-``<cache>/<name>/<version>/`` with a rename so readers never see a half-written directory.
+decoder to INT8 weights against activations quantized per row), check the ONNX graphs against torch on a real
+clip, then publish ``<cache>/<name>/<version>/`` with a rename so readers never see a half-written directory.
 Weights are never downloaded: a missing package is an install problem, reported as such.
 """
 
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 _OPSET = 17
 # The encoder MLPs' second projections, by the node names torch gives ``layers.<i>.mlp.fc2``.
 _FC2_NODE = "/mlp/fc2/"
+# The decoder's tied embedding, [d_model, vocab]: its MatMul is the vocabulary projection.
+_VOCAB = "vocab"
 
 
 class ExportError(ModelError):
@@ -188,22 +190,31 @@ def _quantize_encoder(fp32: Path, int8: Path) -> None:
 
 
 def _quantize_decoder(fp32: Path, int8: Path) -> None:
-    """8-bit weights in blocks of 32 (``MatMulNBits``), multiplied as INT8 against activations quantized per row
-    and block (accuracy level 4), on every weight MatMul; attention multiplies activations and stays fp32.
+    """INT8 weights against activations quantized per row, on every weight MatMul; attention multiplies
+    activations and stays fp32. The vocabulary projection (the largest) runs onnxruntime's u8s8 GEMM
+    (``serving/build/row_int8.py``), the rest 8-bit ``MatMulNBits`` (blocks of 32, accuracy level 4).
 
     Per row matters: a decoder step carries several windows and beams, and dynamic quantization's one scale per
     activation matrix made each row's logits depend on the others (a window decoded differently beside others
-    than alone, beams scored against each other's numbers). Measured on 2 cores against the fp32 decoder: a 4 s
-    streaming draft decodes in 158 ms against 261 ms, a greedy final in 242 against 387 ms, a beam-5 final in 387
-    against 634 ms; the 10-minute long-form bench at beam 5 takes as long, at 9.8% WER against 10.1%.
+    than alone, beams scored against each other's numbers). Measured on 2 cores, a beam-5 step of 8 windows (40
+    rows): 44 ms, against 58 ms with ``MatMulNBits`` everywhere (the recipe up to model 1.3.0) and 49 ms with the
+    u8s8 rewrite everywhere, whose quantizing nodes cost more than they save on the small MatMuls and whose
+    ``fc2`` (GELU outliers in its input) cost accuracy: WER on the 102 short clips at beam 5 12.1% (1.3.0: 12.1%,
+    u8s8 everywhere 12.7%), greedy 13.4% (13.7%, 13.5%); on the 10-minute long-form bench 9.6% (9.8%, 10.0%).
     """
     import onnx
 
     # At import this module configures the root logger (basicConfig at INFO) for whoever comes next.
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
+    from serving.build.row_int8 import quantize_rows
+
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     model = onnx.load(str(fp32))
+    vocab = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.input[1] == _VOCAB]
+    if len(vocab) != 1:
+        raise ExportError(f"{fp32.name} has {len(vocab)} MatMuls by {_VOCAB!r}; the decoder's graph changed")
+    quantize_rows(model, vocab)
     quantizer = MatMulNBitsQuantizer(
         model,
         bits=8,

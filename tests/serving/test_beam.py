@@ -100,7 +100,7 @@ def test_every_beam_of_a_window_reads_one_copy_of_its_audio_and_continues_the_ro
     # Row 0 continued row 1's past (sot, b), row 1 row 0's (sot, a); likewise rows 2 and 3 on the second window.
     for row, (window, word) in enumerate([(0, b), (0, a), (1, b), (1, a)]):
         own = [t[window : window + 1] for t in cross]
-        # Two copies of the row: onnxruntime's 8-bit MatMul takes another kernel for a single row.
+        # Two copies of the row: onnxruntime's INT8 MatMuls may take another kernel for a single row.
         alone = _run(parts, [([sot] * 2, [0, 1]), ([word] * 2, [0, 1]), ([c] * 2, [0, 1])], own)
         assert np.abs(together[row] - alone[0]).max() < 1e-3, row
     assert np.abs(together[0] - together[1]).max() > 0.1, "different histories must give different logits"

@@ -29,6 +29,20 @@ def test_bundled_model_directory_names_its_model_and_version(bundled_model_dir):
     assert bundled_model_dir == model_dir_for("base")
 
 
+def test_every_decoder_weight_matmul_is_int8_the_vocabulary_projection_on_the_u8s8_kernel(bundled_model_dir):
+    import onnx
+
+    graph = onnx.load(str(bundled_model_dir / DECODER_FILE)).graph
+    weights = {init.name: init for init in graph.initializer}
+    ops = [node.op_type for node in graph.node]
+    by_weight = [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+    assert by_weight == [], [node.name for node in by_weight]  # nothing left in fp32
+    projections = [node for node in graph.node if node.op_type == "MatMulIntegerToFloat"]
+    assert len(projections) == 1
+    assert list(weights[projections[0].input[1]].dims) == [512, 51865]  # d_model x vocabulary of base
+    assert ops.count("MatMulNBits") == 6 * 6  # six decoder layers, six weight MatMuls each
+
+
 def test_a_sound_cached_model_is_reused_not_rebuilt(bundled_model_dir):
     written = (bundled_model_dir / MANIFEST_FILE).stat().st_mtime_ns
     assert ensure_bundled_model("base") == bundled_model_dir

@@ -69,7 +69,9 @@ def test_windows_fitted_to_short_clips_transcribe_as_well_as_30_second_windows(
     )
     wers = word_error_rate(references, full), word_error_rate(references, fitted)
     print(f"\nbase WER over {len(clips)} clips, greedy: 30 s windows {wers[0]:.1%}, fitted with 5 s {wers[1]:.1%}")
-    assert wers[1] <= wers[0] + 0.01, list(zip(references, full, fitted, strict=True))
+    # About 100 words: a point is one word. Two words of slack (both ways have measured 6-7% here, across model
+    # versions); a window that lost its speech or its end would cost tens.
+    assert wers[1] <= wers[0] + 0.02 + 1e-9, list(zip(references, full, fitted, strict=True))
 
 
 def test_a_fitted_window_encodes_the_clip_and_its_padding_only(tiny_en_engine, monkeypatch, synthesize):
