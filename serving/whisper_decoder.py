@@ -295,14 +295,8 @@ class WhisperDecoder:
         for row, (history, speech_end) in enumerate(zip(histories, speech_ends, strict=True)):
             self._apply_timestamp_rules(masked[row], history, speech_end)
         begin = self.timestamp_begin
-        # log_softmax in place, keeping each row's normalizer for the best word's log-probability.
-        best_word = masked[:, :begin].max(axis=1)
-        top = np.maximum(best_word, masked[:, begin:].max(axis=1))[:, None]
-        masked -= top
-        normalizer = np.log(np.exp(masked).sum(axis=1, keepdims=True))
-        masked -= normalizer
-        logprobs = masked
-        best_word -= (top + normalizer)[:, 0]
+        logprobs = log_softmax(masked, out=masked)
+        best_word = logprobs[:, :begin].max(axis=1)
         stamps = logprobs[:, begin:]
         top_stamp = stamps.max(axis=1, keepdims=True)
         with np.errstate(invalid="ignore"):  # a row whose timestamps are all forbidden: -inf - -inf

@@ -41,6 +41,8 @@ def quantize_rows(model: onnx.ModelProto, nodes: Collection[str]) -> None:
     if not any(opset.domain == _MS_DOMAIN for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:  # ReduceMax takes its axes as an input from opset 18; the export writes opset 17
+        raise ValueError(f"opset {opset}: only graphs of opset 17 or older are rewritten")
     weights = {init.name: init for init in graph.initializer}
     constants: dict[str, np.ndarray] = {
         "row_int8/127": np.array(127.0, np.float32),
@@ -59,13 +61,6 @@ def quantize_rows(model: onnx.ModelProto, nodes: Collection[str]) -> None:
         if weight is None or weight.data_type != TensorProto.FLOAT or len(weight.dims) != 2:
             raise ValueError(f"{node.name} is not a MatMul by a 2-D fp32 initializer")
         p = f"{node.name}/row_int8"  # every name this rewrite adds starts with it
-        if opset < 18:
-            reduce = helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/max"], f"{p}/ReduceMax", keepdims=1, axes=[-1])
-        else:  # the axes became an input
-            graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{p}/axes"))
-            reduce = helper.make_node(
-                "ReduceMax", [f"{p}/abs", f"{p}/axes"], [f"{p}/max"], f"{p}/ReduceMax", keepdims=1
-            )
         values = numpy_helper.to_array(weight).astype(np.float32)
         column_scale = np.maximum(np.abs(values).max(axis=0), _TINY) / 127.0
         column_int8 = np.clip(np.round(values / column_scale), -127, 127).astype(np.int8)
@@ -75,7 +70,7 @@ def quantize_rows(model: onnx.ModelProto, nodes: Collection[str]) -> None:
         ])  # fmt: skip
         rewritten += [
             helper.make_node("Abs", [node.input[0]], [f"{p}/abs"], f"{p}/Abs"),
-            reduce,
+            helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/max"], f"{p}/ReduceMax", keepdims=1, axes=[-1]),
             helper.make_node("Max", [f"{p}/max", "row_int8/tiny"], [f"{p}/top"], f"{p}/Max"),
             helper.make_node("Div", [f"{p}/top", "row_int8/127"], [f"{p}/row_scale"], f"{p}/Scale"),
             helper.make_node("Div", [node.input[0], f"{p}/row_scale"], [f"{p}/scaled"], f"{p}/Div"),
