@@ -89,16 +89,17 @@ def _faster_whisper(model_dir: Path, compute_type: str, threads: int, beam: int)
     return transcribe
 
 
-def _clips(helpers, profile: str) -> list[Clip]:
-    clips: list[Clip] = []
+def _clips(helpers, profile: str, limit: int | None = None) -> list[Clip]:
+    """The first ``limit`` clips (all by default); only those are synthesized."""
+    wanted: list[tuple[str, str, str]] = []  # (tts, voice, text)
     for path in SENTENCE_FILES:
         for sentence in helpers.load_sentences(path):
             if sentence.language != "en" and profile.endswith(".en"):
                 continue
             voice = helpers.ESPEAK_VOICES[sentence.language]
             engines = ("espeak-ng", "flite") if sentence.language == "en" else ("espeak-ng",)
-            clips.extend(Clip(tts, sentence.text, helpers.synthesize(sentence.text, voice, tts)) for tts in engines)
-    return clips
+            wanted += [(tts, voice, sentence.text) for tts in engines]
+    return [Clip(tts, text, helpers.synthesize(text, voice, tts)) for tts, voice, text in wanted[:limit]]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     helpers = load_test_helpers()
-    clips = _clips(helpers, args.profile)[: args.limit]
+    clips = _clips(helpers, args.profile, args.limit)
     audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
     ours = load_engine(args.model_dir or ensure_bundled_model(args.profile), threads=args.threads)
     engines: dict[str, Callable[[np.ndarray], str]] = {

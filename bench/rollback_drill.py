@@ -67,18 +67,25 @@ class StreamReport:
 
 
 def _store(endpoint: str, model_dir: Path) -> dict[str, str]:
-    """One bucket per region, in the region's own AWS region, holding OLD and NEW; region key -> bucket."""
+    """One bucket per region, in the region's own AWS region, holding OLD and NEW; region key -> bucket.
+
+    A bucket gets each model file once, under OLD; NEW's copy of it is made inside the bucket (``CopyObject``)
+    instead of sending the same hundred megabytes again. Nothing is copied between buckets: a model store is
+    filled only from its own jurisdiction."""
     buckets = {}
     for region in DEFAULT_TOPOLOGY.regions:
         bucket = f"drill-models-{region.key}"
         s3 = boto3.client("s3", region_name=region.aws_region, endpoint_url=endpoint)
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region.aws_region})
-        for version in (OLD, NEW):
-            for path in sorted(model_dir.iterdir()):
-                body = path.read_bytes()
-                if path.name == MANIFEST_FILE:  # relabelled: the drill names its versions
-                    body = json.dumps({**json.loads(body), "version": version}).encode()
-                s3.put_object(Bucket=bucket, Key=f"models/{NAME}/{version}/{path.name}", Body=body)
+        for path in sorted(model_dir.iterdir()):
+            keys = {version: f"models/{NAME}/{version}/{path.name}" for version in (OLD, NEW)}
+            if path.name == MANIFEST_FILE:  # relabelled: the drill names its versions
+                for version, key in keys.items():
+                    body = json.dumps({**json.loads(path.read_bytes()), "version": version}).encode()
+                    s3.put_object(Bucket=bucket, Key=key, Body=body)
+            else:
+                s3.put_object(Bucket=bucket, Key=keys[OLD], Body=path.read_bytes())
+                s3.copy_object(Bucket=bucket, Key=keys[NEW], CopySource={"Bucket": bucket, "Key": keys[OLD]})
         buckets[region.key] = bucket
     return buckets
 
@@ -166,7 +173,7 @@ async def _drill(servers: dict[str, LiveServer], speech_s: float) -> tuple[int, 
 def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="rollback-drill-") as work, _regions(Path(work)) as servers:
         before = {key: httpx.get(s.base_url + "/readyz").json()["model_version"] for key, s in servers.items()}
-        status, seconds, lines, streams = asyncio.run(_drill(servers, 4.0 if quick else 20.0))
+        status, seconds, lines, streams = asyncio.run(_drill(servers, 1.0 if quick else 20.0))
         after = {key: httpx.get(s.base_url + "/readyz").json()["model_version"] for key, s in servers.items()}
     order = [w.stack for w in (deploy_waves().canary, *deploy_waves().regions)]
     rolled = list(dict.fromkeys(line.split(":", 1)[0] for line in lines if " rolling back to " in line))
@@ -195,7 +202,9 @@ def run(quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rollback_drill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4 s of speech first instead of 20 s (the smoke test's)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one sentence first instead of 20 s of speech (the smoke test's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where the result goes (default {RESULTS})")
     args = parser.parse_args(argv)
     result = run(args.quick)

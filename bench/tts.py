@@ -8,7 +8,7 @@ hit). Cold rows give the time to the first byte (the first sentence's audio) and
 answer. Paragraph rows send the sentences four at a time as one text, cold: the first byte arrives once the first
 sentence is spoken, long before the last. The real-time factor is the server's own: engine seconds per second of
 audio it synthesized, read from ``/metrics`` (below 1 is faster than real time). Without ``--redis-url`` the cache
-is the in-process LRU. Writes ``bench/results/tts.json``; ``--quick`` (3 sentences, 5 hits) is what the smoke test
+is the in-process LRU. Writes ``bench/results/tts.json``; ``--quick`` (2 sentences, 5 hits) is what the smoke test
 runs.
 
 Targets on 2 cores: cache hit p50 <= 5 ms through HTTP, synthesis faster than real time.
@@ -35,7 +35,7 @@ from tests.serving.server_fixtures import live_server, local_settings, scrape
 
 SENTENCES = REPO / "bench" / "harvard_sentences.txt"
 RESULTS = REPO / "bench" / "results" / "tts.json"
-QUICK_SENTENCES, QUICK_HITS = 3, 5
+QUICK_SENTENCES, QUICK_HITS = 2, 5
 PARAGRAPH = 4  # sentences per text in the paragraph rows
 
 

@@ -28,7 +28,6 @@ from pulumi.runtime.stack import Stack, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from contract.topology import Topology
-from infra import program
 from infra.project import REPOSITORY, Project
 
 ROOT = REPOSITORY.root
@@ -287,6 +286,10 @@ def run(
 
     ``config`` defaults to the stack file's config; tests pass a modified copy to exercise validation.
     """
+    # Imported here, not at the top: the program imports every provider SDK (Cloudflare's alone takes seconds), which
+    # `python -m infra.plan` pays only once it plans, not to print its help or to refuse an unknown ref.
+    from infra import program
+
     return run_program(stack, lambda: program.build(topology), config=config, stack_outputs=stack_outputs)
 
 

@@ -8,6 +8,7 @@ stack's exports. Results are cached per session because a program run is determi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -29,3 +30,12 @@ def program() -> Callable[[str], offline.Graph]:
         return cache[stack]
 
     return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most ``slow`` tests first, the rest in pytest-randomly's order (a stable sort keeps each file's
+    tests together and in their shuffled order). With ``--dist loadfile`` the workers take files in this order
+    (``--no-loadscope-reorder`` in pytest.ini), so a file of minute-long tests never starts last while the other
+    workers sit idle."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])

@@ -4,10 +4,9 @@ what a change does, between two stacks or against a git ref, as text, Markdown a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -154,17 +153,26 @@ def changed_repository(tmp_path_factory) -> Path:
     return repo
 
 
-def _plan(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    return subprocess.run(
-        [sys.executable, "-m", "infra.plan", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
-        check=False,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class PlanRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _plan(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> PlanRun:
+    """`python -m infra.plan ARGS --project REPO`, run through the CLI's own `main` in this process: the working
+    tree's code is the copy's, and the provider SDKs are already imported here. The base side of `--diff-ref` is
+    still the ref's own `python -m infra.plan` in a subprocess (infra/plan_ref.py)."""
+    capsys.readouterr()
+    returncode = plan.main([*args, "--project", str(repo)])
+    captured = capsys.readouterr()
+    return PlanRun(returncode, captured.out, captured.err)
 
 
 @pytest.mark.slow
-def test_a_diff_against_a_git_ref_shows_exactly_the_change_made_since(changed_repository):
-    result = _plan(changed_repository, "eu-west", "--policy", "--diff-ref", "main", "--format", "json")
+def test_a_diff_against_a_git_ref_shows_exactly_the_change_made_since(changed_repository, capsys):
+    result = _plan(changed_repository, capsys, "eu-west", "--policy", "--diff-ref", "main", "--format", "json")
     assert result.returncode == 0, result.stderr
     (report,) = json.loads(result.stdout)["stacks"]
     diff = report["diff"]
@@ -180,15 +188,15 @@ def test_a_diff_against_a_git_ref_shows_exactly_the_change_made_since(changed_re
 
 
 @pytest.mark.slow
-def test_a_stack_the_ref_lacks_is_all_added_and_an_unknown_ref_is_a_clear_error(changed_repository):
+def test_a_stack_the_ref_lacks_is_all_added_and_an_unknown_ref_is_a_clear_error(changed_repository, capsys):
     new_stack = changed_repository / "Pulumi.eu-west-copy.yaml"
     shutil.copy(changed_repository / "Pulumi.eu-west.yaml", new_stack)
     try:
-        result = _plan(changed_repository, "eu-west-copy", "--diff-ref", "main", "--format", "json")
+        result = _plan(changed_repository, capsys, "eu-west-copy", "--diff-ref", "main", "--format", "json")
         assert result.returncode == 0, result.stderr
         (report,) = json.loads(result.stdout)["stacks"]
         assert len(report["diff"]["added"]) == report["resources"] and report["diff"]["changed"] == []
-        unknown = _plan(changed_repository, "eu-west", "--diff-ref", "no-such-branch")
+        unknown = _plan(changed_repository, capsys, "eu-west", "--diff-ref", "no-such-branch")
         assert unknown.returncode == 2
         assert "unknown git ref 'no-such-branch'" in unknown.stderr
     finally:

@@ -59,14 +59,10 @@ def test_cli_writes_the_table_between_the_markers(tmp_path):
     assert routing.table_in(target.read_text()) == routing.render_markdown(DEFAULT_TOPOLOGY)
 
 
-def test_global_stack_reads_every_regional_stack_of_the_topology_by_its_qualified_name():
+def test_global_stack_reads_every_regional_stack_of_the_topology_by_its_qualified_name(program):
     prefix = offline.stack_config("global")["speech:stackPrefix"]
     missing = DEFAULT_TOPOLOGY.regions[-1]
-    outputs = {
-        f"{prefix}/{r.key}": offline.run(r.key, DEFAULT_TOPOLOGY).exports
-        for r in DEFAULT_TOPOLOGY.regions
-        if r != missing
-    }
+    outputs = {f"{prefix}/{r.key}": program(r.key).exports for r in DEFAULT_TOPOLOGY.regions if r != missing}
     with pytest.raises(KeyError, match=f"{prefix}/{missing.key}"):
         offline.run("global", DEFAULT_TOPOLOGY, stack_outputs=outputs)
 

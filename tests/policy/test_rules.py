@@ -4,10 +4,6 @@ plan run the same functions."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from pulumi_policy import (
@@ -24,7 +20,6 @@ from policy import rules
 from policy.pack import policies, stack_of
 from tests.conftest import STACKS
 
-REPO = Path(__file__).resolve().parents[2]
 STORE = f"speech-platform-models-{{}}-{offline.MOCK_ACCOUNT_ID}"
 TLS_DENY = {
     "Effect": "Deny",
@@ -137,15 +132,17 @@ def test_an_eu_to_us_replication_rule_in_the_plan_fails_the_pack(program):
     assert [(rule, name) for rule, name, _ in violations] == [("replication-within-jurisdiction", "rogue")]
 
 
-def test_plan_with_policy_prints_each_verdict_and_exits_zero_on_a_compliant_stack():
-    result = subprocess.run([sys.executable, "-m", "infra.plan", "eu-west", "--policy"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, check=False)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("pass  ") == len(rules.RULES)
+def test_plan_with_policy_prints_each_verdict_and_exits_zero_on_a_compliant_stack(capsys):
+    # The CLI's own `main`, in this process (where the provider SDKs are already imported): the exit status that
+    # `python -m infra.plan` passes to sys.exit.
+    returncode = plan.main(["eu-west", "--policy"])
+    out = capsys.readouterr()
+    assert returncode == 0, out.out + out.err
+    assert out.out.count("pass  ") == len(rules.RULES)
 
 
 @pytest.mark.slow
-def test_plan_with_policy_exits_non_zero_on_a_violation(tmp_path):
+def test_plan_with_policy_exits_non_zero_on_a_violation(tmp_path, monkeypatch, capsys):
     """The pack's topology says Japan is strict while the program still pairs the US and Japanese stores."""
     topology = DEFAULT_TOPOLOGY.to_dict()
     for jurisdiction in topology["jurisdictions"]:
@@ -153,10 +150,9 @@ def test_plan_with_policy_exits_non_zero_on_a_violation(tmp_path):
             jurisdiction["is_strict_residency"] = True
     path = tmp_path / "topology.json"
     path.write_text(json.dumps(topology))
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "global", "--policy"], cwd=REPO, capture_output=True, text=True,
-        timeout=300, check=False, env={**os.environ, "SPEECH_TOPOLOGY_FILE": str(path)},
-    )  # fmt: skip
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAIL  replication-within-jurisdiction" in result.stdout
-    assert "replicates us-west (us) to ap-northeast (jp)" in result.stdout
+    monkeypatch.setenv("SPEECH_TOPOLOGY_FILE", str(path))
+    returncode = plan.main(["global", "--policy"])
+    out = capsys.readouterr()
+    assert returncode == 1, out.out + out.err
+    assert "FAIL  replication-within-jurisdiction" in out.out
+    assert "replicates us-west (us) to ap-northeast (jp)" in out.out

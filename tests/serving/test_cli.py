@@ -37,6 +37,7 @@ def server_process(tiny_en_model_dir):
     env |= {
         "SPEECH_MODEL_CACHE": str(tiny_en_model_dir.parents[1]),
         "SPEECH_MODEL__PROFILE": "tiny.en",  # the quickest to load: this is about the process, not accuracy
+        "SPEECH_MODEL__THREADS": "1",  # as every test server: the suite runs four workers on two cores
         "SPEECH_TTS__ENABLED": "false",
         "SPEECH_SHUTDOWN__GRACE_S": "120",
         "SPEECH_LIMITS__UPLOAD_IDLE_TIMEOUT_S": "120",
@@ -49,15 +50,16 @@ def server_process(tiny_en_model_dir):
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "not ready within 300 s"
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
+        with httpx.Client(timeout=5) as probe:
+            while True:
+                assert process.poll() is None, process.communicate()[0][-3000:]
+                assert time.monotonic() < deadline, "not ready within 300 s"
+                try:
+                    if probe.get(base + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.25)
         yield process, base
     finally:
         if process.poll() is None:

@@ -222,8 +222,10 @@ def test_the_page_fits_a_phone_and_every_control_is_labelled_and_reachable_by_ke
 
 
 @pytest.fixture(scope="module")
-def us_replica_of_one_stream(tiny_en_model_dir, tmp_path_factory):
-    """A us-west-2 replica with room for one stream, and keys of an EU and a US tenant: where refusals come from."""
+def us_replica_of_one_stream(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory):
+    """A us-west-2 replica with room for one stream, and keys of an EU and a US tenant: where refusals come from.
+    It speaks too, with the bundled voice (built into the same cache as the models) and its own in-process cache
+    (so a first request is a miss): one server for the refusals and the speech tests instead of a start each."""
     keys = tmp_path_factory.mktemp("secret") / "api-keys"
     keys.write_text(f"{digest(EU_TENANT)} jurisdiction=eu\n{digest(US_TENANT)} jurisdiction=us\n")
     cache = tiny_en_model_dir.parents[1]
@@ -234,6 +236,7 @@ def us_replica_of_one_stream(tiny_en_model_dir, tmp_path_factory):
         public_domain="speech.example.com",
         auth={"api_key_hashes_file": keys},
         stream={"max_sessions": 1},
+        tts={"enabled": True},
     )
     with live_server(settings) as live:
         yield live
@@ -293,19 +296,11 @@ AUDIO_DURATION_JS = """const audio = document.getElementById('speak-audio');
     return audio.readyState >= 1 && audio.duration > 0 ? audio.duration : null"""
 
 
-@pytest.fixture(scope="module")
-def speaking_server(tiny_en_model_dir, bundled_voice_dir):
-    """A server with the bundled voice (built into the same cache as the models) and its own in-process cache (so
-    a first request is a miss)."""
-    cache = tiny_en_model_dir.parents[1]
-    model = ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache)
-    with live_server(local_settings(cache, model=model, tts={"enabled": True})) as live:
-        yield live
-
-
-def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(speaking_server, tmp_path):
+def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(us_replica_of_one_stream, tmp_path):
+    server = us_replica_of_one_stream
     with chromium() as driver:
-        open_console(driver, speaking_server.base_url)
+        open_console(driver, server.base_url)
+        by_id(driver, "api-key").send_keys(US_TENANT)
         text = by_id(driver, "speak-text")
         text.clear()
         text.send_keys("The console speaks. Then it speaks again, from the cache.")
@@ -319,4 +314,4 @@ def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hi
         assert "Cache hit" in cache.text
         assert not by_id(driver, "message").is_displayed()
         screenshot(driver, tmp_path, "speak")
-        _assert_only_the_server_was_asked(driver, speaking_server.base_url)
+        _assert_only_the_server_was_asked(driver, server.base_url)

@@ -182,9 +182,13 @@ def test_python_m_serving_refuses_a_cross_jurisdiction_bucket_at_start_up(store,
 
 
 def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> Settings:
+    """A replica of the EU store, decoding batch requests greedily on one intra-op thread as ``local_settings``'s
+    servers do: these tests are about which version serves, not how well it transcribes."""
     return Settings(
         region="eu-west-1",
-        model=ModelSettings(name=NAME, bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, **model),
+        model=ModelSettings(
+            name=NAME, bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, beam_size=1, threads=1, **model
+        ),
         auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
         grpc={"port": 0},
         tts={"enabled": False},
@@ -257,25 +261,25 @@ def test_a_hot_swap_leaves_live_streams_on_their_version_and_sends_new_work_to_t
 def test_polling_swaps_to_a_newly_published_version(store, tmp_path):
     store.publish(POLL_BUCKET, "1.0.0", "1.0.0")
     settings = store_settings(store, POLL_BUCKET, tmp_path, poll_interval_s=0.5)
-    with live_server(settings) as server:
-        assert httpx.get(server.base_url + "/readyz").json()["model_version"] == "1.0.0"
+    with live_server(settings) as server, server.client() as http:
+        assert http.get("/readyz").json()["model_version"] == "1.0.0"
         store.publish(POLL_BUCKET, "1.0.0", "1.0.1")
         deadline = time.monotonic() + 120
-        while httpx.get(server.base_url + "/readyz").json()["model_version"] != "1.0.1":
+        while http.get("/readyz").json()["model_version"] != "1.0.1":
             assert time.monotonic() < deadline, "the new version was not picked up within 120 s"
             time.sleep(0.5)
 
 
 def test_a_tampered_store_model_fails_health_instead_of_serving(store, tmp_path):
     settings = store_settings(store, BAD_BUCKET, tmp_path, version="2.0.0")
-    with live_server(settings, wait_ready=False) as server:
+    with live_server(settings, wait_ready=False) as server, server.client() as http:
         deadline = time.monotonic() + 60
-        while (health := httpx.get(server.base_url + "/healthz")).status_code == 200:
+        while (health := http.get("/healthz")).status_code == 200:
             assert time.monotonic() < deadline, "the failed load was never reported"
             time.sleep(0.2)
         assert health.status_code == 503
         assert health.json()["detail"] == f"version 2.0.0 of {NAME} failed verification; the server log says why"
-        assert httpx.get(server.base_url + "/readyz").status_code == 503
+        assert http.get("/readyz").status_code == 503
 
 
 def free_port() -> int:

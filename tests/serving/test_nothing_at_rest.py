@@ -53,6 +53,7 @@ def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(tiny_
         HOME=str(home), TMPDIR=str(temp), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO),
         PYTHONDONTWRITEBYTECODE="1", SPEECH_MODEL_CACHE=str(model_cache), SPEECH_LOG_LEVEL="debug",
         SPEECH_MODEL__NAME="whisper-tiny.en", SPEECH_MODEL__PROFILE="tiny.en",  # what is kept is not the model's
+        SPEECH_MODEL__THREADS="1", SPEECH_TTS__ENABLED="false",  # only ASR requests are sent
         SPEECH_AUTH__API_KEY_HASHES=hashlib.sha256(API_KEY.encode()).hexdigest(), SPEECH_GRPC__PORT="0",
     )  # fmt: skip
     process = subprocess.Popen(
@@ -62,15 +63,16 @@ def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(tiny_
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "not ready within 300 s"
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
+        with httpx.Client(timeout=5) as probe:
+            while True:
+                assert process.poll() is None, process.communicate()[0][-3000:]
+                assert time.monotonic() < deadline, "not ready within 300 s"
+                try:
+                    if probe.get(base + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.25)
         before = _files(*watched)
         speech = synthesize(SPEECH, engine="flite")
         key = {"Authorization": f"Bearer {API_KEY}"}

@@ -1,7 +1,9 @@
 """POST /v1/audio/transcriptions with OpenAI's own Python client against the real server on loopback.
 
-The shared server (no keys, the base model) answers every response format; the guarded server (keys, tiny.en)
-proves auth is the same as /v1/asr's. Errors must reach the client as OpenAI's exceptions carrying our message.
+The guarded server (keys, tiny.en: the quickest model to run, and the formats are not about accuracy) answers every
+response format with a tenant's key and proves auth is the same as /v1/asr's; the shared server (no keys, the base
+model) shows that the alias names whichever model is served. Errors must reach the client as OpenAI's exceptions
+carrying our message.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serving.server_fixtures import ENV_KEY, SHARED_LIMITS, LiveServer, sample, scrape, wav_bytes
+from tests.serving.server_fixtures import ENV_KEY, LiveServer, sample, scrape, wav_bytes
 
 SPEECH = "Please call Stella and ask her to bring these things with her from the store."
 WORDS = ("stella", "bring", "store")
@@ -27,8 +29,9 @@ def client_of(server: LiveServer, api_key: str = "unused") -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def client(shared_server):
-    with client_of(shared_server) as openai_client:
+def client(guarded_server):
+    """A tenant of the guarded server: the client every format and refusal test uses."""
+    with client_of(guarded_server, ENV_KEY) as openai_client:
         yield openai_client
 
 
@@ -104,16 +107,16 @@ def test_verbose_json_has_the_language_duration_and_segments(client, speech):
 
 def test_the_configured_model_name_works_like_the_alias_and_options_are_honoured(client, speech):
     result = transcribe(
-        client, speech, model="whisper-base", language="en", prompt="Stella, the store.", temperature=0.6,
+        client, speech, model="whisper-tiny.en", language="en", prompt="Stella, the store.", temperature=0.6,
         response_format="verbose_json",
     )  # fmt: skip
     assert said(result.text), result.text
     assert all(segment.temperature >= 0.6 for segment in result.segments), "sampling started at the asked temperature"
 
 
-def test_an_unknown_model_is_not_found_and_names_what_is_served(client, speech):
-    with pytest.raises(openai.NotFoundError) as refused:
-        transcribe(client, speech, model="gpt-4o-transcribe")
+def test_an_unknown_model_is_not_found_and_names_what_is_served(shared_server, speech):
+    with client_of(shared_server) as base, pytest.raises(openai.NotFoundError) as refused:
+        transcribe(base, speech, model="gpt-4o-transcribe")
     error = error_of(refused.value)
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert "whisper-1 is an alias of whisper-base" in error["message"]
@@ -123,7 +126,7 @@ def test_an_unknown_model_is_not_found_and_names_what_is_served(client, speech):
     ("kwargs", "param", "says"),
     [
         ({"temperature": 2}, "temperature", "not a number from 0 to 1"),
-        ({"language": "xx"}, "language", "language 'xx' is not supported by whisper-base"),
+        ({"language": "xx"}, "language", "language 'xx' is not supported by whisper-tiny.en"),
         ({"response_format": "xml"}, "response_format", "use one of json, text, srt, vtt, verbose_json"),
         ({"response_format": "verbose_json", "timestamp_granularities": ["word"]}, "timestamp_granularities",
          "times segments only"),
@@ -151,29 +154,30 @@ def test_a_file_that_is_not_audio_is_refused_and_the_server_keeps_serving(client
     assert said(transcribe(client, speech, model="whisper-1").text)
 
 
-def test_an_upload_over_the_limit_is_refused_in_openais_shape(client):
+def test_an_upload_over_the_limit_is_refused_in_openais_shape(client, guarded_server):
     with pytest.raises(openai.APIStatusError) as refused:
-        transcribe(client, b"RIFF" + bytes(SHARED_LIMITS["max_upload_bytes"]), model="whisper-1")
+        transcribe(client, b"RIFF" + bytes(guarded_server.settings.limits.max_upload_bytes), model="whisper-1")
     assert refused.value.status_code == 413
     assert error_of(refused.value)["code"] == "file_too_large"
     assert "SPEECH_LIMITS__MAX_UPLOAD_BYTES" in refused.value.message
 
 
-def test_a_request_that_is_not_a_form_gets_an_openai_error(shared_server, speech):
-    response = httpx.post(shared_server.base_url + "/v1/audio/transcriptions", content=speech, timeout=60)
+def test_a_request_that_is_not_a_form_gets_an_openai_error(guarded_server, speech):
+    url, key = guarded_server.base_url + "/v1/audio/transcriptions", {"X-API-Key": ENV_KEY}
+    response = httpx.post(url, content=speech, headers=key, timeout=60)
     assert response.status_code == 400
     assert "send multipart/form-data with the audio as the 'file' field" in response.json()["error"]["message"]
 
 
-def test_requests_are_counted_in_the_same_metrics_as_batch_ones(client, shared_server, speech):
+def test_requests_are_counted_in_the_same_metrics_as_batch_ones(client, guarded_server, speech):
     route = "/v1/audio/transcriptions"
-    before = scrape(shared_server.base_url)
+    before = scrape(guarded_server.base_url)
     transcribe(client, speech, model="whisper-1")
-    after = scrape(shared_server.base_url)
-    labels = {"region": "local", "model_version": shared_server.app.state.serving.current_version()}
+    after = scrape(guarded_server.base_url)
+    labels = {"region": "local", "model_version": guarded_server.app.state.serving.current_version()}
     key = ("speech_requests_total", dict(labels, route=route, status="200"))
     assert sample(after, key[0], **key[1]) == before.get((key[0], frozenset(key[1].items())), 0) + 1
-    served_model = shared_server.app.state.serving.models.asr.spec.name
+    served_model = guarded_server.app.state.serving.models.asr.spec.name
     audio = ("speech_audio_processed_seconds_total", dict(labels, model=served_model, kind="batch"))
     assert sample(after, audio[0], **audio[1]) > before.get((audio[0], frozenset(audio[1].items())), 0)
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from contract.service import REGION_HEADER
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.residency import ResidencyGuard
-from serving.settings import ConfigError, Settings, load_settings
+from serving.settings import ConfigError, ModelSettings, Settings, load_settings
 from serving.speakers.api import ENROLL_PATH, SPEAKER_PATH, VERIFY_PATH
 from serving.speakers.service import EMBEDDER_NAME
 from tests.serving.server_fixtures import close_of, live_server, local_settings, sample, scrape, wav_bytes
@@ -29,15 +29,21 @@ def digest(key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def us_replica(bundled_model_dir, tmp_path_factory):
-    """A replica in us-west-2 whose keys file gives two of its three tenants a home jurisdiction."""
+def us_replica(tiny_en_model_dir, tmp_path_factory):
+    """A replica in us-west-2 whose keys file gives two of its three tenants a home jurisdiction. It serves tiny.en,
+    the quickest model to load and run: what is tested is who is served where, not accuracy."""
     keys = tmp_path_factory.mktemp("secret") / "api-keys"
     keys.write_text(
         f"# <sha256 of the key> [jurisdiction=<code>]\n{digest(EU_KEY)} jurisdiction=eu\n"
         f"{digest(US_KEY)} jurisdiction=us\n{digest(ANY_KEY)}\n"
     )
+    cache = tiny_en_model_dir.parents[1]
     settings = local_settings(
-        bundled_model_dir.parents[1], region="us-west-2", public_domain=DOMAIN, auth={"api_key_hashes_file": keys}
+        cache,
+        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
+        region="us-west-2",
+        public_domain=DOMAIN,
+        auth={"api_key_hashes_file": keys},
     )
     with live_server(settings) as live:
         yield live
@@ -132,8 +138,8 @@ def test_a_stream_handshake_names_the_region_that_accepted_it(us_replica):
     assert asyncio.run(handshake_region()) == "us-west"
 
 
-def test_a_local_replica_names_itself_local(shared_server):
-    assert httpx.get(shared_server.base_url + "/healthz").headers[REGION_HEADER] == "local"
+def test_a_local_replica_names_itself_local(guarded_server):
+    assert httpx.get(guarded_server.base_url + "/healthz").headers[REGION_HEADER] == "local"
 
 
 def test_the_refusal_comes_before_the_route_reads_a_byte_of_the_body(us_replica):

@@ -21,7 +21,7 @@ from serving.engine import Transcription
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
-from serving.settings import ConfigError, ModelSettings, load_settings
+from serving.settings import ConfigError, load_settings
 from serving.shadow import ShadowModel, transcript_wer
 from tests.serving.server_fixtures import LiveServer, live_server, local_settings, sample, scrape, wait_until, wav_bytes
 
@@ -32,10 +32,10 @@ SENTENCE = "please send the quarterly report to the finance team before friday"
 
 @pytest.fixture(scope="module")
 def shadowed(bundled_model_dir, tiny_en_model_dir) -> Iterator[LiveServer]:
-    """Serves base; shadows every batch request with tiny.en (the local stand-in for a candidate version)."""
+    """Serves base, decoding greedily on one thread as every ``local_settings`` server; shadows every batch request
+    with tiny.en (the local stand-in for a candidate version)."""
     settings = local_settings(
         bundled_model_dir.parents[1],
-        model=ModelSettings(cache_dir=bundled_model_dir.parents[1]),
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
         inference_threads=1,
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from serving.engine import DecodeOptions
+from serving.engine import DecodeOptions, Transcription
 from serving.inference import InferencePool
 from serving.model_dir import SPEECH_CLIP
 from serving.whisper_onnx import WhisperOnnxEngine
@@ -33,22 +33,29 @@ def recordings(synthesize) -> list[np.ndarray]:
     ]
 
 
+@pytest.fixture(scope="module")
+def alone(tiny_en_engine, recordings) -> dict[bool, list[Transcription]]:
+    """Each recording transcribed on its own, as a final (False) and as a draft (True): what every batch and pool
+    result here must equal. Decoded once for the module; each is a call of its own, never part of a batch."""
+    return {
+        draft: [tiny_en_engine.transcribe(audio, "en", draft=draft, options=GREEDY) for audio in recordings]
+        for draft in (False, True)
+    }
+
+
 @pytest.mark.parametrize("draft", [False, True], ids=["finals", "drafts"])
-def test_each_recording_of_a_batch_gets_the_transcript_it_gets_alone(tiny_en_engine, recordings, draft):
+def test_each_recording_of_a_batch_gets_the_transcript_it_gets_alone(tiny_en_engine, recordings, alone, draft):
     together = tiny_en_engine.transcribe_batch(recordings, "en", draft=draft, options=GREEDY)
-    alone = [tiny_en_engine.transcribe(audio, "en", draft=draft, options=GREEDY) for audio in recordings]
-    assert [t.text for t in together] == [a.text for a in alone]
-    assert [t.segments for t in together] == [a.segments for a in alone]  # scores and times too
+    assert [t.text for t in together] == [a.text for a in alone[draft]]
+    assert [t.segments for t in together] == [a.segments for a in alone[draft]]  # scores and times too
     assert len({t.text for t in together}) == len(recordings), "every recording has its own words"
     assert "smooth" in together[3].text.lower(), together[3].text
 
 
-def test_a_batch_without_a_language_detects_each_recordings_own(tiny_en_engine, recordings):
+def test_a_batch_without_a_language_detects_each_recordings_own(tiny_en_engine, recordings, alone):
     results = tiny_en_engine.transcribe_batch(recordings[:2], None, options=GREEDY)
     assert [r.language for r in results] == ["en", "en"]
-    assert [r.text for r in results] == [
-        tiny_en_engine.transcribe(a, "en", options=GREEDY).text for a in recordings[:2]
-    ]
+    assert [r.text for r in results] == [a.text for a in alone[False][:2]]
 
 
 class CountingEngine:
@@ -83,7 +90,7 @@ async def _queued_behind_a_busy_thread(pool: InferencePool, engine: CountingEngi
     return await asyncio.gather(leader, *followers, return_exceptions=True)
 
 
-def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_kind(tiny_en_engine, recordings):
+def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_kind(tiny_en_engine, recordings, alone):
     counting = CountingEngine(tiny_en_engine)
     pool = InferencePool(1)
 
@@ -107,13 +114,8 @@ def test_decodes_that_queue_while_the_thread_is_busy_go_as_one_batch_of_their_ki
     pool.shutdown()
     # Alone (a free thread), then the two finals together, then the two drafts together.
     assert counting.batches == [1, 2, 2]
-    assert [r.text for r in results] == [
-        tiny_en_engine.transcribe(recordings[0], "en", options=GREEDY).text,
-        tiny_en_engine.transcribe(recordings[1], "en", options=GREEDY).text,
-        tiny_en_engine.transcribe(recordings[2], "en", draft=True).text,
-        tiny_en_engine.transcribe(recordings[3], "en", options=GREEDY).text,
-        tiny_en_engine.transcribe(recordings[2], "en", draft=True).text,
-    ]
+    finals, drafts = alone[False], alone[True]
+    assert [r.text for r in results] == [finals[0].text, finals[1].text, drafts[2].text, finals[3].text, drafts[2].text]
 
 
 def test_other_versions_and_languages_are_never_batched_together(tiny_en_engine, recordings):

@@ -204,7 +204,8 @@ def test_stream_metrics_record_the_real_close_code_of_every_ending(server):
 
 def test_every_message_of_an_english_stream_says_english_though_the_client_named_no_language(server, synthesize):
     """The old failure: the first partial, detected on half a second, came back in Arabic script."""
-    outcome = asyncio.run(stream_audio(server.ws_url, with_silence(synthesize(FIRST, engine="flite"))))
+    speech, pace = with_silence(synthesize(FIRST, engine="flite")), server.settings.stream.max_realtime_factor
+    outcome = asyncio.run(stream_audio(server.ws_url, speech, realtime=pace))
     assert outcome.ready["language"] is None and outcome.ready["codec"] == "pcm16"
     spoken = outcome.of_type("partial") + outcome.of_type("final")
     assert outcome.of_type("partial") and outcome.of_type("final"), outcome.messages
@@ -214,7 +215,8 @@ def test_every_message_of_an_english_stream_says_english_though_the_client_named
 def test_an_opus_stream_at_16_kbps_is_transcribed_about_as_well_as_pcm(server, synthesize, word_error_rate):
     packets = opus_packets(two_utterances(synthesize), bitrate=16_000)
     assert sum(map(len, packets)) * 8 / (len(packets) * 0.02) < 20_000, "about 16 kbps: 16x less than PCM16"
-    outcome = asyncio.run(stream_messages(server.ws_url + "?codec=opus", list(packets)))
+    pace = server.settings.stream.max_realtime_factor  # what the server takes without holding the client back
+    outcome = asyncio.run(stream_messages(server.ws_url + "?codec=opus", list(packets), realtime=pace))
     assert outcome.ready["codec"] == "opus" and outcome.close_code == 1000, outcome.messages[-1:]
     finals = outcome.of_type("final")
     assert [f["utterance"] for f in finals] == [0, 1], outcome.messages

@@ -48,7 +48,15 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
             publish(s3, bundled_voice_dir, VOICE, version)
         settings = Settings(
             region="eu-west-1",
-            model=ModelSettings(name=ASR, bucket=BUCKET, endpoint_url=endpoint, cache_dir=tmp_path_factory.mktemp("c")),
+            # The ASR model is only loaded (the server needs one): greedy on one thread, as every test server.
+            model=ModelSettings(
+                name=ASR,
+                bucket=BUCKET,
+                endpoint_url=endpoint,
+                cache_dir=tmp_path_factory.mktemp("c"),
+                beam_size=1,
+                threads=1,
+            ),
             tts={"version": "1.0.0"},
             grpc={"port": 0},
             auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
