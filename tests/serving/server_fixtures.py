@@ -13,6 +13,7 @@ import http.client
 import io
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -137,6 +138,21 @@ def wait_ready_or_fail(live: LiveServer) -> None:
         return response.status_code == 200
 
     wait_until(is_ready, READY_TIMEOUT_S, "/readyz")
+
+
+def wait_process_ready(process: subprocess.Popen[str], base_url: str, timeout_s: float = 300) -> None:
+    """Poll a ``python -m serving`` subprocess's ``/readyz`` until it answers 200; fail with the end of its output
+    (``stdout=PIPE``, stderr merged) if it exits first, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"not ready within {timeout_s:g} s"
+        try:
+            if loopback_http().get(base_url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,16 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.serving.server_fixtures import answer_of, close_of, pcm16, sample, scrape, start_upload, wav_bytes
+from tests.serving.server_fixtures import (
+    answer_of,
+    close_of,
+    pcm16,
+    sample,
+    scrape,
+    start_upload,
+    wait_process_ready,
+    wav_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SPOKEN = "Please call Stella and ask her to bring these things with her from the store."
@@ -49,17 +57,7 @@ def server_process(tiny_en_model_dir):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        with httpx.Client(timeout=5) as probe:
-            while True:
-                assert process.poll() is None, process.communicate()[0][-3000:]
-                assert time.monotonic() < deadline, "not ready within 300 s"
-                try:
-                    if probe.get(base + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.25)
+        wait_process_ready(process, base)
         yield process, base
     finally:
         if process.poll() is None:

@@ -15,12 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.serving.server_fixtures import stream_audio, wav_bytes, with_silence
+from tests.serving.server_fixtures import stream_audio, wait_process_ready, wav_bytes, with_silence
 
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = "Please call Stella and ask her to bring these things with her from the store."
@@ -62,17 +61,7 @@ def test_requests_leave_no_audio_or_transcript_on_disk_or_in_the_debug_log(tiny_
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        with httpx.Client(timeout=5) as probe:
-            while True:
-                assert process.poll() is None, process.communicate()[0][-3000:]
-                assert time.monotonic() < deadline, "not ready within 300 s"
-                try:
-                    if probe.get(base + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.25)
+        wait_process_ready(process, base)
         before = _files(*watched)
         speech = synthesize(SPEECH, engine="flite")
         key = {"Authorization": f"Bearer {API_KEY}"}
