@@ -68,7 +68,8 @@ async def transcribe_request(request: Request, state: ServingState, read_job: Jo
             result, engine_seconds = await run_engine(state, chosen, clip, language, job.options)
     # The shadow candidate is a version of the multilingual model: compared only with what that model answered.
     if state.shadow is not None and chosen.info.name == state.models.asr.spec.name:
-        state.shadow.offer(clip, language, result, engine_seconds)  # off the response path: schedules or skips
+        # Off the response path: schedules or skips.
+        state.shadow.offer(clip, language, result, engine_seconds, served_options(state, job.options))
     timings = {"audio_decode": decoded - started, **result.timings, "engine": engine_seconds}
     if state.models.languages:
         timings["language_routing"] = routed - decoded
@@ -112,6 +113,13 @@ async def _language_model(
     return (None if manager is state.models.asr else acquire(state, manager)), language
 
 
+def served_options(state: ServingState, options: DecodeOptions | None) -> DecodeOptions:
+    """A route's options (prompt, temperature) with the server's beam and window settings: how batch requests are
+    decoded, and how the shadow candidate decodes the same request to compare like with like."""
+    model = state.settings.model
+    return replace(options or DecodeOptions(), beam_size=model.beam_size, window_pad_s=model.window_pad_s)
+
+
 async def run_engine(
     state: ServingState,
     lease: EngineLease,
@@ -122,7 +130,7 @@ async def run_engine(
     """``clip`` transcribed on an inference thread, with the engine's seconds; counted in the metrics."""
     queued = time.perf_counter()
     version = lease.info.version
-    options = replace(options or DecodeOptions(), beam_size=state.settings.model.beam_size)
+    options = served_options(state, options)
     try:
         result = await state.inference.run(lease.engine.transcribe, clip, language, options=options)
     except ValueError as exc:  # the engine's verdict on the input, e.g. a language this model lacks

@@ -57,8 +57,8 @@ class DecodeOptions:
     ``window_pad_s`` None encodes every window as Whisper was trained, padded to 30 s. A number fits a shorter
     window to its audio, padded with only that many seconds (rounded up to whole seconds): a few seconds of speech
     then cost a fraction of a 30 s window's encoder work, at the same accuracy on the test clips from 3 s of padding
-    on (``serving/mel.py``). Streams fit their finals' windows; an engine whose encoder takes 30 s windows only
-    ignores it.
+    on (``serving/mel.py``). Streams fit their finals' windows, and the server its batch requests' where
+    ``SPEECH_MODEL__WINDOW_PAD_S`` is set; an engine whose encoder takes 30 s windows only ignores it.
     """
 
     prompt: str | None = None

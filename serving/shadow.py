@@ -24,7 +24,7 @@ import numpy as np
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from serving.engine import AsrEngine, Transcription
+from serving.engine import AsrEngine, DecodeOptions, Transcription
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
@@ -92,8 +92,16 @@ class ShadowModel:
         self._engine = engine
         log.info("shadow candidate %s loaded from %s", info.version, info.source)
 
-    def offer(self, clip: np.ndarray, language: str | None, served: Transcription, engine_seconds: float) -> bool:
-        """Maybe compare the candidate on ``clip``, after the answer ``served``; True when a comparison started."""
+    def offer(
+        self,
+        clip: np.ndarray,
+        language: str | None,
+        served: Transcription,
+        engine_seconds: float,
+        options: DecodeOptions | None = None,
+    ) -> bool:
+        """Maybe compare the candidate on ``clip``, after the answer ``served``, decoding with the ``options`` the
+        served model decoded it with; True when a comparison started."""
         if self._sampler.random() >= self._settings.sample_rate:
             return False
         engine, reason = self._engine, self._skip_reason()
@@ -101,7 +109,7 @@ class ShadowModel:
             self._metrics.shadow_skipped(served.model_version, reason or "not_loaded")
             return False
         self._running = asyncio.get_running_loop().create_task(
-            self._compare(engine, clip, language or served.language, served, engine_seconds)
+            self._compare(engine, clip, language or served.language, served, engine_seconds, options)
         )
         return True
 
@@ -115,12 +123,18 @@ class ShadowModel:
         return None
 
     async def _compare(
-        self, engine: AsrEngine, clip: np.ndarray, language: str, served: Transcription, served_seconds: float
+        self,
+        engine: AsrEngine,
+        clip: np.ndarray,
+        language: str,
+        served: Transcription,
+        served_seconds: float,
+        options: DecodeOptions | None,
     ) -> None:
         started = time.perf_counter()
         try:
             candidate = await asyncio.get_running_loop().run_in_executor(
-                self._thread, lambda: engine.transcribe(clip, language)
+                self._thread, lambda: engine.transcribe(clip, language, options=options)
             )
         except ValueError:
             # The engine's verdict on input the served model answered (e.g. a language an English-only candidate

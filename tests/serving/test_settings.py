@@ -50,10 +50,19 @@ def test_off_in_the_environment_turns_speculative_finals_and_fitted_windows_off(
     assert load_settings().stream.final_window_pad_s == 3.0
 
 
+def test_batch_requests_are_on_30_second_windows_unless_a_window_pad_is_set(monkeypatch):
+    assert load_settings().model.window_pad_s is None
+    monkeypatch.setenv("SPEECH_MODEL__WINDOW_PAD_S", "3")
+    assert load_settings().model.window_pad_s == 3.0
+    monkeypatch.setenv("SPEECH_MODEL__WINDOW_PAD_S", "off")
+    assert load_settings().model.window_pad_s is None
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
         ("SPEECH_STREAM__FINAL_WINDOW_PAD_S", "0.5", "PAD_S='0.5': Input should be greater than or equal to 1"),
+        ("SPEECH_MODEL__WINDOW_PAD_S", "31", "PAD_S='31': Input should be less than or equal to 30"),
         ("SPEECH_STREAM__MAX_SESSIONS", "0", "SPEECH_STREAM__MAX_SESSIONS='0': Input should be greater than 0"),
         ("SPEECH_LIMITS__MAX_UPLOAD_BYTES", "lots", "MAX_UPLOAD_BYTES='lots': Input should be a valid integer"),
         ("SPEECH_REGION", "us-east-1", "SPEECH_REGION='us-east-1': no region is deployed to AWS region 'us-east-1'"),

@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contract import service
 from serving import smoke
-from serving.engine import Transcription
+from serving.engine import DecodeOptions, Transcription
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
-from serving.settings import ConfigError, load_settings
+from serving.settings import ConfigError, ModelSettings, load_settings
 from serving.shadow import ShadowModel, transcript_wer
 from tests.serving.server_fixtures import LiveServer, live_server, local_settings, sample, scrape, wait_until, wav_bytes
 
@@ -32,10 +32,11 @@ SENTENCE = "please send the quarterly report to the finance team before friday"
 
 @pytest.fixture(scope="module")
 def shadowed(bundled_model_dir, tiny_en_model_dir) -> Iterator[LiveServer]:
-    """Serves base, decoding greedily on one thread as every ``local_settings`` server; shadows every batch request
-    with tiny.en (the local stand-in for a candidate version)."""
+    """Serves base, decoding greedily on one thread as every ``local_settings`` server, on windows fitted with 3 s;
+    shadows every batch request with tiny.en (the local stand-in for a candidate version)."""
     settings = local_settings(
         bundled_model_dir.parents[1],
+        model=ModelSettings(cache_dir=bundled_model_dir.parents[1], beam_size=1, threads=1, window_pad_s=3.0),
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
         inference_threads=1,
     )
@@ -51,7 +52,17 @@ def _shadow_counts(live: LiveServer) -> tuple[float, float]:
     return compared, skipped
 
 
-def test_a_sampled_request_is_answered_by_the_served_model_and_compared_with_the_candidate(shadowed, synthesize):
+def test_a_sampled_request_is_answered_by_the_served_model_and_compared_with_the_candidate(
+    shadowed, synthesize, monkeypatch
+):
+    candidate = shadowed.app.state.serving.shadow._engine
+    decoded_with: list[DecodeOptions] = []
+
+    def transcribe(audio, language=None, **kwargs):
+        decoded_with.append(kwargs["options"])
+        return type(candidate).transcribe(candidate, audio, language, **kwargs)
+
+    monkeypatch.setattr(candidate, "transcribe", transcribe)
     before, _ = _shadow_counts(shadowed)
     response = httpx.post(
         f"{shadowed.base_url}{service.BATCH_PATH}", content=wav_bytes(synthesize(SENTENCE)), timeout=120
@@ -65,6 +76,9 @@ def test_a_sampled_request_is_answered_by_the_served_model_and_compared_with_the
     wer_sum = sample(samples, f"{service.METRIC_SHADOW_WER}_sum", **labels)
     assert 0 <= wer_sum < 0.5 * (_shadow_counts(shadowed)[0]), "two Whisper models agree on clear speech"
     assert sample(samples, f"{service.METRIC_SHADOW_LATENCY_DIFFERENCE}_count", **labels) >= 1
+    # Like with like: the candidate searched and windowed as the served model was (this server: greedy, fitted).
+    served = shadowed.settings.model
+    assert [(o.beam_size, o.window_pad_s) for o in decoded_with] == [(served.beam_size, served.window_pad_s)]
 
 
 def test_samples_are_shed_while_the_inference_threads_or_the_candidate_are_busy(tiny_en_model_dir, synthesize):
