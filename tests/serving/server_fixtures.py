@@ -80,13 +80,20 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def server_model(cache_root: Path, profile: str = "base", **overrides: Any) -> ModelSettings:
+    """The bundled ``profile`` from ``cache_root`` as a test server runs it, unless ``overrides`` say otherwise:
+    batch requests decoded greedily (server tests are about routes, formats, limits and versions; beam search is
+    tested on the engine, in ``test_beam.py`` and ``test_whisper_onnx.py``, at half the cost of running it behind
+    every route) on one intra-op thread (the suite runs four workers on two cores)."""
+    fields: dict[str, Any] = {"name": f"whisper-{profile}", "profile": profile, "beam_size": 1, "threads": 1}
+    return ModelSettings(cache_dir=cache_root, **(fields | overrides))
+
+
 def local_settings(cache_root: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: the bundled model from ``cache_root`` unless ``overrides`` say otherwise, decoding
-    batch requests greedily (server tests are about routes, formats and limits; beam search is tested on the engine,
-    in ``test_beam.py`` and ``test_whisper_onnx.py``, at half the cost of running it behind every route) on one
-    intra-op thread (the suite runs four workers on two cores), gRPC on any free port (never the fixed default another
-    run may hold), and no voice (the TTS tests ask for one), so ASR tests load only what they use."""
-    model = overrides.pop("model", None) or ModelSettings(cache_dir=cache_root, beam_size=1, threads=1)
+    """Settings for a test server: ``server_model(cache_root)`` unless ``overrides`` say otherwise, gRPC on any free
+    port (never the fixed default another run may hold), and no voice (the TTS tests ask for one), so ASR tests load
+    only what they use."""
+    model = overrides.pop("model", None) or server_model(cache_root)
     overrides.setdefault("grpc", {"port": 0})
     tts = overrides.pop("tts", None) or {"enabled": False}
     return Settings(model=model, tts=tts, **overrides)

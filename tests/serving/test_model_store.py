@@ -27,13 +27,14 @@ from moto.server import ThreadedMotoServer
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.model_dir import MANIFEST_FILE, verify_model_dir
 from serving.model_store import ModelStore, ModelStoreError, version_order
-from serving.settings import ModelSettings, Settings
+from serving.settings import Settings
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
     digest,
     live_server,
     sample,
     scrape,
+    server_model,
     stream_audio,
     wav_bytes,
     with_silence,
@@ -181,14 +182,12 @@ def test_python_m_serving_refuses_a_cross_jurisdiction_bucket_at_start_up(store,
     assert not any(tmp_path.iterdir()), "nothing was pulled from the refused bucket"
 
 
-def store_settings(store: Store, bucket: str, cache: Path, **model: object) -> Settings:
-    """A replica of the EU store, decoding batch requests greedily on one intra-op thread as ``local_settings``'s
-    servers do: these tests are about which version serves, not how well it transcribes."""
+def store_settings(store: Store, bucket: str, cache: Path, **model: Any) -> Settings:
+    """A replica of the EU store, its model run as every test server's (``server_model``): these tests are about which
+    version serves, not how well it transcribes."""
     return Settings(
         region="eu-west-1",
-        model=ModelSettings(
-            name=NAME, bucket=bucket, endpoint_url=store.endpoint, cache_dir=cache, beam_size=1, threads=1, **model
-        ),
+        model=server_model(cache, name=NAME, bucket=bucket, endpoint_url=store.endpoint, **model),
         auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
         grpc={"port": 0},
         tts={"enabled": False},

@@ -13,10 +13,18 @@ from websockets.asyncio.client import connect
 from contract.service import REGION_HEADER
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.residency import ResidencyGuard
-from serving.settings import ConfigError, ModelSettings, Settings, load_settings
+from serving.settings import ConfigError, Settings, load_settings
 from serving.speakers.api import ENROLL_PATH, SPEAKER_PATH, VERIFY_PATH
 from serving.speakers.service import EMBEDDER_NAME
-from tests.serving.server_fixtures import close_of, live_server, local_settings, sample, scrape, wav_bytes
+from tests.serving.server_fixtures import (
+    close_of,
+    live_server,
+    local_settings,
+    sample,
+    scrape,
+    server_model,
+    wav_bytes,
+)
 from tests.serving.test_grpc import config, recognize, refusal_of, streaming, transcript
 
 EU_KEY, US_KEY, ANY_KEY = "tenant-in-the-eu", "tenant-in-the-us", "tenant-anywhere"
@@ -40,7 +48,7 @@ def us_replica(tiny_en_model_dir, tmp_path_factory):
     cache = tiny_en_model_dir.parents[1]
     settings = local_settings(
         cache,
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
+        model=server_model(cache, "tiny.en"),
         region="us-west-2",
         public_domain=DOMAIN,
         auth={"api_key_hashes_file": keys},

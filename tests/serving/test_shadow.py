@@ -21,9 +21,18 @@ from serving.engine import DecodeOptions, Transcription
 from serving.inference import InferencePool
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelCatalog
-from serving.settings import ConfigError, ModelSettings, load_settings
+from serving.settings import ConfigError, load_settings
 from serving.shadow import ShadowModel, transcript_wer
-from tests.serving.server_fixtures import LiveServer, live_server, local_settings, sample, scrape, wait_until, wav_bytes
+from tests.serving.server_fixtures import (
+    LiveServer,
+    live_server,
+    local_settings,
+    sample,
+    scrape,
+    server_model,
+    wait_until,
+    wav_bytes,
+)
 
 pytestmark = pytest.mark.slow  # two models loaded into one server
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +45,7 @@ def shadowed(bundled_model_dir, tiny_en_model_dir) -> Iterator[LiveServer]:
     shadows every batch request with tiny.en (the local stand-in for a candidate version)."""
     settings = local_settings(
         bundled_model_dir.parents[1],
-        model=ModelSettings(cache_dir=bundled_model_dir.parents[1], beam_size=1, threads=1, window_pad_s=3.0),
+        model=server_model(bundled_model_dir.parents[1], window_pad_s=3.0),
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
         inference_threads=1,
     )

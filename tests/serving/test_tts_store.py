@@ -13,8 +13,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from serving.model_dir import MANIFEST_FILE
-from serving.settings import ModelSettings, Settings
-from tests.serving.server_fixtures import ADMIN_KEY, LiveServer, digest, live_server, sample, scrape
+from serving.settings import Settings
+from tests.serving.server_fixtures import ADMIN_KEY, LiveServer, digest, live_server, sample, scrape, server_model
 
 BUCKET = "speech-models-eu-west-tts"
 ASR, VOICE = "whisper-tiny.en", "piper-en-us-joe-medium"
@@ -48,15 +48,8 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
             publish(s3, bundled_voice_dir, VOICE, version)
         settings = Settings(
             region="eu-west-1",
-            # The ASR model is only loaded (the server needs one): greedy on one thread, as every test server.
-            model=ModelSettings(
-                name=ASR,
-                bucket=BUCKET,
-                endpoint_url=endpoint,
-                cache_dir=tmp_path_factory.mktemp("c"),
-                beam_size=1,
-                threads=1,
-            ),
+            # The ASR model is only loaded (the server needs one).
+            model=server_model(tmp_path_factory.mktemp("c"), name=ASR, bucket=BUCKET, endpoint_url=endpoint),
             tts={"version": "1.0.0"},
             grpc={"port": 0},
             auth={"admin_key_hashes": [digest(ADMIN_KEY)]},
