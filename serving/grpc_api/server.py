@@ -22,7 +22,7 @@ from serving.grpc_api.service import SpeechService
 from serving.state import ServingState
 
 log = logging.getLogger(__name__)
-# How often readiness is copied into the health service: a probe sees a drain within this long.
+# How often readiness is pushed to Health.Watch streams: a watcher sees a drain within this long (Check reads it live).
 _READINESS_POLL_S = 0.1
 # Room for a message's framing and config beside the largest upload SPEECH_LIMITS__MAX_UPLOAD_BYTES allows.
 _MESSAGE_OVERHEAD_BYTES = 64 * 1024
@@ -32,6 +32,34 @@ class GrpcServerError(RuntimeError):
     """The gRPC port could not be bound."""
 
 
+class _ReadinessHealth(health.aio.HealthServicer):
+    """``grpc.health.v1.Health`` answering the state's readiness: ``Check`` reads it when asked, so a probe right after
+    ``/readyz`` turned ready (or a drain began) never sees the previous status; ``Watch`` streams get it from
+    :meth:`GrpcServer._track_readiness`."""
+
+    def __init__(self, state: ServingState) -> None:
+        super().__init__()
+        self._state = state
+        self._published: int | None = None
+
+    def readiness(self) -> int:
+        ready = self._state.models.is_ready and not self._state.is_draining
+        return health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def publish(self) -> None:
+        """Set the status of the server and of the speech service to the readiness of now (ignored once the server
+        shuts down: every service is then NOT_SERVING for good)."""
+        status = self.readiness()
+        if status != self._published:
+            self._published = status
+            for name in ("", GRPC_SERVICE):
+                await self.set(name, status)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext):
+        await self.publish()
+        return await super().Check(request, context)
+
+
 class GrpcServer:
     """Serves the gRPC API of ``state`` from :meth:`start` to :meth:`stop`; ``port`` is the bound port."""
 
@@ -39,7 +67,7 @@ class GrpcServer:
         self._state = state
         self._messages, self._services = generated.load()  # fails at app build, before anything listens
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = _ReadinessHealth(state)
         self._tracker: asyncio.Task | None = None
         self.port: int | None = None
 
@@ -57,7 +85,7 @@ class GrpcServer:
                 f"cannot listen for gRPC on {address} ({exc}); free the port or choose another with {ENV_GRPC_PORT} "
                 "(0: any free port)"
             ) from exc
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.publish()
         await server.start()
         self._server = server
         self._tracker = asyncio.create_task(self._track_readiness(), name="grpc-health")
@@ -74,15 +102,6 @@ class GrpcServer:
             await self._server.stop(grace_s)
 
     async def _track_readiness(self) -> None:
-        serving = None
         while True:
-            now = self._state.models.is_ready and not self._state.is_draining
-            if now != serving:
-                serving = now
-                status = health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
-                await self._set_health(status)
+            await self._health.publish()
             await asyncio.sleep(_READINESS_POLL_S)
-
-    async def _set_health(self, status: int) -> None:
-        for name in ("", GRPC_SERVICE):
-            await self._health.set(name, status)

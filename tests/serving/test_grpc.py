@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from contract.service import GRPC_SERVICE
 from serving.bundled import MODEL_VERSION
 from serving.grpc_api import generated
+from serving.grpc_api import server as grpc_server_module
 from serving.grpc_api.server import GrpcServerError
 from serving.grpc_api.service import draft_stability, language_of
 from serving.settings import ConfigError, ModelSettings, load_settings
@@ -355,6 +356,44 @@ def test_on_shutdown_a_stream_gets_the_final_of_its_open_utterance_and_health_tu
     assert len(finals) == 1 and finals[0].utterance == 0 and transcript(finals).lower().startswith("please")
     assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
     assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING, statuses
+
+
+def test_health_answers_readiness_when_asked_not_at_the_trackers_last_poll(tmp_path, monkeypatch):
+    # A probe right after /readyz turned ready, or right after a drain began, must see it: with the tracker that
+    # pushes readiness to Watch streams slowed to an hour, Check still follows every flip.
+    from serving.app import create_app
+
+    monkeypatch.setattr(grpc_server_module, "_READINESS_POLL_S", 3600)
+    app = create_app(local_settings(tmp_path))
+    state = app.state.serving
+
+    async def checks() -> list[int]:
+        grpc_server = app.state.grpc
+        await grpc_server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+
+                async def check(service: str = "") -> int:
+                    request = health_pb2.HealthCheckRequest(service=service)
+                    return (await stub.Check(request, timeout=10)).status  # type: ignore[attr-defined]
+
+                seen = [await check()]
+                for manager in state.models.managers.values():  # as each one's load_initial ends
+                    manager.is_ready = True
+                seen += [await check(), await check(GRPC_SERVICE)]
+                state.is_draining = True
+                seen += [await check(), await check(GRPC_SERVICE)]
+                return seen
+        finally:
+            await grpc_server.stop(0)
+
+    try:
+        statuses = asyncio.run(checks())
+    finally:
+        state.close()
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert statuses == [not_serving, serving, serving, not_serving, not_serving]
 
 
 def test_a_taken_grpc_port_stops_start_up_naming_the_variable(tmp_path):
