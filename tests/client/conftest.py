@@ -19,9 +19,18 @@ import pytest
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.build.export import ensure_bundled_model
 from serving.build.voice import ensure_bundled_voice
-from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings, TtsSettings
+from serving.settings import AuthSettings, GrpcSettings, Settings, TtsSettings
 from tests.serving.conftest import synthesize
-from tests.serving.server_fixtures import LiveServer, digest, live_server, pcm16, scrape, wav_bytes, with_silence
+from tests.serving.server_fixtures import (
+    LiveServer,
+    digest,
+    live_server,
+    pcm16,
+    scrape,
+    server_model,
+    wav_bytes,
+    with_silence,
+)
 
 ANY_KEY, EU_KEY = "tenant-anywhere", "tenant-in-the-eu"
 DOMAIN = "speech.example.com"
@@ -33,7 +42,7 @@ def regional_settings(region_key: str, model_dir: Path) -> Settings:
     return Settings(
         region=DEFAULT_TOPOLOGY.region(region_key).aws_region,
         public_domain=DOMAIN,
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
+        model=server_model(cache, "tiny.en"),
         auth=AuthSettings(api_key_hashes=[digest(ANY_KEY), f"{digest(EU_KEY)} jurisdiction=eu"]),
         grpc=GrpcSettings(port=0),
         tts=TtsSettings(enabled=True),

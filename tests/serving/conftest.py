@@ -28,7 +28,6 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from serving.build.export import ensure_bundled_model
 from serving.build.voice import ensure_bundled_voice
 from serving.engine import SAMPLE_RATE
-from serving.settings import ModelSettings
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 from tests.serving.redis_server import RedisServer
 from tests.serving.server_fixtures import (
@@ -43,6 +42,7 @@ from tests.serving.server_fixtures import (
     digest,
     live_server,
     local_settings,
+    server_model,
 )
 
 SENTENCES_FILE = Path(__file__).parents[1] / "data" / "asr_sentences.txt"
@@ -276,7 +276,7 @@ def guarded_server(tiny_en_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
     secret.write_text(f"# one digest a line\n{digest(FILE_KEY)}\n")
     settings = local_settings(
         tiny_en_model_dir.parents[1],
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
+        model=server_model(tiny_en_model_dir.parents[1], "tiny.en"),
         auth={
             "api_key_hashes": [digest(ENV_KEY)],
             "api_key_hashes_file": secret,

@@ -82,10 +82,17 @@ def digest(key: str) -> str:
 
 def server_model(cache_root: Path, profile: str = "base", **overrides: Any) -> ModelSettings:
     """The bundled ``profile`` from ``cache_root`` as a test server runs it, unless ``overrides`` say otherwise:
-    batch requests decoded greedily (server tests are about routes, formats, limits and versions; beam search is
-    tested on the engine, in ``test_beam.py`` and ``test_whisper_onnx.py``, at half the cost of running it behind
-    every route) on one intra-op thread (the suite runs four workers on two cores)."""
-    fields: dict[str, Any] = {"name": f"whisper-{profile}", "profile": profile, "beam_size": 1, "threads": 1}
+    batch requests decoded greedily on windows fitted with 5 s of silence, as stream finals are by default (server
+    tests are about routes, formats, limits and versions; beam search and 30 s windows are tested on the engine, in
+    ``test_beam.py`` and ``test_whisper_onnx.py``, and cost about 2x and 3x more behind every route), on one intra-op
+    thread (the suite runs four workers on two cores)."""
+    fields: dict[str, Any] = {
+        "name": f"whisper-{profile}",
+        "profile": profile,
+        "beam_size": 1,
+        "window_pad_s": 5.0,
+        "threads": 1,
+    }
     return ModelSettings(cache_dir=cache_root, **(fields | overrides))
 
 

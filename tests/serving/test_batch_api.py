@@ -59,12 +59,12 @@ WIDEBAND_ENCODINGS = ("wav-16k", "ogg-opus-48k", "pcm16-44k")
 
 
 def test_batch_requests_are_searched_with_the_configured_beams(server, http, monkeypatch, synthesize):
-    """``SPEECH_MODEL__BEAM_SIZE`` (5 by default; 1 on the test servers) and ``__WINDOW_PAD_S`` (unset by default; 3
-    here, set on the running server's settings) reach the engine with the route's options."""
+    """``SPEECH_MODEL__BEAM_SIZE`` (5 by default; 1 on the test servers) and ``__WINDOW_PAD_S`` (unset by default; 5
+    on the test servers, 4 here, set on the running server's settings) reach the engine with the route's options."""
     state = server.app.state.serving
     defaults = type(server.settings.model)()
     assert (defaults.beam_size, defaults.window_pad_s) == (5, None)
-    monkeypatch.setattr(state.settings.model, "window_pad_s", 3.0)
+    monkeypatch.setattr(state.settings.model, "window_pad_s", 4.0)
     with state.models.asr.registry.acquire() as lease:
         engine = lease.engine
         seen = []
@@ -80,8 +80,8 @@ def test_batch_requests_are_searched_with_the_configured_beams(server, http, mon
         form = {"model": "whisper-1", "prompt": "Canoe trips.", "temperature": "0.2"}
         assert http.post("/v1/audio/transcriptions", files=files, data=form).status_code == 200
     assert [(o.beam_size, o.window_pad_s, o.prompt, o.temperature) for o in seen] == [
-        (1, 3.0, None, 0.0),
-        (1, 3.0, "Canoe trips.", 0.2),
+        (1, 4.0, None, 0.0),
+        (1, 4.0, "Canoe trips.", 0.2),
     ]
 
 

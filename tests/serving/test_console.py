@@ -19,7 +19,6 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from websockets.sync.client import connect
 
-from serving.settings import ModelSettings
 from tests.serving.browser import (
     PHONE,
     by_id,
@@ -38,6 +37,7 @@ from tests.serving.server_fixtures import (
     digest,
     live_server,
     local_settings,
+    server_model,
     silence,
     wav_bytes,
     with_silence,
@@ -231,7 +231,7 @@ def us_replica_of_one_stream(tiny_en_model_dir, bundled_voice_dir, tmp_path_fact
     cache = tiny_en_model_dir.parents[1]
     settings = local_settings(
         cache,
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
+        model=server_model(cache, "tiny.en"),
         region="us-west-2",
         public_domain="speech.example.com",
         auth={"api_key_hashes_file": keys},

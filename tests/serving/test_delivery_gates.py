@@ -21,13 +21,14 @@ import pytest
 from contract import service
 from infra.config import GateThresholds
 from infra.k8s.gates import HASH_ARG, HASH_SERIES_LABEL, Gate, gates
-from serving.settings import ModelSettings, Settings
+from serving.settings import Settings
 from tests.prometheus import LivePrometheus, live_prometheus
 from tests.serving.server_fixtures import (
     LiveServer,
     close_of,
     live_server,
     local_settings,
+    server_model,
     stream_audio,
     wait_until,
     wav_bytes,
@@ -49,7 +50,7 @@ def canary(tiny_en_model_dir, tmp_path_factory) -> Iterator[tuple[LiveServer, Li
     it. The candidate is tiny.en again, under another version: the local stand-in for a store's candidate."""
     settings = local_settings(
         tiny_en_model_dir.parents[1],
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
+        model=server_model(tiny_en_model_dir.parents[1], "tiny.en"),
         stream={"max_sessions": 1},
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
     )
@@ -67,7 +68,7 @@ def disagreeing_canary(
     starts it, so the other tests pay for one pod."""
     settings = local_settings(
         tiny_en_model_dir.parents[1],
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
+        model=server_model(tiny_en_model_dir.parents[1], "tiny.en"),
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "base"},
     )
     with _canary_pod(settings, tmp_path_factory) as pod:

@@ -24,7 +24,7 @@ from serving.grpc_api import generated
 from serving.grpc_api import server as grpc_server_module
 from serving.grpc_api.server import GrpcServerError
 from serving.grpc_api.service import draft_stability, language_of
-from serving.settings import ConfigError, ModelSettings, load_settings
+from serving.settings import ConfigError, load_settings
 from tests.serving.server_fixtures import (
     ENV_KEY,
     FILE_KEY,
@@ -34,6 +34,7 @@ from tests.serving.server_fixtures import (
     pcm16,
     sample,
     scrape,
+    server_model,
     silence,
     wav_bytes,
     with_silence,
@@ -310,7 +311,7 @@ def test_on_shutdown_a_stream_gets_the_final_of_its_open_utterance_and_health_tu
     tiny_en_model_dir, synthesize
 ):
     cache = tiny_en_model_dir.parents[1]
-    settings = local_settings(cache, model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache))
+    settings = local_settings(cache, model=server_model(cache, "tiny.en"))
     spoken = synthesize(FIRST, engine="flite")  # no trailing silence: the utterance is still open at shutdown
     stop_sending = threading.Event()
 

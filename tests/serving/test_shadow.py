@@ -41,11 +41,11 @@ SENTENCE = "please send the quarterly report to the finance team before friday"
 
 @pytest.fixture(scope="module")
 def shadowed(bundled_model_dir, tiny_en_model_dir) -> Iterator[LiveServer]:
-    """Serves base, decoding greedily on one thread as every ``local_settings`` server, on windows fitted with 3 s;
-    shadows every batch request with tiny.en (the local stand-in for a candidate version)."""
+    """Serves base as every test server does (greedy, one thread, windows fitted with 5 s: ``server_model``); shadows
+    every batch request with tiny.en (the local stand-in for a candidate version)."""
     settings = local_settings(
         bundled_model_dir.parents[1],
-        model=server_model(bundled_model_dir.parents[1], window_pad_s=3.0),
+        model=server_model(bundled_model_dir.parents[1]),
         shadow={"version": "2.0.0-candidate", "sample_rate": 1.0, "profile": "tiny.en"},
         inference_threads=1,
     )

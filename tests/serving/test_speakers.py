@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from serving.settings import ModelSettings
 from serving.speakers.api import ENROLL_PATH
 from serving.speakers.store import KEY_PREFIX
 from tests.serving.server_fixtures import (
@@ -18,6 +17,7 @@ from tests.serving.server_fixtures import (
     pcm16,
     sample,
     scrape,
+    server_model,
     silence,
     wav_bytes,
 )
@@ -45,7 +45,7 @@ def speaker_server(tiny_en_model_dir, redis_url) -> Iterator[LiveServer]:
     """Two tenants' keys and the region's Redis; tiny.en for ASR, which these tests never call."""
     settings = local_settings(
         tiny_en_model_dir.parents[1],
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=tiny_en_model_dir.parents[1]),
+        model=server_model(tiny_en_model_dir.parents[1], "tiny.en"),
         auth={"api_key_hashes": [digest(KEY_A), digest(KEY_B)]},
         limits={"max_upload_bytes": 1_000_000, "max_audio_s": 30},
         speakers={"redis_url": redis_url, "max_clips": 3},

@@ -9,8 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.settings import ModelSettings
-from tests.serving.server_fixtures import live_server, local_settings, stream_audio, with_silence
+from tests.serving.server_fixtures import live_server, local_settings, server_model, stream_audio, with_silence
 
 SENTENCES = (
     "Can you turn off the lights in the kitchen before you leave?",
@@ -25,7 +24,7 @@ def server(tiny_en_model_dir):
     cache = tiny_en_model_dir.parents[1]
     settings = local_settings(
         cache,
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache),
+        model=server_model(cache, "tiny.en"),
         inference_threads=1,
         stream={
             "backpressure_timeout_s": 0.1,

@@ -20,9 +20,8 @@ import soxr
 
 from serving.bundled import VOICE_VERSION
 from serving.engine import DecodeOptions
-from serving.settings import ModelSettings
 from tests.serving.redis_server import RedisServer
-from tests.serving.server_fixtures import LiveServer, live_server, local_settings, sample, scrape
+from tests.serving.server_fixtures import LiveServer, live_server, local_settings, sample, scrape, server_model
 
 MAX_CHARS = 300
 RETRY_AFTER_S = 0.2
@@ -38,7 +37,7 @@ def tts_server(tiny_en_model_dir, bundled_voice_dir, redis_server) -> Iterator[L
     assert bundled_voice_dir.parents[1] == cache_root
     settings = local_settings(
         cache_root,
-        model=ModelSettings(name="whisper-tiny.en", profile="tiny.en", cache_dir=cache_root),
+        model=server_model(cache_root, "tiny.en"),
         tts={"enabled": True, "max_chars": MAX_CHARS},
         cache={"redis_url": redis_server.url, "retry_after_s": RETRY_AFTER_S, "timeout_s": 0.5},
     )
