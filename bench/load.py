@@ -14,7 +14,8 @@ One ``python -m serving`` (Whisper base, 2 inference threads) on loopback, used 
   recording), ours against faster-whisper's batched pipeline, greedy.
 * TTS: cold (cache miss) and cache-hit latency of ``POST /v1/tts`` (the bundled voice, the in-process cache).
 
-``--quick`` (under two minutes on a quiet machine) runs fewer levels and clips and a 1-minute recording, for CI.
+``--quick`` (under two minutes on a quiet machine) runs one stream, one short clip (at 1 and 2 concurrent
+requests) and a 1-minute recording, for CI.
 Latency figures on a shared machine are pessimistic: other processes take the same cores.
 """
 
@@ -76,12 +77,12 @@ class Sizes:
 
 
 FULL = Sizes((1, 2, 3, 4, 5, 6), 20.0, (1, 2, 4, 8), 2, 16, 10.0, 3, 5)
-QUICK = Sizes((1, 2), 3.0, (1, 2), 1, 2, 1.0, 1, 2)
+QUICK = Sizes((1,), 3.0, (1, 2), 1, 1, 1.0, 1, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few levels and clips, a 1-minute recording (CI)")
+    parser.add_argument("--quick", action="store_true", help="one stream, one clip, a 1-minute recording (CI)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/load.json)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL

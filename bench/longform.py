@@ -1,13 +1,15 @@
 """Long-form accuracy and speed: our engine against faster-whisper on one long recording, the same Whisper weights.
 
-    python -m bench.longform [--minutes 10] [--quick] [--threads N] [--compute-type int8] [--passes 1] [--beams 5,1]
+    python -m bench.longform [--minutes 10] [--quick] [--profile base] [--threads N] [--compute-type int8] [--passes 1]
+                             [--beams 5,1]
 
 The recording is built by the test suite's ``long_recording``: Harvard sentences read in turn by two espeak-ng
 and two flite voices, pauses from 0.1 s to 10 s, a sentence across every 30 s boundary, a -60 dBFS noise floor;
 deterministic. Each engine transcribes the whole recording in one call, as a user would, with the language
-detected. WER is jiwer's over Whisper's English normaliser, deletions and insertions shown apart (lost words
-against hallucinated ones). RTF is processing seconds per second of audio, the best of ``--passes`` with the
-engines taking turns, so load from other processes skews all engines alike.
+detected (``--profile tiny.en``, a cheaper smoke run, is English-only: nothing to detect). WER is jiwer's over
+Whisper's English normaliser, deletions and insertions shown apart (lost words against hallucinated ones). RTF
+is processing seconds per second of audio, the best of ``--passes`` with the engines taking turns, so load from
+other processes skews all engines alike.
 
 faster-whisper runs as shipped: ``transcribe`` (sequential 30 s windows moved on by timestamps, temperature
 fallback, conditioned on the previous text) and ``BatchedInferencePipeline`` (Silero VAD chunks, batches of 8),
@@ -31,6 +33,7 @@ import numpy as np
 
 from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
 from serving.build.export import ensure_bundled_model
+from serving.bundled import PROFILES
 from serving.engine import SAMPLE_RATE, DecodeOptions
 from serving.whisper_onnx import default_threads, load_engine
 
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_MINUTES:g} min, faster-whisper's default run only"
     )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="base", help="bundled model (default base)")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--passes", type=int, default=1, help="timed runs per engine; the fastest counts")
     parser.add_argument("--compute-type", default="int8", help="faster-whisper compute type (int8, default)")
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     texts = [s.text for s in helpers.load_sentences(SENTENCES)]
     recording = helpers.long_recording(texts, minutes * 60)
     audio_seconds = len(recording.audio) / SAMPLE_RATE
-    model_dir = ensure_bundled_model("base")
+    model_dir = ensure_bundled_model(args.profile)
     engines: dict[str, Callable[[np.ndarray], tuple[str, int]]] = {}
     batches: list[int | None] = [int(b) for b in args.batches.split(",") if b] or [None]
     for batch in batches:
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             engines[f"ours (onnxruntime {ours.name} {ours.version}, batch {ours.batch}, {search})"] = transcribe
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
-        fw_model = faster_whisper_model(faster_whisper_dir("base", Path(tmp)), args.compute_type, args.threads)
+        fw_model = faster_whisper_model(faster_whisper_dir(args.profile, Path(tmp)), args.compute_type, args.threads)
         for run in runs:
             mode, beam = FASTER_WHISPER_RUNS[run]
             engines[f"faster-whisper {args.compute_type} {run}"] = faster_whisper_transcriber(fw_model, mode, beam)

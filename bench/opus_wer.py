@@ -12,6 +12,7 @@ actually weigh. Accuracy only: the machine's load does not change these numbers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,15 +62,19 @@ def main(argv: list[str] | None = None) -> list[Row]:
     seconds = sum(len(audio) for *_, audio in clips) / SAMPLE_RATE
     print(f"{len(clips)} clips, {seconds:.0f} s, whisper {args.profile}; machine {_machine()}")
     print(f"{'audio':<14} {'kbps':>6} {'WER':>6} {'espeak-ng':>9} {'flite':>6}")
+    received = {
+        bitrate: [(audio, 2 * len(audio)) if bitrate is None else through_opus(audio, bitrate) for *_, audio in clips]
+        for bitrate in [None, *(int(b) for b in args.bitrates.split(","))]
+    }
+    # One batch of every clip at every bitrate: each clip's text is the one transcribe gives it alone, at a fraction
+    # of the decoder's cost.
+    heard = iter(engine.transcribe_batch([audio for got in received.values() for audio, _ in got], "en"))
     rows = []
-    for bitrate in [None, *(int(b) for b in args.bitrates.split(","))]:
+    for bitrate, got in received.items():
         hypotheses: dict[str, list[str]] = {"espeak-ng": [], "flite": []}
         references: dict[str, list[str]] = {"espeak-ng": [], "flite": []}
-        received = [(audio, 2 * len(audio)) if bitrate is None else through_opus(audio, bitrate) for *_, audio in clips]
-        sent = sum(size for _, size in received)
-        # One batch: each clip's text is the one transcribe gives it alone, at a fraction of the decoder's cost.
-        heard = engine.transcribe_batch([audio for audio, _ in received], "en")
-        for (text, tts, _), transcription in zip(clips, heard, strict=True):
+        sent = sum(size for _, size in got)
+        for (text, tts, _), transcription in zip(clips, itertools.islice(heard, len(clips)), strict=True):
             hypotheses[tts].append(transcription.text)
             references[tts].append(text)
         every = references["espeak-ng"] + references["flite"], hypotheses["espeak-ng"] + hypotheses["flite"]

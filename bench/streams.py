@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.asr_speed import REPO
 from bench.longform import _machine
 from serving.engine import SAMPLE_RATE
-from serving.settings import GrpcSettings, ModelSettings, Settings, StreamSettings
+from serving.settings import GrpcSettings, ModelSettings, Settings, StreamSettings, TtsSettings
 from tests.serving.conftest import TtsEngine, load_sentences, synthesize
 from tests.serving.server_fixtures import live_server, opus_packets, pcm16, scrape, silence
 
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> list[Level]:
         model=ModelSettings(name=name, profile=args.profile, threads=args.model_threads),
         inference_threads=args.threads,
         grpc=GrpcSettings(port=0),
+        tts=TtsSettings(enabled=False),  # no voice to load and warm up: streams never synthesize
         stream=StreamSettings(
             max_sessions=max(levels),
             speculative_final_ms=args.speculative_final_ms or None,

@@ -91,25 +91,47 @@ def test_strict_validation_catches_a_misspelt_field_that_a_plain_dict_input_lets
         kubernetes_validate.validate(template, _version("eu-west"), strict=True)
 
 
-@pytest.mark.parametrize("stack", REGIONAL_STACKS)
-def test_every_istio_keda_prometheus_and_argo_object_matches_its_crd_schema(program, stack):
-    custom = [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"].startswith(CRD_GROUPS)]
-    assert {o["kind"] for o in custom} == {
-        "Gateway", "VirtualService", "ScaledObject", "ServiceMonitor", "PrometheusRule", "Rollout", "AnalysisTemplate"
-    }  # fmt: skip
-    for manifest, problem in zip(custom, _validate_custom(custom), strict=True):
-        assert problem is None, f"{manifest['kind']} {manifest['metadata']['name']}: {problem}"
-
-
-def test_the_crd_validators_reject_an_invalid_object():
-    broken = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}, "spec": {}}
-    rollout = {
+# Two objects the validators must reject: a ScaledObject without its scaleTargetRef, a canary step with a string weight.
+INVALID_CUSTOM = [
+    {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}, "spec": {}},
+    {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
         "metadata": {"name": "x"},
         "spec": {"strategy": {"canary": {"steps": [{"setWeight": "1%"}]}}},
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def crd_verdicts(program) -> dict[str, list[tuple[dict, str | None]]]:
+    """{stack: [(custom object, problem or None)]} for every regional stack, plus "invalid" for INVALID_CUSTOM, all
+    from one run of the validators: each run starts Node.js and loads every CRD schema, a CPU-second of its own, while
+    an object's verdict does not depend on the others validated with it."""
+    batches = {
+        stack: [kube.manifest(r) for r in kube.objects(program(stack)) if r.inputs["apiVersion"].startswith(CRD_GROUPS)]
+        for stack in REGIONAL_STACKS
     }
-    problem, rollout_problem = _validate_custom([broken, rollout])
+    batches["invalid"] = INVALID_CUSTOM
+    objects = [o for batch in batches.values() for o in batch]
+    verdicts = list(zip(objects, _validate_custom(objects), strict=True))
+    by_batch, start = {}, 0
+    for name, batch in batches.items():
+        by_batch[name], start = verdicts[start : start + len(batch)], start + len(batch)
+    return by_batch
+
+
+@pytest.mark.parametrize("stack", REGIONAL_STACKS)
+def test_every_istio_keda_prometheus_and_argo_object_matches_its_crd_schema(crd_verdicts, stack):
+    assert {o["kind"] for o, _ in crd_verdicts[stack]} == {
+        "Gateway", "VirtualService", "ScaledObject", "ServiceMonitor", "PrometheusRule", "Rollout", "AnalysisTemplate"
+    }  # fmt: skip
+    for manifest, problem in crd_verdicts[stack]:
+        assert problem is None, f"{manifest['kind']} {manifest['metadata']['name']}: {problem}"
+
+
+def test_the_crd_validators_reject_an_invalid_object(crd_verdicts):
+    (_, problem), (_, rollout_problem) = crd_verdicts["invalid"]
     assert problem is not None and "scaleTargetRef" in problem
     assert rollout_problem is not None and "setWeight must be integer" in rollout_problem
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from parliament import analyze_policy_string
 
 from tests.conftest import STACKS
 
@@ -25,6 +24,15 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module")
+def analyze_policy_string():
+    """parliament's `analyze_policy_string`, imported when a test here runs, not when the module is collected: every
+    test worker collects it, and only the one that runs it needs parliament's IAM action catalogue loaded."""
+    from parliament import analyze_policy_string
+
+    return analyze_policy_string
+
+
 def _documents(graph):
     for resource in graph.resources:
         for prop in ("policy", "assumeRolePolicy"):
@@ -34,7 +42,7 @@ def _documents(graph):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_generated_policy_passes_parliament(program, stack):
+def test_every_generated_policy_passes_parliament(program, stack, analyze_policy_string):
     documents = list(_documents(program(stack)))
     assert documents
     for resource, document in documents:
@@ -44,7 +52,7 @@ def test_every_generated_policy_passes_parliament(program, stack):
             )
 
 
-def test_parliament_flags_an_allow_on_every_resource_so_the_lint_can_fail():
+def test_parliament_flags_an_allow_on_every_resource_so_the_lint_can_fail(analyze_policy_string):
     widened = json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}
     )
