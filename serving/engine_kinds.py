@@ -27,8 +27,8 @@ class EngineKind:
     kind: str
     # Verify a model directory (manifest, kind, hashes) and load it as the spec says; raises ModelError.
     load: Callable[[Path, ModelSpec], Engine]
-    # One real run, so a model that loads but cannot work never becomes current.
-    warm: Callable[[Engine], None]
+    # One real run, as the spec's requests will run, so a model that loads but cannot work never becomes current.
+    warm: Callable[[Engine, ModelSpec], None]
     # Where the bundled model of a spec lives in the local cache (built by set-up, not by the server).
     bundled_dir: Callable[[ModelSpec, Path | None], Path]
     # The command that builds the bundled model, for the error a replica without it reports.
@@ -41,12 +41,13 @@ def _load_asr(model_dir: Path, spec: ModelSpec) -> Engine:
     return load_engine(model_dir, threads=spec.threads)
 
 
-def _warm_asr(engine: Engine) -> None:
+def _warm_asr(engine: Engine, spec: ModelSpec) -> None:
     if not isinstance(engine, AsrEngine):
         raise TypeError(f"{engine!r} is not an ASR engine")
     speech, _ = sf.read(SPEECH_CLIP, dtype="float32")
-    # Greedy: the same encoder and decoder graphs a beam search runs, at half its cost (every start and hot swap).
-    engine.transcribe(speech, "en", options=DecodeOptions(beam_size=1))
+    # Greedy: the same encoder and decoder graphs a beam search runs, at half its cost (every start and hot swap); on
+    # the window batch requests get: Whisper's 30 s, or fitted when SPEECH_MODEL__WINDOW_PAD_S is set.
+    engine.transcribe(speech, "en", options=DecodeOptions(beam_size=1, window_pad_s=spec.window_pad_s))
     engine.transcribe(speech, "en", draft=True)  # streaming partials take the short-window path
 
 
@@ -65,7 +66,7 @@ def _load_tts(model_dir: Path, spec: ModelSpec) -> Engine:
     return load_voice(model_dir)
 
 
-def _warm_tts(engine: Engine) -> None:
+def _warm_tts(engine: Engine, spec: ModelSpec) -> None:
     from serving.tts import TtsEngine
 
     if not isinstance(engine, TtsEngine):

@@ -167,7 +167,7 @@ class ModelManager:
             model_dir, source = self._bundled_dir(profile or self.spec.profile), "bundled"
         engine = self.kind.load(model_dir, self.spec)
         try:
-            self.kind.warm(engine)
+            self.kind.warm(engine, self.spec)
         except Exception:
             engine.close()
             raise

@@ -97,6 +97,8 @@ class ModelSpec:
     version: str | None
     profile: str
     threads: int | None = None  # intra-op threads per call; None: the engine's default
+    # Seconds of silence batch requests' windows are fitted with (ModelSettings.window_pad_s): the warm-up decodes so.
+    window_pad_s: float | None = None
 
 
 class ShadowSettings(BaseModel):
@@ -445,8 +447,11 @@ class Settings(BaseSettings):
         model, tts = self.model, self.tts
         specialised = sorted(set(model.languages.values()))
         served = [
-            ModelSpec("asr", model.name, model.version, model.profile, model.threads),
-            *(ModelSpec("asr", name, model.version, profile_named(name), model.threads) for name in specialised),
+            ModelSpec("asr", model.name, model.version, model.profile, model.threads, model.window_pad_s),
+            *(
+                ModelSpec("asr", name, model.version, profile_named(name), model.threads, model.window_pad_s)
+                for name in specialised
+            ),
         ]
         if tts.enabled:
             served.append(ModelSpec("tts", tts.name, tts.version, tts.voice))

@@ -84,6 +84,33 @@ def test_every_asr_model_decodes_on_the_threads_the_environment_sets(tiny_en_mod
         catalog.close()
 
 
+@pytest.mark.parametrize("window_pad_s", [None, 5.0])
+def test_the_warm_up_decodes_on_the_windows_batch_requests_get(tiny_en_model_dir, monkeypatch, window_pad_s):
+    # Warming a 30 s window for a server whose batch requests get fitted ones would pay for a path it never serves.
+    cache = tiny_en_model_dir.parents[1]
+    model = ModelSettings(
+        name="whisper-tiny.en", profile="tiny.en", cache_dir=cache, threads=1, window_pad_s=window_pad_s
+    )
+    settings = Settings(model=model, tts={"enabled": False})
+    assert [spec.window_pad_s for spec in settings.served_models()] == [window_pad_s]
+    warmed = []
+
+    def transcribe(self, audio, language=None, **kwargs):
+        warmed.append((kwargs.get("draft", False), kwargs.get("options")))
+        return original(self, audio, language, **kwargs)
+
+    original = WhisperOnnxEngine.transcribe
+    monkeypatch.setattr(WhisperOnnxEngine, "transcribe", transcribe)
+    catalog = ModelCatalog(settings, ServingMetrics("local"))
+    try:
+        asyncio.run(catalog.load_then_poll())
+        assert catalog.is_ready, catalog.load_error
+    finally:
+        catalog.close()
+    full = [options for draft, options in warmed if not draft]
+    assert [(o.beam_size, o.window_pad_s) for o in full] == [(1, window_pad_s)]
+
+
 def _manifest_copy(model_dir: Path, tmp_path: Path, **changes: object) -> Path:
     manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     manifest.update(changes)
