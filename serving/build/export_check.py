@@ -62,7 +62,10 @@ class ExportReport:
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # Idle intra-op threads sleep, as the engine's do: the check runs beside torch, whose threads need the cores too.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def prompt_tokens(config: WhisperConfig) -> list[int]:

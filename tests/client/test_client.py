@@ -28,7 +28,7 @@ from speech_client import (
     SpeechClient,
     StreamClosedError,
 )
-from tests.client.conftest import ANY_KEY, EU_KEY, errors_of_kind, residency_refusals
+from tests.client.conftest import ANY_KEY, EU_KEY, Restartable, errors_of_kind, residency_refusals
 from tests.client.test_routing import ManualClock
 
 QUICK = RetryPolicy(attempts_per_region=2, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=0)
@@ -93,9 +93,18 @@ def test_an_endpoint_map_that_sends_eu_data_to_another_region_is_caught_by_the_s
 
 
 @pytest.mark.slow
-def test_with_eu_west_stopped_unrestricted_callers_fail_over_and_eu_callers_fail_cleanly_inside_the_eu(
+def test_with_eu_west_stopped_callers_fail_over_or_fail_inside_the_eu_and_the_breaker_skips_it_until_a_probe_finds_it(
     regions, eu_west_stopped, speech_wav, speech_pcm
 ):
+    """One outage for both stories: bringing a region back costs a model load and a warm-up, more than all their
+    requests together, and the breaker's story ends with eu-west back, so nothing is started again after it."""
+    _unrestricted_callers_fail_over_and_eu_callers_fail_cleanly_inside_the_eu(regions, speech_wav, speech_pcm)
+    _the_breaker_opens_skips_the_region_even_once_it_is_back_then_half_opens_and_closes(
+        regions, eu_west_stopped, speech_wav
+    )
+
+
+def _unrestricted_callers_fail_over_and_eu_callers_fail_cleanly_inside_the_eu(regions, speech_wav, speech_pcm) -> None:
     refusals = {
         name: residency_refusals(server) for name, server in (("us", regions.us_west), ("ap", regions.ap_northeast))
     }
@@ -113,10 +122,10 @@ def test_with_eu_west_stopped_unrestricted_callers_fail_over_and_eu_callers_fail
     assert residency_refusals(regions.ap_northeast) == refusals["ap"], "an EU request reached ap-northeast"
 
 
-@pytest.mark.slow
-def test_the_breaker_opens_on_a_stopped_region_skips_it_even_once_it_is_back_then_half_opens_and_closes(
-    regions, eu_west_stopped, speech_wav
-):
+def _the_breaker_opens_skips_the_region_even_once_it_is_back_then_half_opens_and_closes(
+    regions, eu_west: Restartable, speech_wav
+) -> None:
+    """eu-west is stopped on entry and back on exit: its probe fails while it is down, and succeeds once it is up."""
     clock = ManualClock()
     policy = BreakerPolicy(failure_threshold=2, reset_timeout_s=30)
     with SpeechClient(
@@ -126,19 +135,16 @@ def test_the_breaker_opens_on_a_stopped_region_skips_it_even_once_it_is_back_the
         assert client.breaker_state("eu-west") is BreakerState.CLOSED, "one failure is below the threshold"
         assert client.transcribe(speech_wav).region == "us-west"
         assert client.breaker_state("eu-west") is BreakerState.OPEN
-        eu_west_stopped.start()
-        assert client.transcribe(speech_wav).region == "us-west", "an open breaker skips the region"
         clock.now = 30
-        assert client.breaker_state("eu-west") is BreakerState.HALF_OPEN
-        assert client.transcribe(speech_wav).region == "eu-west", "the probe reaches the region that is back"
-        assert client.breaker_state("eu-west") is BreakerState.CLOSED
-        eu_west_stopped.stop()
-        for _ in range(2):
-            client.transcribe(speech_wav)
-        clock.now = 60
         assert client.breaker_state("eu-west") is BreakerState.HALF_OPEN
         assert client.transcribe(speech_wav).region == "us-west"
         assert client.breaker_state("eu-west") is BreakerState.OPEN, "a failed probe opens it again"
+        eu_west.start()
+        assert client.transcribe(speech_wav).region == "us-west", "an open breaker skips the region"
+        clock.now = 60
+        assert client.breaker_state("eu-west") is BreakerState.HALF_OPEN
+        assert client.transcribe(speech_wav).region == "eu-west", "the probe reaches the region that is back"
+        assert client.breaker_state("eu-west") is BreakerState.CLOSED
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 from onnx import TensorProto, helper
-from tokenizers import Tokenizer
 
 from serving.decoding import Decoded
 from serving.mel import window_features
@@ -22,22 +21,19 @@ from serving.model_dir import (
     TOKENIZER_FILE,
     ModelError,
     decoder_inputs,
-    read_config,
     write_manifest,
 )
 from serving.whisper_beam import beam_decode
-from serving.whisper_decoder import WhisperDecoder
-from serving.whisper_onnx import load_engine
+from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 
 
 class Parts:
-    def __init__(self, model_dir) -> None:
-        self.config = read_config(model_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # as the engine fixtures: a second thread costs CPU time the suite lacks
-        self.encoder = ort.InferenceSession(str(model_dir / ENCODER_FILE), options)
-        self.decoder = ort.InferenceSession(str(model_dir / DECODER_FILE), options)
-        self.whisper = WhisperDecoder(self.config, Tokenizer.from_file(str(model_dir / TOKENIZER_FILE)), "cpu")
+    """The sessions, config and decoder of a loaded engine, driven step by step."""
+
+    def __init__(self, engine: WhisperOnnxEngine) -> None:
+        self.config = engine.config
+        self.encoder, self.decoder = engine._sessions()  # the engine's own: one load for the whole module
+        self.whisper = engine._whisper
         self._encoded: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def cross_arrays(self, clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -66,10 +62,10 @@ class Parts:
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_en_model_dir) -> Parts:
+def parts(tiny_en_engine) -> Parts:
     """tiny.en: these tests are about the search and the graph's rows, which every model size shares; what beams buy
     in accuracy is the bench's (base)."""
-    return Parts(tiny_en_model_dir)
+    return Parts(tiny_en_engine)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,13 @@ import threading
 
 import numpy as np
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from websockets.sync.client import connect
 
 from tests.serving.browser import (
+    DESKTOP,
     PHONE,
     by_id,
     chromium,
@@ -69,24 +71,73 @@ def _assert_only_the_server_was_asked(driver, base_url: str) -> list[str]:
     return urls
 
 
+def _in_page(driver, check_js: str, timeout_s: float, what: str):
+    """The first truthy value of ``check()``, defined by ``check_js``, which the page itself calls every 50 ms (the
+    suite's poll cadence): one WebDriver round trip for the whole wait, where a poll from here costs one per check,
+    each about 3.5 ms of CPU across this process, the driver and the browser, twenty times a second."""
+    driver.set_script_timeout(timeout_s)
+    try:
+        return driver.execute_async_script(
+            check_js
+            + """
+            const done = arguments[arguments.length - 1];
+            (function wait() { const value = check(); if (value) done(value); else setTimeout(wait, 50); })();"""
+        )
+    except TimeoutException:
+        pytest.fail(f"waited {timeout_s:g} s for {what}")
+
+
 def _final_after_partials(driver) -> dict:
-    """Poll the transcript until an utterance turns final; it must have been shown as a partial before that."""
-    seen_partial = False
-
-    def final() -> dict | None:
-        nonlocal seen_partial
-        items = driver.execute_script(TRANSCRIPT_JS)
-        seen_partial |= any(item["state"] == "partial" and item["text"].strip() for item in items)
-        return next((item for item in items if item["state"] == "final"), None)
-
-    item = poll(final, 120, "a final transcript in the page")
-    assert seen_partial, "the final appeared without partial text before it"
-    assert item["partials"] >= 1
-    return item
+    """Wait until an utterance in the transcript turns final; it must have been shown as a partial before that."""
+    found = _in_page(
+        driver,
+        f"""let seenPartial = false;
+        const check = () => {{
+            const items = (() => {{ {TRANSCRIPT_JS} }})();
+            seenPartial ||= items.some(item => item.state === 'partial' && item.text.trim() !== '');
+            const final = items.find(item => item.state === 'final');
+            return final && {{final, seenPartial}};
+        }};""",
+        120,
+        "a final transcript in the page",
+    )
+    assert found["seenPartial"], "the final appeared without partial text before it"
+    assert found["final"]["partials"] >= 1
+    return found["final"]
 
 
 def _wait_stream_ended(driver) -> None:
-    poll(lambda: by_id(driver, "stream-state").text.startswith("Stream ended"), 60, "the stream to end")
+    _in_page(
+        driver,
+        "const check = () => document.getElementById('stream-state').innerText.startsWith('Stream ended');",
+        60,
+        "the stream to end",
+    )
+
+
+@pytest.fixture(scope="module")
+def desktop_chromium():
+    """One Chromium for every test but the microphone's (its sentence is given at launch): each start and quit of a
+    browser costs about 0.6 s of CPU, more than most of these tests' own work in the page."""
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture
+def driver(desktop_chromium):
+    """A window of its own in the shared Chromium, as a fresh browser would give: its own sessionStorage (where the
+    page keeps the API key), the desktop size, and DevTools and console logs that begin with this test."""
+    driver = desktop_chromium
+    opener = driver.current_window_handle
+    driver.switch_to.new_window("window")
+    driver.set_window_size(*DESKTOP)
+    requested_urls(driver)
+    driver.get_log("browser")
+    try:
+        yield driver
+    finally:
+        driver.close()
+        driver.switch_to.window(opener)
 
 
 @pytest.mark.slow
@@ -116,19 +167,18 @@ def test_speech_into_the_microphone_shows_partials_then_a_final_close_to_what_wa
 
 
 @pytest.mark.slow
-def test_a_picked_file_streams_in_real_time_to_a_final(shared_server, synthesize, word_error_rate, tmp_path):
+def test_a_picked_file_streams_in_real_time_to_a_final(driver, shared_server, synthesize, word_error_rate, tmp_path):
     path = tmp_path / "sentence.wav"
     path.write_bytes(wav_bytes(with_silence(synthesize(FILE_SENTENCES[0], engine="flite"))))
-    with chromium() as driver:
-        open_console(driver, shared_server.base_url)
-        by_id(driver, "audio-file").send_keys(str(path))
-        by_id(driver, "stream-file").click()
-        final = _final_after_partials(driver)
-        _wait_stream_ended(driver)  # the file's end stops the stream by itself
-        assert word_error_rate([FILE_SENTENCES[0]], [final["text"]]) <= 0.2, final["text"]
-        assert not by_id(driver, "message").is_displayed()
-        screenshot(driver, tmp_path, "file-stream")
-        _assert_only_the_server_was_asked(driver, shared_server.base_url)
+    open_console(driver, shared_server.base_url)
+    by_id(driver, "audio-file").send_keys(str(path))
+    by_id(driver, "stream-file").click()
+    final = _final_after_partials(driver)
+    _wait_stream_ended(driver)  # the file's end stops the stream by itself
+    assert word_error_rate([FILE_SENTENCES[0]], [final["text"]]) <= 0.2, final["text"]
+    assert not by_id(driver, "message").is_displayed()
+    screenshot(driver, tmp_path, "file-stream")
+    _assert_only_the_server_was_asked(driver, shared_server.base_url)
 
 
 def _srt(segments: list[dict]) -> str:
@@ -147,78 +197,79 @@ def _vtt(segments: list[dict]) -> str:
 
 
 def test_a_file_transcribed_whole_shows_timed_segments_and_downloads_them_as_srt_and_vtt(
-    shared_server, synthesize, word_error_rate, tmp_path
+    driver, shared_server, synthesize, word_error_rate, tmp_path
 ):
     clips = [synthesize(text, engine="flite") for text in FILE_SENTENCES]
     path = tmp_path / "two-sentences.wav"
     path.write_bytes(wav_bytes(np.concatenate([clips[0], silence(1.0), clips[1]])))
-    with chromium() as driver:
-        open_console(driver, shared_server.base_url)
-        by_id(driver, "audio-file").send_keys(str(path))
-        by_id(driver, "batch-file").click()
-        poll(lambda: by_id(driver, "batch").is_displayed(), 120, "the segments of the file")
-        segments = driver.execute_script(SEGMENTS_JS)
-        assert segments, "no segment rows"
-        assert all(s["start"] < s["end"] for s in segments)
-        assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(segments))
-        text = " ".join(segment["text"] for segment in segments)
-        assert word_error_rate([" ".join(FILE_SENTENCES)], [text]) <= 0.2, text
-        downloads = tmp_path / "downloads"
-        assert download(driver, by_id(driver, "download-srt"), downloads) == _srt(segments)
-        assert download(driver, by_id(driver, "download-vtt"), downloads) == _vtt(segments)
-        screenshot(driver, tmp_path, "batch")
-        _assert_only_the_server_was_asked(driver, shared_server.base_url)
+    open_console(driver, shared_server.base_url)
+    by_id(driver, "audio-file").send_keys(str(path))
+    by_id(driver, "batch-file").click()
+    poll(lambda: by_id(driver, "batch").is_displayed(), 120, "the segments of the file")
+    segments = driver.execute_script(SEGMENTS_JS)
+    assert segments, "no segment rows"
+    assert all(s["start"] < s["end"] for s in segments)
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(segments))
+    text = " ".join(segment["text"] for segment in segments)
+    assert word_error_rate([" ".join(FILE_SENTENCES)], [text]) <= 0.2, text
+    downloads = tmp_path / "downloads"
+    assert download(driver, by_id(driver, "download-srt"), downloads) == _srt(segments)
+    assert download(driver, by_id(driver, "download-vtt"), downloads) == _vtt(segments)
+    screenshot(driver, tmp_path, "batch")
+    _assert_only_the_server_was_asked(driver, shared_server.base_url)
 
 
-def test_an_invalid_api_key_shows_the_auth_message_and_a_valid_one_streams(guarded_server, synthesize, tmp_path):
+def test_an_invalid_api_key_shows_the_auth_message_and_a_valid_one_streams(
+    driver, guarded_server, synthesize, tmp_path
+):
     path = tmp_path / "clip.wav"
     path.write_bytes(wav_bytes(synthesize("Rice is often served in round bowls.")))
-    with chromium() as driver:
-        open_console(driver, guarded_server.base_url)
-        by_id(driver, "api-key").send_keys("not-a-valid-key")
-        by_id(driver, "record").click()
-        message = by_id(driver, "message")
-        poll(lambda: message.get_attribute("data-problem") == "auth", 60, "the stream's auth message")
-        assert "refused the API key" in message.text
-        by_id(driver, "audio-file").send_keys(str(path))
-        driver.execute_script("document.getElementById('message').removeAttribute('data-problem')")
-        by_id(driver, "batch-file").click()
-        poll(lambda: message.get_attribute("data-problem") == "auth", 60, "the batch request's auth message")
-        screenshot(driver, tmp_path, "invalid-key")
+    open_console(driver, guarded_server.base_url)
+    by_id(driver, "api-key").send_keys("not-a-valid-key")
+    by_id(driver, "record").click()
+    message = by_id(driver, "message")
+    poll(lambda: message.get_attribute("data-problem") == "auth", 60, "the stream's auth message")
+    assert "refused the API key" in message.text
+    by_id(driver, "audio-file").send_keys(str(path))
+    driver.execute_script("document.getElementById('message').removeAttribute('data-problem')")
+    by_id(driver, "batch-file").click()
+    poll(lambda: message.get_attribute("data-problem") == "auth", 60, "the batch request's auth message")
+    screenshot(driver, tmp_path, "invalid-key")
 
-        by_id(driver, "key-clear").click()
-        by_id(driver, "api-key").send_keys(FILE_KEY)
-        by_id(driver, "record").click()  # the key goes as a WebSocket subprotocol: a browser cannot set headers
-        poll(lambda: by_id(driver, "stream-state").text.startswith("Streaming"), 60, "the stream to be accepted")
-        by_id(driver, "stop").click()
-        _wait_stream_ended(driver)
-        assert not message.is_displayed()
-        assert driver.execute_script("return [sessionStorage.length, localStorage.length, document.cookie]") == [
-            1,
-            0,
-            "",
-        ]
-        urls = _assert_only_the_server_was_asked(driver, guarded_server.base_url)
-        assert not [url for url in urls if FILE_KEY in url], "the key appeared in a URL"
+    by_id(driver, "key-clear").click()
+    by_id(driver, "api-key").send_keys(FILE_KEY)
+    by_id(driver, "record").click()  # the key goes as a WebSocket subprotocol: a browser cannot set headers
+    poll(lambda: by_id(driver, "stream-state").text.startswith("Streaming"), 60, "the stream to be accepted")
+    by_id(driver, "stop").click()
+    _wait_stream_ended(driver)
+    assert not message.is_displayed()
+    assert driver.execute_script("return [sessionStorage.length, localStorage.length, document.cookie]") == [
+        1,
+        0,
+        "",
+    ]
+    urls = _assert_only_the_server_was_asked(driver, guarded_server.base_url)
+    assert not [url for url in urls if FILE_KEY in url], "the key appeared in a URL"
 
 
-def test_the_page_fits_a_phone_and_every_control_is_labelled_and_reachable_by_keyboard(shared_server, tmp_path):
-    with chromium(size=PHONE) as driver:
-        open_console(driver, shared_server.base_url)
-        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-        unlabelled = driver.execute_script(
-            """return [...document.querySelectorAll('input, select, textarea, button, audio')]
-                .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))
-                .map(e => e.id)"""
-        )
-        assert unlabelled == []
-        focused = []
-        for _ in range(20):
-            ActionChains(driver).send_keys(Keys.TAB).perform()
-            focused.append(driver.execute_script("return document.activeElement.id"))
-        assert {"api-key", "key-clear", "language", "record", "audio-file", "speak-text", "speak"} <= set(focused)
-        screenshot(driver, tmp_path, "phone")
-        _assert_only_the_server_was_asked(driver, shared_server.base_url)
+def test_the_page_fits_a_phone_and_every_control_is_labelled_and_reachable_by_keyboard(driver, shared_server, tmp_path):
+    driver.set_window_size(*PHONE)  # resized, not launched so: headless Chromium widens a narrower launch to 500 px
+    open_console(driver, shared_server.base_url)
+    assert driver.execute_script("return window.innerWidth") == PHONE[0]
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    unlabelled = driver.execute_script(
+        """return [...document.querySelectorAll('input, select, textarea, button, audio')]
+            .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))
+            .map(e => e.id)"""
+    )
+    assert unlabelled == []
+    focused = []
+    for _ in range(20):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        focused.append(driver.execute_script("return document.activeElement.id"))
+    assert {"api-key", "key-clear", "language", "record", "audio-file", "speak-text", "speak"} <= set(focused)
+    screenshot(driver, tmp_path, "phone")
+    _assert_only_the_server_was_asked(driver, shared_server.base_url)
 
 
 @pytest.fixture(scope="module")
@@ -271,47 +322,47 @@ def _problem_after(driver, button: str, kind: str) -> str:
     return message.text
 
 
-def test_refusals_read_as_what_happened_and_what_to_do(us_replica_of_one_stream, tmp_path):
+def test_refusals_read_as_what_happened_and_what_to_do(driver, us_replica_of_one_stream, tmp_path):
     server = us_replica_of_one_stream
     not_audio = tmp_path / "notes.txt"
     not_audio.write_text("these are notes, not audio\n" * 20)
-    with chromium() as driver:
-        open_console(driver, server.base_url)
-        key = by_id(driver, "api-key")
-        key.send_keys(EU_TENANT)
-        by_id(driver, "audio-file").send_keys(str(not_audio))
-        assert "https://eu-west.speech.example.com" in _problem_after(driver, "record", "residency")
-        assert "https://eu-west.speech.example.com" in _problem_after(driver, "batch-file", "residency")
+    open_console(driver, server.base_url)
+    key = by_id(driver, "api-key")
+    key.send_keys(EU_TENANT)
+    by_id(driver, "audio-file").send_keys(str(not_audio))
+    assert "https://eu-west.speech.example.com" in _problem_after(driver, "record", "residency")
+    assert "https://eu-west.speech.example.com" in _problem_after(driver, "batch-file", "residency")
 
-        by_id(driver, "key-clear").click()
-        key.send_keys(US_TENANT)
-        assert "could not use this audio" in _problem_after(driver, "batch-file", "bad-audio")
-        with _stream_slot_held(server.ws_url, US_TENANT):
-            assert "limit of 1 concurrent streams" in _problem_after(driver, "record", "too-many-sessions")
-        screenshot(driver, tmp_path, "refusals")
-        _assert_only_the_server_was_asked(driver, server.base_url)
+    by_id(driver, "key-clear").click()
+    key.send_keys(US_TENANT)
+    assert "could not use this audio" in _problem_after(driver, "batch-file", "bad-audio")
+    with _stream_slot_held(server.ws_url, US_TENANT):
+        assert "limit of 1 concurrent streams" in _problem_after(driver, "record", "too-many-sessions")
+    screenshot(driver, tmp_path, "refusals")
+    _assert_only_the_server_was_asked(driver, server.base_url)
 
 
 AUDIO_DURATION_JS = """const audio = document.getElementById('speak-audio');
     return audio.readyState >= 1 && audio.duration > 0 ? audio.duration : null"""
 
 
-def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(us_replica_of_one_stream, tmp_path):
+def test_speak_plays_synthesized_speech_and_the_same_request_again_is_a_cache_hit(
+    driver, us_replica_of_one_stream, tmp_path
+):
     server = us_replica_of_one_stream
-    with chromium() as driver:
-        open_console(driver, server.base_url)
-        by_id(driver, "api-key").send_keys(US_TENANT)
-        text = by_id(driver, "speak-text")
-        text.clear()
-        text.send_keys("The console speaks. Then it speaks again, from the cache.")
-        cache = by_id(driver, "speak-cache")
-        by_id(driver, "speak").click()
-        poll(lambda: cache.get_attribute("data-cache") == "miss", 120, "the first answer (a cache miss)")
-        assert poll(lambda: driver.execute_script(AUDIO_DURATION_JS), 60, "playable audio") > 0
-        by_id(driver, "speak").click()
-        poll(lambda: cache.get_attribute("data-cache") == "hit", 120, "the second answer (a cache hit)")
-        assert poll(lambda: driver.execute_script(AUDIO_DURATION_JS), 60, "playable audio again") > 0
-        assert "Cache hit" in cache.text
-        assert not by_id(driver, "message").is_displayed()
-        screenshot(driver, tmp_path, "speak")
-        _assert_only_the_server_was_asked(driver, server.base_url)
+    open_console(driver, server.base_url)
+    by_id(driver, "api-key").send_keys(US_TENANT)
+    text = by_id(driver, "speak-text")
+    text.clear()
+    text.send_keys("The console speaks. Then it speaks again, from the cache.")
+    cache = by_id(driver, "speak-cache")
+    by_id(driver, "speak").click()
+    poll(lambda: cache.get_attribute("data-cache") == "miss", 120, "the first answer (a cache miss)")
+    assert poll(lambda: driver.execute_script(AUDIO_DURATION_JS), 60, "playable audio") > 0
+    by_id(driver, "speak").click()
+    poll(lambda: cache.get_attribute("data-cache") == "hit", 120, "the second answer (a cache hit)")
+    assert poll(lambda: driver.execute_script(AUDIO_DURATION_JS), 60, "playable audio again") > 0
+    assert "Cache hit" in cache.text
+    assert not by_id(driver, "message").is_displayed()
+    screenshot(driver, tmp_path, "speak")
+    _assert_only_the_server_was_asked(driver, server.base_url)

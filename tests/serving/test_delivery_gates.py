@@ -29,6 +29,7 @@ from tests.serving.server_fixtures import (
     live_server,
     local_settings,
     server_model,
+    silence,
     stream_audio,
     wait_until,
     wav_bytes,
@@ -119,11 +120,15 @@ def test_the_error_rate_gate_passes_good_traffic_and_fails_once_the_canary_refus
     assert gate.passes(good), f"error rate {good} after good traffic only"
 
     async def refuse_three() -> list[int | None]:
-        holder = asyncio.create_task(stream_audio(server.ws_url, with_silence(speech, after_s=3), realtime=1.0))
+        # The stream holding the one slot sends silence until the refusals are in, then ends normally: what it says
+        # does not matter, and speech would only cost decodes and seconds of real time after them.
+        refused = asyncio.get_running_loop().create_future()
+        holder = asyncio.create_task(stream_audio(server.ws_url, silence(0.1), then=(refused, silence(0.1))))
         while server.app.state.serving.streams.active < 1:
             await asyncio.sleep(0.05)
         codes = [(await close_of(server.ws_url))[0] for _ in range(3)]
-        await holder
+        refused.set_result(None)
+        assert (await holder).close_code == 1000
         return codes
 
     assert asyncio.run(refuse_three()) == [1013, 1013, 1013]

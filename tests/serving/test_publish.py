@@ -25,8 +25,15 @@ TWO_EU = dataclasses.replace(DEFAULT_TOPOLOGY, regions=(*DEFAULT_TOPOLOGY.region
 COMMON = ["--project", PROJECT, "--account-id", ACCOUNT]
 
 
+@pytest.fixture(scope="module")
+def session() -> boto3.session.Session:
+    """One boto3 session for the module's clients: mock_aws starts every test on a new default session, which parses
+    the S3 models' JSON again (about 0.1 CPU-s a test); the clients are still made, and the stores mocked, per test."""
+    return boto3.session.Session()
+
+
 @pytest.fixture
-def aws(monkeypatch, tmp_path):
+def aws(monkeypatch, tmp_path, session):
     """moto with a versioned store per region of a topology with two EU regions (SPEECH_TOPOLOGY_FILE)."""
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(variable, "testing")
@@ -34,6 +41,7 @@ def aws(monkeypatch, tmp_path):
     topology_file.write_text(json.dumps(TWO_EU.to_dict()))
     monkeypatch.setenv("SPEECH_TOPOLOGY_FILE", str(topology_file))
     with mock_aws():
+        boto3.DEFAULT_SESSION = session  # mock_aws puts back the default session it found when it stops
         for region in TWO_EU.regions:
             s3 = boto3.client("s3", region_name=region.aws_region)
             bucket = model_bucket_name(PROJECT, region.key, ACCOUNT)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
 from serving.model_dir import MANIFEST_FILE
@@ -22,13 +24,17 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
 
-def publish(s3: object, model_dir: Path, name: str, version: str) -> None:
-    """``model_dir`` under ``models/<name>/<version>/``, its manifest relabelled with that version, written last."""
+def publish(model_dir: Path, name: str, version: str) -> None:
+    """``model_dir`` under ``models/<name>/<version>/``, its manifest relabelled with that version, written last.
+
+    The objects go straight into the moto backend that the loopback server runs in this process: a PutObject of the
+    ASR model over loopback costs about 0.9 CPU-s, a backend write 0.2."""
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     for path in sorted(model_dir.iterdir()):
         if path.name != MANIFEST_FILE:
-            s3.put_object(Bucket=BUCKET, Key=f"models/{name}/{version}/{path.name}", Body=path.read_bytes())  # type: ignore[attr-defined]
+            backend.put_object(BUCKET, f"models/{name}/{version}/{path.name}", path.read_bytes())
     manifest = {**json.loads((model_dir / MANIFEST_FILE).read_text()), "version": version}
-    s3.put_object(Bucket=BUCKET, Key=f"models/{name}/{version}/{MANIFEST_FILE}", Body=json.dumps(manifest).encode())  # type: ignore[attr-defined]
+    backend.put_object(BUCKET, f"models/{name}/{version}/{MANIFEST_FILE}", json.dumps(manifest).encode())
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,9 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
         endpoint = f"http://{host}:{port}"
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        publish(s3, tiny_en_model_dir, ASR, "1.0.0")
+        publish(tiny_en_model_dir, ASR, "1.0.0")
         for version in ("1.0.0", "1.0.1"):
-            publish(s3, bundled_voice_dir, VOICE, version)
+            publish(bundled_voice_dir, VOICE, version)
         settings = Settings(
             region="eu-west-1",
             # The ASR model is only loaded (the server needs one).
