@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -36,18 +35,23 @@ from pathlib import Path
 import boto3
 import httpx
 import numpy as np
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
 from contract.topology import DEFAULT_TOPOLOGY, Region
 from infra import rollback
 from infra.deploy_order import deploy_waves
 from serving.build.export import ensure_bundled_model
-from serving.model_dir import MANIFEST_FILE
 from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings, TtsSettings
 from tests.serving.conftest import load_sentences, synthesize
-from tests.serving.server_fixtures import ADMIN_KEY, LiveServer, digest, live_server, silence, stream_audio
+from tests.serving.server_fixtures import (
+    ADMIN_KEY,
+    LiveServer,
+    digest,
+    live_server,
+    publish_in_moto,
+    silence,
+    stream_audio,
+)
 
 NAME = "whisper-tiny.en"
 OLD, NEW = "1.0.0", "2.0.0"
@@ -73,28 +77,17 @@ def _store(endpoint: str, model_dir: Path) -> dict[str, str]:
     """One bucket per region, in the region's own AWS region, holding OLD and NEW; region key -> bucket.
 
     Buckets are made through the S3 API; their objects are written straight into the moto backend that the loopback
-    server runs in this process, each bucket's from the model directory and nothing copied between buckets (a model
-    store is filled only from its own jurisdiction). Through the API (a PutObject per file of OLD, signed and read by
-    the server, and a CopyObject per file for NEW) the three buckets cost 5.4 CPU-s of the quick drill's 27; written
-    to the backend, under 2."""
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    files = {path: path.read_bytes() for path in sorted(model_dir.iterdir())}
-    etags = {
-        path: hashlib.md5(body, usedforsecurity=False).hexdigest()
-        for path, body in files.items()
-        if path.name != MANIFEST_FILE
-    }
+    server runs in this process (``publish_in_moto``), each bucket's from the model directory and nothing copied
+    between buckets (a model store is filled only from its own jurisdiction). Through the API (a PutObject per file
+    of OLD, signed and read by the server, and a CopyObject per file for NEW) the three buckets cost 5.4 CPU-s of the
+    quick drill's 27; written to the backend, under 2."""
     buckets = {}
     for region in DEFAULT_TOPOLOGY.regions:
         bucket = f"drill-models-{region.key}"
         s3 = boto3.client("s3", region_name=region.aws_region, endpoint_url=endpoint)
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region.aws_region})
-        for path, body in files.items():
-            for version in (OLD, NEW):
-                if path.name == MANIFEST_FILE:  # relabelled: the drill names its versions
-                    body = json.dumps({**json.loads(body), "version": version}).encode()
-                # The ETag is the body's MD5, as moto would work out on the first HEAD: once per file, not six times.
-                backend.put_object(bucket, f"models/{NAME}/{version}/{path.name}", body, etag=etags.get(path))
+        for version in (OLD, NEW):  # the manifests relabelled: the drill names its versions
+            publish_in_moto(bucket, model_dir, NAME, version)
         buckets[region.key] = bucket
     return buckets
 

@@ -8,23 +8,19 @@ Versions are the bundled tiny.en model's real files (the smallest: these tests m
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
 from contract.topology import DEFAULT_TOPOLOGY
@@ -35,6 +31,7 @@ from tests.serving.server_fixtures import (
     ADMIN_KEY,
     digest,
     live_server,
+    publish_in_moto,
     sample,
     scrape,
     server_model,
@@ -60,24 +57,10 @@ class Store:
     endpoint: str
     s3: Any  # a boto3 client, untyped
     model_dir: Path  # the bundled tiny.en: every version's files
-    etags: dict[str, str] = field(default_factory=dict)
 
     def publish(self, bucket: str, version: str, manifest_version: str | None = None) -> None:
-        """The bundled model under ``bucket``/``version``, its manifest relabelled and written last, as a publisher
-        does. The objects go straight into the moto backend that the loopback server runs in this process: a
-        PutObject of the model over loopback costs about 0.9 CPU-s and a CopyObject 0.6, a backend write 0.2 (its
-        ETag, the body's MD5 that moto would work out on the first HEAD, worked out once per file)."""
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        prefix = f"models/{NAME}/{version}/"
-        for path in sorted(self.model_dir.iterdir()):
-            if path.name != MANIFEST_FILE:
-                body = path.read_bytes()
-                if path.name not in self.etags:
-                    self.etags[path.name] = hashlib.md5(body, usedforsecurity=False).hexdigest()
-                backend.put_object(bucket, prefix + path.name, body, etag=self.etags[path.name])
-        manifest = json.loads((self.model_dir / MANIFEST_FILE).read_bytes())
-        body = json.dumps({**manifest, "version": manifest_version or version}).encode()
-        backend.put_object(bucket, prefix + MANIFEST_FILE, body)
+        """The bundled model under ``bucket``/``version``, its manifest relabelled and written last."""
+        publish_in_moto(bucket, self.model_dir, NAME, version, manifest_version)
 
 
 @pytest.fixture(scope="module")

@@ -3,38 +3,29 @@ version's cached audio: against a moto S3 server on loopback holding the real vo
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
-from serving.model_dir import MANIFEST_FILE
 from serving.settings import Settings
-from tests.serving.server_fixtures import ADMIN_KEY, LiveServer, digest, live_server, sample, scrape, server_model
+from tests.serving.server_fixtures import (
+    ADMIN_KEY,
+    LiveServer,
+    digest,
+    live_server,
+    publish_in_moto,
+    sample,
+    scrape,
+    server_model,
+)
 
 BUCKET = "speech-models-eu-west-tts"
 ASR, VOICE = "whisper-tiny.en", "piper-en-us-joe-medium"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 ADMIN = {"X-API-Key": ADMIN_KEY}
-
-
-def publish(model_dir: Path, name: str, version: str) -> None:
-    """``model_dir`` under ``models/<name>/<version>/``, its manifest relabelled with that version, written last.
-
-    The objects go straight into the moto backend that the loopback server runs in this process: a PutObject of the
-    ASR model over loopback costs about 0.9 CPU-s, a backend write 0.2."""
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    for path in sorted(model_dir.iterdir()):
-        if path.name != MANIFEST_FILE:
-            backend.put_object(BUCKET, f"models/{name}/{version}/{path.name}", path.read_bytes())
-    manifest = {**json.loads((model_dir / MANIFEST_FILE).read_text()), "version": version}
-    backend.put_object(BUCKET, f"models/{name}/{version}/{MANIFEST_FILE}", json.dumps(manifest).encode())
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +40,9 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
         endpoint = f"http://{host}:{port}"
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        publish(tiny_en_model_dir, ASR, "1.0.0")
+        publish_in_moto(BUCKET, tiny_en_model_dir, ASR, "1.0.0")
         for version in ("1.0.0", "1.0.1"):
-            publish(bundled_voice_dir, VOICE, version)
+            publish_in_moto(BUCKET, bundled_voice_dir, VOICE, version)
         settings = Settings(
             region="eu-west-1",
             # The ASR model is only loaded (the server needs one).
