@@ -346,6 +346,7 @@ def test_on_shutdown_a_stream_gets_the_final_of_its_open_utterance_and_health_tu
         while not outcome.responses:
             assert time.monotonic() < deadline and streamer.is_alive(), "no interim result before shutdown"
             time.sleep(0.05)
+        statuses.append(health(target))  # before the shutdown begins: Check answers the readiness of the moment
         watcher = threading.Thread(target=watch_health)
         watcher.start()
     stop_sending.set()
