@@ -371,19 +371,22 @@ def run_stack(
     *,
     config: Mapping[str, Any] | None = None,
     regional_configs: Mapping[str, Mapping[str, Any]] | None = None,
+    regional: Callable[[str], Graph] | None = None,
 ) -> Graph:
     """Run a stack as `pulumi up` would after its dependencies: the global stack sees every regional stack's
     exports through its StackReferences, taken from running those regional stacks offline first.
 
-    ``regional_configs`` gives a regional stack's config by stack name instead of its file (a region a test adds).
+    ``regional_configs`` gives a regional stack's config by stack name instead of its file (a region a test adds);
+    ``regional`` gives a regional stack's graph by stack name instead of running it (a caller that has it already).
     """
     raw = stack_config(stack) if config is None else dict(config)
     references: dict[str, dict[str, Any]] = {}
     if raw.get("speech:scope") == "global":
         prefix = raw.get("speech:stackPrefix")
+        configs = regional_configs or {}
+        graph_of = regional or (lambda key: run(key, topology, config=configs.get(key)))
         for region in topology.regions:
-            regional = (regional_configs or {}).get(region.key)
-            references[f"{prefix}/{region.key}"] = run(region.key, topology, config=regional).exports
+            references[f"{prefix}/{region.key}"] = graph_of(region.key).exports
     return run(stack, topology, config=raw, stack_outputs=references)
 
 

@@ -27,14 +27,8 @@ def program() -> Callable[[str], offline.Graph]:
 
     def run(stack: str) -> offline.Graph:
         if stack not in cache:
-            config = offline.stack_config(stack)
-            if config.get("speech:scope") == "global":
-                # As offline.run_stack, with the regional stacks' exports from this cache instead of planned again.
-                prefix = config.get("speech:stackPrefix")
-                exports = {f"{prefix}/{key}": run(key).exports for key in REGIONAL_STACKS}
-                cache[stack] = offline.run(stack, DEFAULT_TOPOLOGY, config=config, stack_outputs=exports)
-            else:
-                cache[stack] = offline.run_stack(stack, DEFAULT_TOPOLOGY)
+            # The global stack reads the regional stacks' exports from this cache instead of planning them again.
+            cache[stack] = offline.run_stack(stack, DEFAULT_TOPOLOGY, regional=run)
         return cache[stack]
 
     return run
