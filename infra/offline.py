@@ -250,8 +250,9 @@ def _ensure_event_loop() -> None:
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for one program run (and the provider SDK imports it triggers).
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one program run (and the provider SDK imports it triggers), or for
+    any other work that only builds objects which all stay alive (the test harness's collection).
 
     A run allocates hundreds of thousands of objects that live until it ends (Outputs, futures, registrations, the
     SDKs' generated classes), so the collector's full passes, each scanning every object the process holds, find
@@ -307,7 +308,7 @@ def run(
 
     ``config`` defaults to the stack file's config; tests pass a modified copy to exercise validation.
     """
-    with _collector_paused():
+    with collector_paused():
         # Imported here, not at the top: the program imports every provider SDK (Cloudflare's alone takes seconds),
         # which `python -m infra.plan` pays only once it plans, not to print its help or to refuse an unknown ref.
         from infra import program
@@ -327,7 +328,7 @@ def run_program(
 
     ``project`` is the Pulumi project name URNs carry; this repository's by default.
     """
-    with _collector_paused():
+    with collector_paused():
         return _run_program(stack, body, config, stack_outputs, project)
 
 

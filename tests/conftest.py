@@ -8,7 +8,6 @@ stack's exports. Results are cached per session because a program run is determi
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -39,13 +38,8 @@ def pytest_collection() -> Iterator[None]:
     """Collect with the cyclic garbage collector paused: importing the test modules (the provider SDKs above all)
     creates objects that all stay alive, so its passes found nothing to free and took about a quarter of each
     worker's collection CPU. It is on again, as it was, before the first test."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with offline.collector_paused():
         return (yield)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
