@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,11 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {"asr": MODEL_FILES, "tts": VOICE_F
 # model decodes it before serving (silence would skip the decoder now that the engine runs a VAD first).
 SPEECH_CLIP = Path(__file__).with_name("assets") / "export_check.flac"
 
-_HASH_BLOCK = 1 << 20
+# Digests of unchanged files (``sha256_of``), by file identity and times.
+_DIGESTS: dict[tuple[int, ...], str] = {}
+_DIGESTS_KEPT = 1024
+# Linux stamps files from a clock that advances in ticks of up to 10 ms (one jiffy at HZ=100).
+_TIMESTAMP_SLACK_NS = 20_000_000
 CACHE_ENV = ENV_MODEL_CACHE
 DEFAULT_CACHE = Path("~/.cache/speech-serving/models")
 
@@ -114,11 +119,35 @@ def cache_root(cache_dir: Path | None = None) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of ``path``'s bytes, remembered for this process while the file stays unchanged.
+
+    An engine verifies every file each time it loads, and a bundled model is checked by its build cache first, so a
+    process that loads the same model again (a rollback to a cached version, a restarted engine; the test suite,
+    hundreds of times) hashed the same bytes again each time: 0.2 CPU-s for base, seconds for the large models.
+
+    A digest is reused only for the same file (device and inode) with the same size, modification time and change
+    time. Any write or ``utime`` sets the change time to now, which no program can set back short of resetting the
+    system clock, so a file changed since it was hashed is hashed again, in this process and in every new one
+    (nothing is kept on disk). A file is remembered only once its change time is ``_TIMESTAMP_SLACK_NS`` older than the start of the hashing: timestamps
+    come from a coarse clock, and a write within the same tick as the last change would leave the times as they were.
+    So a pull's files, hashed as each download lands, are hashed again by the load that follows.
+    """
     with path.open("rb") as stream:
-        while block := stream.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        before = os.fstat(stream.fileno())
+        identity = _identity(before)
+        if (known := _DIGESTS.get(identity)) is not None:
+            return known
+        started_ns = time.time_ns()
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        if _identity(os.fstat(stream.fileno())) == identity and before.st_ctime_ns < started_ns - _TIMESTAMP_SLACK_NS:
+            if len(_DIGESTS) >= _DIGESTS_KEPT:
+                _DIGESTS.clear()  # a server pulls a few files per version; this bounds a long-lived one
+            _DIGESTS[identity] = digest
+    return digest
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def write_manifest(model_dir: Path, name: str, version: str, profile: str, kind: str = "asr") -> Manifest:
