@@ -17,7 +17,9 @@ One ``python -m serving`` (Whisper base, 2 inference threads) on loopback, used 
 Every request, ours and the peer's, is told the clips' language (English), as the streams are.
 
 ``--quick`` (under two minutes on a quiet machine) runs one stream, one short clip (at 1 and 2 concurrent
-requests) and a 1-minute recording, for CI.
+requests), a 1-minute recording and two TTS texts, for CI: every section and table, not the speed. Both engines run
+tiny.en, ours decoding as the test suite's servers do (greedy, windows fitted with 5 s of silence, one intra-op
+thread) and faster-whisper on one thread, without an untimed warm-up call; the JSON records the settings that ran.
 Latency figures on a shared machine are pessimistic: other processes take the same cores.
 """
 
@@ -45,6 +47,7 @@ from bench.streams import conversation, frames_of, run_level
 from contract.topology import Jurisdiction, Region, Topology
 from serving.build.export import ensure_bundled_model
 from serving.build.voice import ensure_bundled_voice
+from serving.bundled import PROFILES
 from serving.engine import SAMPLE_RATE
 from speech_client import AsyncSpeechClient
 from tests.serving.server_fixtures import silence, wav_bytes
@@ -80,18 +83,37 @@ class Sizes:
     long_minutes: float
     long_runs: int
     tts_texts: int
+    # One untimed peer call before the batch levels, so that its first-call allocations stay out of their timing.
+    peer_warm_up: bool = True
 
 
 FULL = Sizes((1, 2, 3, 4, 5, 6), 20.0, (1, 2, 4, 8), 2, 16, 10.0, 3, 5)
-QUICK = Sizes((1,), 3.0, (1, 2), 1, 1, 1.0, 1, 2)
+QUICK = Sizes((1,), 3.0, (1, 2), 1, 1, 1.0, 1, 2, peer_warm_up=False)  # its timings are not read: no warm-up to pay
+# ``--quick`` proves that every section runs and reports, not the speed: the smallest bundled model on both sides,
+# and the server decoding as the test suite's do (greedy, on windows fitted with 5 s of silence, one intra-op
+# thread), a fraction of the CPU of base at the product defaults that the full run keeps. The 1-minute recording
+# still spans more than one window.
+QUICK_PROFILE = "tiny.en"
+QUICK_MODEL = {
+    "SPEECH_MODEL__NAME": PROFILES[QUICK_PROFILE].name,
+    "SPEECH_MODEL__PROFILE": QUICK_PROFILE,
+    "SPEECH_MODEL__BEAM_SIZE": "1",
+    "SPEECH_MODEL__WINDOW_PAD_S": "5",
+    "SPEECH_MODEL__THREADS": "1",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one stream, one clip, a 1-minute recording (CI)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one stream, one clip, a 1-minute recording, two TTS texts; tiny.en on both sides, greedy (CI)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/load.json)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    profile, model, peer_threads = (QUICK_PROFILE, QUICK_MODEL, 1) if args.quick else ("base", {}, THREADS)
     helpers = load_test_helpers()
     machine = report.machine()
     print(report.machine_line(machine))
@@ -102,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         "SPEECH_LIMITS__MAX_UPLOAD_BYTES": str(64 << 20),
         "SPEECH_LIMITS__MAX_QUEUED_REQUESTS": str(2 * max(sizes.batch_levels)),
         "SPEECH_TTS__ENABLED": "true",
+        **model,
     }
     # The server only loads built models; a fresh checkout builds them here once.
-    ensure_bundled_model("base")
+    ensure_bundled_model(profile)
     ensure_bundled_voice("joe")
     with ServerProcess("load", env).start() as server, tempfile.TemporaryDirectory(prefix="fw-model-") as tmp:
-        peer = faster_whisper_model(faster_whisper_dir("base", Path(tmp)), "int8", THREADS, workers=THREADS)
+        peer = faster_whisper_model(faster_whisper_dir(profile, Path(tmp)), "int8", peer_threads, workers=THREADS)
         peer_short, peer_long = _peer_transcriber(peer, batched=False), _peer_transcriber(peer, batched=True)
         ready_s = server.wait_ready()
         print(f"server ready in {ready_s:.1f} s")
@@ -124,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:]),
             "measured": "under load (shared machine)" if machine["load_average"][0] > 1 else "quiet machine",
             "machine": machine,
-            "server": {"model": "whisper-base", "language": LANGUAGE, **env},
-            "peer": f"faster-whisper int8, greedy, language {LANGUAGE}, cpu_threads=2, num_workers=2, in-process",
+            "server": {"model": PROFILES[profile].name, "language": LANGUAGE, **env},
+            "peer": f"faster-whisper int8, greedy, language {LANGUAGE}, cpu_threads={peer_threads}, "
+            f"num_workers={THREADS}, in-process" + (f", {PROFILES[profile].name}" if args.quick else ""),
             **results,
         },
         args.out,
@@ -232,7 +256,8 @@ def _throughput(
 ) -> dict[str, Any]:
     bodies = [wav_bytes(c) for c in clips]
     seconds = [len(c) / SAMPLE_RATE for c in clips]
-    peer(clips[0])  # first-call allocations, outside the timing
+    if sizes.peer_warm_up:
+        peer(clips[0])
     rows: list[tuple[object, ...]] = []
     levels: list[dict[str, Any]] = []
     short: dict[str, Any] = {}
