@@ -128,9 +128,10 @@ def sha256_of(path: Path) -> str:
     A digest is reused only for the same file (device and inode) with the same size, modification time and change
     time. Any write or ``utime`` sets the change time to now, which no program can set back short of resetting the
     system clock, so a file changed since it was hashed is hashed again, in this process and in every new one
-    (nothing is kept on disk). A file is remembered only once its change time is ``_TIMESTAMP_SLACK_NS`` older than the start of the hashing: timestamps
-    come from a coarse clock, and a write within the same tick as the last change would leave the times as they were.
-    So a pull's files, hashed as each download lands, are hashed again by the load that follows.
+    (nothing is kept on disk). A file is remembered only once its change time is ``_TIMESTAMP_SLACK_NS`` older than
+    the start of the hashing: timestamps come from a coarse clock, and a write within the same tick as the last change
+    would leave the times as they were. So a pull's files, hashed as each download lands, are hashed again by the
+    load that follows.
     """
     with path.open("rb") as stream:
         before = os.fstat(stream.fileno())
