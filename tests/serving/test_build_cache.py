@@ -64,5 +64,10 @@ def test_a_damaged_target_is_rebuilt_under_the_lock(tmp_path):
     ensure_built(target, _voice_into)
     (target / VOICE_FILES[0]).write_bytes(b"damaged")
     rebuilt: list[Path] = []
-    assert ensure_built(target, lambda into: (rebuilt.append(into), _voice_into(into))) == target
+
+    def rebuild(into: Path) -> None:
+        rebuilt.append(into)
+        _voice_into(into)
+
+    assert ensure_built(target, rebuild) == target
     assert len(rebuilt) == 1 and verify_model_dir(target).kind == "tts"
