@@ -51,7 +51,7 @@ from speech_client import (
     SpeechClientError,
     chain_for,
 )
-from tests.serving.server_fixtures import wav_bytes
+from tests.serving.server_fixtures import decoding_env, wav_bytes
 
 STOPPED = "eu-west"
 PHASES = ("baseline", "switch", "outage", "restarting", "recovered")
@@ -82,7 +82,7 @@ FULL = Durations(15.0, 30.0, 20.0)
 QUICK = Durations(2.0, 4.0, 1.0, pace_s=3.0)
 # ``--quick`` proves the routing, not the speed: its servers decode as the test suite's do (greedy, on windows fitted
 # with 5 s of silence, one intra-op thread), about a third of the CPU per request of the defaults the full run keeps.
-QUICK_MODEL = {"SPEECH_MODEL__BEAM_SIZE": "1", "SPEECH_MODEL__WINDOW_PAD_S": "5", "SPEECH_MODEL__THREADS": "1"}
+QUICK_MODEL = decoding_env()
 # What every caller sends. The checks are about who answered, never what: ``--quick`` sends a sentence of about 1.7 s,
 # whose fitted window (7 s) costs each decode about a third less than the 3.2 s one's (9 s).
 CLIP = "Rice is often served in round bowls."

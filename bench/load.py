@@ -50,7 +50,7 @@ from serving.build.voice import ensure_bundled_voice
 from serving.bundled import PROFILES
 from serving.engine import SAMPLE_RATE
 from speech_client import AsyncSpeechClient
-from tests.serving.server_fixtures import silence, wav_bytes
+from tests.serving.server_fixtures import decoding_env, silence, wav_bytes
 
 TARGET_FINAL_P95_S = 0.8
 THREADS = 2
@@ -97,9 +97,7 @@ QUICK_PROFILE = "tiny.en"
 QUICK_MODEL = {
     "SPEECH_MODEL__NAME": PROFILES[QUICK_PROFILE].name,
     "SPEECH_MODEL__PROFILE": QUICK_PROFILE,
-    "SPEECH_MODEL__BEAM_SIZE": "1",
-    "SPEECH_MODEL__WINDOW_PAD_S": "5",
-    "SPEECH_MODEL__THREADS": "1",
+    **decoding_env(),
 }
 
 

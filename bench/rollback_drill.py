@@ -45,6 +45,7 @@ from serving.settings import AuthSettings, GrpcSettings, ModelSettings, Settings
 from tests.serving.conftest import load_sentences, synthesize
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
+    TEST_DECODING,
     LiveServer,
     digest,
     live_server,
@@ -95,7 +96,7 @@ def _store(endpoint: str, model_dir: Path) -> dict[str, str]:
 def _settings(region: Region, bucket: str, endpoint: str, cache: Path, quick: bool) -> Settings:
     # Quick: the model runs as the test servers run it (greedy batch decodes on windows fitted with 5 s, one thread),
     # which the warm-up of each of the six loads decodes with; the drill checks which version serves, not how well.
-    decoding = {"beam_size": 1, "window_pad_s": 5.0, "threads": 1} if quick else {}
+    decoding = TEST_DECODING if quick else {}
     return Settings(
         region=region.aws_region,
         model=ModelSettings(

@@ -89,19 +89,23 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# How test servers decode (``server_model``), and the quick benches' servers (``decoding_env``): greedy, on windows
+# fitted with 5 s of silence, on one intra-op thread.
+TEST_DECODING: dict[str, Any] = {"beam_size": 1, "window_pad_s": 5.0, "threads": 1}
+
+
+def decoding_env() -> dict[str, str]:
+    """``TEST_DECODING`` as the ``SPEECH_MODEL__*`` variables of a ``python -m serving`` process."""
+    return {f"SPEECH_MODEL__{field.upper()}": str(value) for field, value in TEST_DECODING.items()}
+
+
 def server_model(cache_root: Path, profile: str = "base", **overrides: Any) -> ModelSettings:
     """The bundled ``profile`` from ``cache_root`` as a test server runs it, unless ``overrides`` say otherwise:
     batch requests decoded greedily on windows fitted with 5 s of silence, as stream finals are by default (server
     tests are about routes, formats, limits and versions; beam search and 30 s windows are tested on the engine, in
     ``test_beam.py`` and ``test_whisper_onnx.py``, and cost about 2x and 3x more behind every route), on one intra-op
     thread (the suite runs four workers on two cores)."""
-    fields: dict[str, Any] = {
-        "name": f"whisper-{profile}",
-        "profile": profile,
-        "beam_size": 1,
-        "window_pad_s": 5.0,
-        "threads": 1,
-    }
+    fields: dict[str, Any] = {"name": f"whisper-{profile}", "profile": profile, **TEST_DECODING}
     return ModelSettings(cache_dir=cache_root, **(fields | overrides))
 
 
