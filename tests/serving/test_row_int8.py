@@ -71,6 +71,21 @@ def test_a_rows_numbers_do_not_depend_on_the_rows_beside_it(weight):
     assert np.abs(alone - (row @ weight)[0]).max() < 0.02 * np.abs(row @ weight).max()
 
 
+def test_the_worst_case_product_is_exact_on_this_cpu_whatever_its_int8_kernel():
+    """Rows and weights at full scale, all positive: every pair of u8 x s8 products is as large as it can be. The
+    weights must take 7 bits (on any CPU), and the product must come out exact (on a CPU without VNNI, where 8-bit
+    weights saturate the kernel's 16-bit sums: 1.6 instead of 204.8 here)."""
+    from onnx import numpy_helper
+
+    model = _graph(np.full((K, N), 0.1, np.float32))
+    quantize_rows(model, ["proj"])
+    stored = [numpy_helper.to_array(init) for init in model.graph.initializer if init.name.endswith("/weight_s8")]
+    assert [int(np.abs(w.astype(np.int32)).max()) for w in stored] == [63]
+    x = np.full((3, K), 32.0, np.float32)
+    y, _ = _session(model).run(None, {"x": x})
+    assert np.allclose(y, x @ np.full((K, N), 0.1, np.float32), rtol=1e-5), y[0, :4]
+
+
 def test_a_weight_another_node_reads_stays_and_a_zero_row_stays_zero(weight):
     model = _graph(weight, tied=True)
     quantize_rows(model, ["proj", "kept"])
