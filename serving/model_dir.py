@@ -55,6 +55,9 @@ class Manifest:
     profile: str
     files: dict[str, str]
     kind: str = "asr"
+    # The width of the model's INT8 weights as its exporter wrote them: 7 from model 1.5.0 on, exact on every x86 CPU
+    # (``serving/build/row_int8.py``); None where the manifest does not say, as before 1.5.0, whose weights take 8.
+    int8_weight_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,14 @@ def _identity(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def write_manifest(model_dir: Path, name: str, version: str, profile: str, kind: str = "asr") -> Manifest:
+def write_manifest(
+    model_dir: Path, name: str, version: str, profile: str, kind: str = "asr", *, int8_weight_bits: int | None = None
+) -> Manifest:
     """Hash the files ``kind`` needs and write ``manifest.json`` last, so its presence means complete."""
     files = {f: sha256_of(model_dir / f) for f in REQUIRED_FILES[kind]}
-    manifest = Manifest(name, version, profile, files, kind)
-    (model_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    manifest = Manifest(name, version, profile, files, kind, int8_weight_bits)
+    written = {key: value for key, value in asdict(manifest).items() if value is not None}
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -170,6 +176,7 @@ def read_manifest(model_dir: Path) -> Manifest:
             profile=str(raw["profile"]),
             files=dict(raw["files"]),
             kind=str(raw.get("kind", "asr")),
+            int8_weight_bits=None if raw.get("int8_weight_bits") is None else int(raw["int8_weight_bits"]),
         )
     except FileNotFoundError as err:
         raise ModelError(f"{path} does not exist; a model directory needs {MANIFEST_FILE} next to its files") from err

@@ -15,8 +15,11 @@ Memory stays bounded for any length: features and K/V exist for one batch of win
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
+import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +60,10 @@ DRAFT_QUANTUM_S = 1.0
 # there windows are encoded one by one into the batch's K/V; on the GPU a batch of windows is one encoder run.
 CPU_BATCH = 8
 GPU_BATCH = 16
+log = logging.getLogger(__name__)
+# CPU features whose INT8 instructions add u8 x s8 products in 32 bits; an x86 CPU with none of them adds pairs in 16,
+# which 8-bit weights saturate (serving/build/row_int8.py).
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 # Temperature sampling is seeded per call, so the same audio always gives the same transcript.
 _SEED = 15
 
@@ -75,6 +82,24 @@ def default_threads() -> int:
     usable = len(os.sched_getaffinity(0))
     limit = _cgroup_cpu_limit()
     return min(usable, limit) if limit else usable
+
+
+def int8_pairs_saturate(machine: str, cpuinfo: str) -> bool:
+    """Whether onnxruntime's u8s8 kernel saturates 8-bit weights on this CPU: an x86-64 one whose ``/proc/cpuinfo``
+    flags name no VNNI. Arm's kernels add in 32 bits; an x86 CPU whose flags cannot be read is given the benefit."""
+    if machine.lower() not in ("x86_64", "amd64"):
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return flags is not None and not _VNNI_FLAGS.intersection(flags)
+
+
+@functools.cache
+def _this_cpu_saturates_int8() -> bool:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    return int8_pairs_saturate(platform.machine(), cpuinfo)
 
 
 def _providers() -> list[str]:
@@ -117,6 +142,14 @@ class WhisperOnnxEngine:
         self._encoder_outputs = encoder_outputs(self.config.n_decoder_layers)
         # Caches stay where the decoder runs (GPU memory under CUDA): only tokens go in and logits come out.
         self._device = "cuda" if "CUDAExecutionProvider" in self._decoder.get_providers() else "cpu"
+        if manifest.int8_weight_bits is None and self._device == "cpu" and _this_cpu_saturates_int8():
+            log.warning(
+                "model %s %s has 8-bit INT8 weights (exported before model 1.5.0), and this CPU has no VNNI: "
+                "onnxruntime's INT8 kernel saturates on them and transcripts lose accuracy. Publish the model again "
+                "from python -m serving.build.export (7-bit weights, exact on every CPU)",
+                self.name,
+                self.version,
+            )
         self._whisper = WhisperDecoder(self.config, self._tokenizer, self._device)
         self.batch = batch or (GPU_BATCH if self._device == "cuda" else CPU_BATCH)
         expected = decoder_inputs(self.config.n_decoder_layers)

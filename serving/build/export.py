@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from serving.build.cache import ensure_built
 from serving.build.ct2_weights import parse_ct2_model
+from serving.build.row_int8 import WEIGHT_BITS
 from serving.bundled import MODEL_VERSION, PROFILES, Profile, model_dir_for, package_file, profile_of
 from serving.model_dir import (
     CACHE_ENV,
@@ -271,7 +272,7 @@ def build_model_dir(profile: str, target: Path) -> Path:
     log.info("export check for %s: %s", source.name, report)
     shutil.copyfile(package_file(source.package, f"{source.data_dir}/{TOKENIZER_FILE}"), target / TOKENIZER_FILE)
     write_config(target, config)
-    write_manifest(target, source.name, MODEL_VERSION, profile, "asr")
+    write_manifest(target, source.name, MODEL_VERSION, profile, "asr", int8_weight_bits=WEIGHT_BITS)
     log.info("exported %s (%s) in %.1f s", source.name, _source_version(source), time.perf_counter() - started)
     return target
 

@@ -31,7 +31,8 @@ _MS_DOMAIN = "com.microsoft"
 # of u8 x s8 products in 16 bits, which saturate: 255 x 127 x 2 overflows 32767, 255 x 63 x 2 does not. On an AVX2
 # EPYC, a random u8s8 product with full-range weights was off by 18%, and exact with 7 bits. VNNI's kernel adds in
 # 32 bits, exact either way, so this costs one bit of each weight there.
-WEIGHT_LEVELS = 63
+WEIGHT_BITS = 7
+WEIGHT_LEVELS = 2 ** (WEIGHT_BITS - 1) - 1  # 63
 # Rows of zeros would have a zero scale; any row's largest magnitude is at least this.
 _TINY = 1e-12
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -130,6 +131,41 @@ def test_a_manifest_without_a_kind_is_an_asr_model(tiny_en_model_dir, tmp_path):
 def test_a_manifest_of_an_unknown_kind_is_refused_with_the_kinds(tiny_en_model_dir, tmp_path):
     with pytest.raises(ModelError, match="has kind 'video'; a model's kind is one of asr, tts, speaker"):
         read_manifest(_manifest_copy(tiny_en_model_dir, tmp_path, kind="video"))
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "saturates"),
+    [
+        ("x86_64", "fpu sse2 avx avx2 fma", True),  # AVX2 only: AMD EPYC up to Zen 3
+        ("x86_64", "fpu avx2 avx512f avx512bw", True),  # Skylake's AVX-512, before VNNI
+        ("x86_64", "fpu avx2 avx512f avx512_vnni", False),
+        ("x86_64", "fpu avx2 avx_vnni", False),
+        ("x86_64", "fpu avx2 avx512_vnni amx_int8 amx_tile", False),
+        ("aarch64", "fp asimd asimddp", False),
+        ("x86_64", None, False),  # flags unreadable: no warning on a guess
+    ],
+)
+def test_a_cpu_without_vnni_is_known_to_saturate_8_bit_int8_weights(machine, flags, saturates):
+    from serving.whisper_onnx import int8_pairs_saturate
+
+    cpuinfo = "processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags is not None else "")
+    assert int8_pairs_saturate(machine, cpuinfo) is saturates
+
+
+@pytest.mark.parametrize(("bits", "warned"), [(None, True), (7, False)])
+def test_a_model_with_8_bit_int8_weights_is_reported_on_a_cpu_that_saturates_them(
+    tiny_en_model_dir, tmp_path, monkeypatch, caplog, bits, warned
+):
+    import serving.whisper_onnx as whisper_onnx
+
+    monkeypatch.setattr(whisper_onnx, "_this_cpu_saturates_int8", lambda: True)
+    copy = _manifest_copy(tiny_en_model_dir, tmp_path, int8_weight_bits=bits)
+    with caplog.at_level(logging.WARNING, logger="serving.whisper_onnx"):
+        engine = whisper_onnx.load_engine(copy, threads=1)
+    engine.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "serving.whisper_onnx"]
+    expected = [f"model whisper-tiny.en {MODEL_VERSION} has 8-bit INT8 weights"] if warned else []
+    assert [message.split(" (")[0] for message in messages] == expected, messages
 
 
 def test_a_model_of_another_kind_is_refused_by_the_asr_engine(tiny_en_model_dir, tmp_path):

@@ -41,6 +41,7 @@ def test_onnx_graphs_match_torch_on_speech_they_were_not_checked_on(bundled_mode
 def test_bundled_model_directory_names_its_model_and_version(bundled_model_dir):
     manifest = read_manifest(bundled_model_dir)
     assert (manifest.name, manifest.version, manifest.profile) == ("whisper-base", MODEL_VERSION, "base")
+    assert manifest.int8_weight_bits == 7  # a server on a CPU without VNNI knows it needs no warning
     assert bundled_model_dir == model_dir_for("base")
 
 
