@@ -49,6 +49,8 @@ from serving.whisper_decoder import CrossKV, WhisperDecoder, on_host
 
 __all__ = ["ModelError", "WhisperOnnxEngine", "load_engine"]
 
+log = logging.getLogger(__name__)
+
 # A draft encodes the audio plus this much silence, rounded up to whole seconds (measured on the test sentences:
 # 0.5 s of padding cost drafts 4 WER points over full windows, 1 s cost 1.3, 2 s cost 2).
 DRAFT_PAD_S = 1.0
@@ -60,7 +62,6 @@ DRAFT_QUANTUM_S = 1.0
 # there windows are encoded one by one into the batch's K/V; on the GPU a batch of windows is one encoder run.
 CPU_BATCH = 8
 GPU_BATCH = 16
-log = logging.getLogger(__name__)
 # CPU features whose INT8 instructions add u8 x s8 products in 32 bits; an x86 CPU with none of them adds pairs in 16,
 # which 8-bit weights saturate (serving/build/row_int8.py).
 _VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})

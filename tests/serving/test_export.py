@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ import pytest
 from serving.build.export import ensure_bundled_model, load_torch_whisper
 from serving.bundled import MODEL_VERSION, model_dir_for
 from serving.model_dir import DECODER_FILE, ENCODER_FILE, MANIFEST_FILE, ModelError, read_manifest, verify_model_dir
+
+if TYPE_CHECKING:
+    from onnx import GraphProto
 
 
 @pytest.fixture
@@ -25,6 +30,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundled_graphs(bundled_model_dir) -> Callable[[str], GraphProto]:
+    """A graph of the bundled base model by file name, each loaded once for the module (the decoder alone takes
+    about 0.6 s)."""
+    import onnx
+
+    return functools.cache(lambda name: onnx.load(str(bundled_model_dir / name)).graph)
 
 
 @pytest.mark.slow
@@ -45,10 +59,8 @@ def test_bundled_model_directory_names_its_model_and_version(bundled_model_dir):
     assert bundled_model_dir == model_dir_for("base")
 
 
-def test_every_decoder_weight_matmul_is_int8_the_vocabulary_projection_on_the_u8s8_kernel(bundled_model_dir):
-    import onnx
-
-    graph = onnx.load(str(bundled_model_dir / DECODER_FILE)).graph
+def test_every_decoder_weight_matmul_is_int8_the_vocabulary_projection_on_the_u8s8_kernel(bundled_graphs):
+    graph = bundled_graphs(DECODER_FILE)
     weights = {init.name: init for init in graph.initializer}
     ops = [node.op_type for node in graph.node]
     by_weight = [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
@@ -59,15 +71,14 @@ def test_every_decoder_weight_matmul_is_int8_the_vocabulary_projection_on_the_u8
     assert ops.count("MatMulNBits") == 6 * 6  # six decoder layers, six weight MatMuls each
 
 
-def test_every_int8_weight_takes_7_bits_so_cpus_without_vnni_compute_it_exactly(bundled_model_dir):
+def test_every_int8_weight_takes_7_bits_so_cpus_without_vnni_compute_it_exactly(bundled_graphs):
     """See ``serving/build/row_int8.py``: with 8-bit weights the u8s8 kernel of AVX2 CPUs saturates. Dynamic
     quantization's ``reduce_range`` keeps the encoder's in [-64, 64] (255 x 64 x 2 still fits 16 bits)."""
-    import onnx
     from onnx import numpy_helper
 
     largest = {}
     for name, op in ((ENCODER_FILE, "MatMulInteger"), (DECODER_FILE, "MatMulIntegerToFloat")):
-        graph = onnx.load(str(bundled_model_dir / name)).graph
+        graph = bundled_graphs(name)
         weights = {init.name: init for init in graph.initializer}
         stored = [numpy_helper.to_array(weights[node.input[1]]) for node in graph.node if node.op_type == op]
         assert stored and all(w.dtype == np.int8 for w in stored), name
