@@ -182,8 +182,8 @@ def test_a_window_still_sent_back_at_30_seconds_goes_on_to_hotter_decodes_on_its
     clip = synthesize("The birch canoe slid on the smooth planks.")
     encoded: list[int] = []
     encode, whisper = tiny_en_engine._encode, tiny_en_engine._whisper
-    hotter: list[tuple[int, Decoded]] = []
-    frames_of = {}
+    hotter: list[tuple[int | None, Decoded]] = []
+    frames_of: dict[int, int] = {}
 
     def spy(encoder, mels):
         encoded.extend(mel.shape[-1] for mel in mels)
