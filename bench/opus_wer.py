@@ -1,6 +1,7 @@
 """What Opus costs in accuracy: the test clips as PCM16 and through Opus at 16 and 24 kbps, transcribed alike.
 
-    python -m bench.opus_wer [--bitrates 16000,24000] [--quick] [--out bench/results/opus_wer.json]
+    python -m bench.opus_wer [--bitrates 16000,24000] [--quick] [--profile base] [--threads N]
+        [--out bench/results/opus_wer.json]
 
 Every English clip of the test set (espeak-ng and flite) is encoded as a phone would send it on a stream: 20 ms
 VoIP-mode packets, by the libopus that PyAV bundles, which is also what the server decodes with; the packets are
@@ -24,7 +25,7 @@ from bench.longform import _machine
 from serving.build.export import ensure_bundled_model
 from serving.engine import SAMPLE_RATE
 from serving.stream_codec import OpusFrames
-from serving.whisper_onnx import load_engine
+from serving.whisper_onnx import default_threads, load_engine
 from tests.serving.conftest import load_sentences, synthesize, word_error_rate
 from tests.serving.server_fixtures import opus_packets
 
@@ -52,13 +53,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(prog="python -m bench.opus_wer", description=__doc__.splitlines()[0])
     parser.add_argument("--bitrates", default="16000,24000", help="Opus bitrates in bit/s (default 16000,24000)")
     parser.add_argument("--profile", default="base", help="bundled model profile (base, tiny.en)")
+    parser.add_argument("--threads", type=int, default=default_threads(), help="onnxruntime intra-op threads")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run on {QUICK_CLIPS} clips")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
     texts = [s.text for s in load_sentences() if s.language == "en"]
     texts = texts[: QUICK_CLIPS // 2] if args.quick else texts
     clips = [(text, tts, synthesize(text, engine=tts)) for tts in ("espeak-ng", "flite") for text in texts]
-    engine = load_engine(ensure_bundled_model(args.profile))
+    engine = load_engine(ensure_bundled_model(args.profile), threads=args.threads)
     seconds = sum(len(audio) for *_, audio in clips) / SAMPLE_RATE
     print(f"{len(clips)} clips, {seconds:.0f} s, whisper {args.profile}; machine {_machine()}")
     print(f"{'audio':<14} {'kbps':>6} {'WER':>6} {'espeak-ng':>9} {'flite':>6}")
