@@ -322,35 +322,22 @@ class WhisperOnnxEngine:
         words ("Clay clip P glue the sheet ... Fill Put Use C You"), while the 30 s window read all three right at
         temperature 0. Only a window still sent back goes on to rising temperatures (``decode_hotter``)."""
         audio, mel, cross = window
+        is_beam = options.temperature == 0 and options.beam_size > 1
         if mel.shape[-1] < CHUNK_FRAMES:
             mel = window_features(audio, self.config.n_mels)
             cross = self._encode(encoder, [mel])
-            first = self._decode_alone(decoder, cross, language, options, rng, prompt, speech_end)
+            ends = [speech_end]
+            if is_beam:
+                again, _ = beam_decode(self._whisper, decoder, cross, 1, language, options.beam_size, prompt, ends)
+                cross = None  # rearranged by the search
+            else:
+                again, _ = self._whisper.decode(decoder, cross, 1, language, options.temperature, rng, prompt, ends)
+            first = again[0]
             if not first.needs_fallback:
                 return first
-            if options.temperature == 0 and options.beam_size > 1:
-                cross = None
         if cross is None:
             cross = self._encode(encoder, [mel])
         return self._whisper.decode_hotter(decoder, cross, first, language, rng, prompt, speech_end)
-
-    def _decode_alone(
-        self,
-        decoder: ort.InferenceSession,
-        cross: CrossKV,
-        language: str,
-        options: DecodeOptions,
-        rng: np.random.Generator,
-        prompt: list[int] | None,
-        speech_end: float,
-    ) -> Decoded:
-        """One window decoded as ``options`` say, by beam search or greedily (or sampled)."""
-        ends = [speech_end]
-        if options.temperature == 0 and options.beam_size > 1:
-            decoded, _ = beam_decode(self._whisper, decoder, cross, 1, language, options.beam_size, prompt, ends)
-        else:
-            decoded, _ = self._whisper.decode(decoder, cross, 1, language, options.temperature, rng, prompt, ends)
-        return decoded[0]
 
     def detect_language(self, audio: np.ndarray) -> str:
         """The language of the first window with speech (of the start, when the VAD hears none): one encoder pass
