@@ -14,7 +14,7 @@ from pathlib import Path
 from serving.model_dir import ModelError, cache_root
 
 # Bump when the export recipe changes, so caches and the model store never mix recipes under one version.
-MODEL_VERSION = "1.5.0"
+MODEL_VERSION = "1.6.0"
 # Bump when the voice directory's layout changes or the voice package is upgraded: the TTS cache is keyed by it.
 VOICE_VERSION = "1.0.0"
 

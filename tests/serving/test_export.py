@@ -71,6 +71,25 @@ def test_every_decoder_weight_matmul_is_int8_the_vocabulary_projection_on_the_u8
     assert ops.count("MatMulNBits") == 6 * 6  # six decoder layers, six weight MatMuls each
 
 
+def test_the_token_lookup_reads_the_embedding_in_fp16_and_no_fp32_copy_is_shipped(bundled_graphs, bundled_model_dir):
+    """The bundled weights are fp16, so an fp16 table holds them exactly (the export checks); an fp32 copy would
+    be 106 of base's decoder's 159 MB."""
+    from onnx import TensorProto
+
+    graph = bundled_graphs(DECODER_FILE)
+    tables = {init.name: init for init in graph.initializer}
+    gathers = [node for node in graph.node if node.op_type == "Gather" and node.input[0] in tables]
+    lookups = [node for node in gathers if tables[node.input[0]].dims[-1] == 51865]  # not the positions' [448, 512]
+    assert [(tables[node.input[0]].data_type, list(tables[node.input[0]].dims)) for node in lookups] == [
+        (TensorProto.FLOAT16, [512, 51865])
+    ]
+    casts = [node for node in graph.node if node.op_type == "Cast" and node.input[0] == lookups[0].output[0]]
+    assert [(a.name, a.i) for a in casts[0].attribute] == [("to", TensorProto.FLOAT)]
+    largest_fp32 = max(np.prod(init.dims) for init in tables.values() if init.data_type == TensorProto.FLOAT)
+    assert largest_fp32 < 1_000_000, largest_fp32  # layer norms, biases, positions; no vocabulary-sized table
+    assert (bundled_model_dir / DECODER_FILE).stat().st_size < 110_000_000
+
+
 def test_every_int8_weight_takes_7_bits_so_cpus_without_vnni_compute_it_exactly(bundled_graphs):
     """See ``serving/build/row_int8.py``: with 8-bit weights the u8s8 kernel of AVX2 CPUs saturates. Dynamic
     quantization's ``reduce_range`` keeps the encoder's in [-64, 64] (255 x 64 x 2 still fits 16 bits)."""
