@@ -256,22 +256,14 @@ class WhisperOnnxEngine:
             cross = self._encode(encoder, mels)
             _add(timings, "encode", started)
             started = time.perf_counter()
-            is_beam = options.temperature == 0 and options.beam_size > 1
-            if is_beam:  # the search rearranges the batch's K/V as windows finish
-                decoded, language = beam_decode(
-                    self._whisper, decoder, cross, len(batch), language, options.beam_size, prompt, speech_ends
-                )
-            else:
-                decoded, language = self._whisper.decode(
-                    decoder, cross, len(batch), language, options.temperature, rng, prompt, speech_ends
-                )
+            decoded, language = self._decode(decoder, cross, len(batch), language, options, rng, prompt, speech_ends)
             for row, result in enumerate(decoded):
                 if result.needs_fallback:
                     index, window, _ = batch[row]
                     decoded[row] = self._decode_again(
                         encoder,
                         decoder,
-                        (window.audio(checked[index]), mels[row], None if is_beam else _row(cross, row)),
+                        (window.audio(checked[index]), mels[row], None if _searches(options) else _row(cross, row)),
                         result,
                         language,
                         options,
@@ -322,22 +314,35 @@ class WhisperOnnxEngine:
         words ("Clay clip P glue the sheet ... Fill Put Use C You"), while the 30 s window read all three right at
         temperature 0. Only a window still sent back goes on to rising temperatures (``decode_hotter``)."""
         audio, mel, cross = window
-        is_beam = options.temperature == 0 and options.beam_size > 1
         if mel.shape[-1] < CHUNK_FRAMES:
             mel = window_features(audio, self.config.n_mels)
             cross = self._encode(encoder, [mel])
-            ends = [speech_end]
-            if is_beam:
-                again, _ = beam_decode(self._whisper, decoder, cross, 1, language, options.beam_size, prompt, ends)
-                cross = None  # rearranged by the search
-            else:
-                again, _ = self._whisper.decode(decoder, cross, 1, language, options.temperature, rng, prompt, ends)
+            again, _ = self._decode(decoder, cross, 1, language, options, rng, prompt, [speech_end])
             first = again[0]
             if not first.needs_fallback:
                 return first
+            if _searches(options):
+                cross = None  # rearranged by the search
         if cross is None:
             cross = self._encode(encoder, [mel])
         return self._whisper.decode_hotter(decoder, cross, first, language, rng, prompt, speech_end)
+
+    def _decode(
+        self,
+        decoder: ort.InferenceSession,
+        cross: CrossKV,
+        rows: int,
+        language: str | None,
+        options: DecodeOptions,
+        rng: np.random.Generator,
+        prompt: list[int] | None,
+        speech_ends: list[float],
+    ) -> tuple[list[Decoded], str]:
+        """``rows`` windows (those of ``cross``) decoded as ``options`` say: by beam search, which rearranges
+        ``cross`` as windows finish, or greedily (sampled above temperature 0)."""
+        if _searches(options):
+            return beam_decode(self._whisper, decoder, cross, rows, language, options.beam_size, prompt, speech_ends)
+        return self._whisper.decode(decoder, cross, rows, language, options.temperature, rng, prompt, speech_ends)
 
     def detect_language(self, audio: np.ndarray) -> str:
         """The language of the first window with speech (of the start, when the VAD hears none): one encoder pass
@@ -483,6 +488,11 @@ class WhisperOnnxEngine:
         """Drop both sessions; later calls raise ``ModelError`` instead of touching freed memory."""
         self._encoder = None
         self._decoder = None
+
+
+def _searches(options: DecodeOptions) -> bool:
+    """Whether ``options`` decode by beam search (at temperature 0 only; sampling takes one hypothesis a window)."""
+    return options.temperature == 0 and options.beam_size > 1
 
 
 def _row(cross: CrossKV, row: int) -> CrossKV:
