@@ -9,8 +9,12 @@ stack's exports. Results are cached per session because a program run is determi
 from __future__ import annotations
 
 import gc
-from collections import Counter
-from collections.abc import Callable, Iterator
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -52,10 +56,75 @@ def pytest_sessionfinish() -> None:
     gc.freeze()
 
 
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+class _Item(Protocol):
+    """What the ordering reads of a collected test."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def nodeid(self) -> str: ...
+
+
+_ItemT = TypeVar("_ItemT", bound=_Item)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write each test's seconds (set-up, call and tear-down) into {DURATIONS.name}, which orders the files",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with the most ``slow`` tests first, the rest in pytest-randomly's order (a stable sort keeps each file's
-    tests together and in their shuffled order). With ``--dist loadfile`` the workers take files in this order
-    (``--no-loadscope-reorder`` in pytest.ini), so a file of minute-long tests never starts last while the other
-    workers sit idle."""
-    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])
+    """With ``--dist loadfile`` the workers take files in the order the items are in (``--no-loadscope-reorder`` in
+    pytest.ini): ``longest_files_first``, by ``durations.json``."""
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items[:] = longest_files_first(items, recorded)
+
+
+def longest_files_first(items: Sequence[_ItemT], recorded: Mapping[str, float]) -> list[_ItemT]:
+    """``items`` with their files in the order of their ``recorded`` seconds, the longest first, and files with no
+    test on record before those (a new file may be long). A test not on record counts as the median of those that
+    are. A stable sort keeps each file's tests together and in pytest-randomly's shuffled order. Longest-first list
+    scheduling: the last files to start are short, so no worker runs on alone while the others wait."""
+    typical = statistics.median(recorded.values()) if recorded else 0.0
+    seconds: defaultdict[Path, float] = defaultdict(float)
+    known: set[Path] = set()
+    for item in items:
+        seconds[item.path] += recorded.get(item.nodeid, typical)
+        if item.nodeid in recorded:
+            known.add(item.path)
+    return sorted(items, key=lambda item: (item.path in known, -seconds[item.path]))
+
+
+def merged_durations(recorded: Mapping[str, float], measured: Mapping[str, float], root: Path) -> dict[str, float]:
+    """``recorded`` updated with this run's ``measured`` seconds (tests that did not run keep theirs), without the
+    tests whose file is gone, sorted by node id."""
+    merged = {**recorded, **{nodeid: round(value, 2) for nodeid, value in measured.items()}}
+    return {nodeid: value for nodeid, value in sorted(merged.items()) if (root / nodeid.split("::")[0]).exists()}
+
+
+class _DurationRecorder:
+    """``--store-durations``: each report's seconds, summed per test, merged into ``durations.json`` at the end. With
+    xdist the reports reach this process from the workers, so only the process that ran pytest writes."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.seconds[report.nodeid] += report.duration
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+        merged = merged_durations(recorded, self.seconds, Path(session.config.rootpath))
+        DURATIONS.write_text(json.dumps(merged, indent=0) + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("store_durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_DurationRecorder(), "durations-recorder")

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import socket
 import ssl
 import subprocess
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import av
 import httpx
 import numpy as np
+import pytest
 import soundfile
 import uvicorn
 from fastapi import FastAPI
@@ -33,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from contract import service
 from serving.__main__ import ws_max_size
 from serving.model_dir import MANIFEST_FILE
 from serving.settings import ModelSettings, Settings
@@ -104,9 +107,39 @@ def server_model(cache_root: Path, profile: str = "base", **overrides: Any) -> M
     batch requests decoded greedily on windows fitted with 5 s of silence, as stream finals are by default (server
     tests are about routes, formats, limits and versions; beam search and 30 s windows are tested on the engine, in
     ``test_beam.py`` and ``test_whisper_onnx.py``, and cost about 2x and 3x more behind every route), on one intra-op
-    thread (the suite runs four workers on two cores)."""
+    thread (the suite runs three workers on two cores)."""
     fields: dict[str, Any] = {"name": f"whisper-{profile}", "profile": profile, **TEST_DECODING}
     return ModelSettings(cache_dir=cache_root, **(fields | overrides))
+
+
+# Fake credentials for the moto server (it accepts any), and objects kept in memory whatever their size: moto's
+# default spills every object over 5 MB to a temporary file and reads the whole file back for each ranged GET the
+# store client makes (16 MB ranges), which cost the store tests about a tenth of their CPU.
+MOTO_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30),
+}
+
+
+@contextlib.contextmanager
+def moto_store() -> Iterator[str]:
+    """A moto S3 server on loopback, run by this process (``publish_in_moto`` writes into it), with ``MOTO_ENV`` set
+    until the block ends; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        for variable, value in MOTO_ENV.items():
+            env.setenv(variable, value)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
 
 
 def publish_in_moto(bucket: str, model_dir: Path, name: str, version: str, manifest_version: str | None = None) -> None:
@@ -382,6 +415,15 @@ def sample(samples: dict[tuple[str, frozenset], float], metric: str, /, **labels
             f"no sample {metric}{labels}; have {sorted(n for n, _ in samples if n.startswith(metric))}"
         )
     return samples[key]
+
+
+def decodes(base_url: str, kind: str) -> float:
+    """How many decodes of ``kind`` (batch, partial, final, speculative, ...) the server has counted, all models."""
+    return sum(
+        value
+        for (name, labels), value in scrape(base_url).items()
+        if name == f"{service.METRIC_INFERENCE_DURATION}_count" and ("kind", kind) in labels
+    )
 
 
 def start_upload(

@@ -45,7 +45,7 @@ def server_process(tiny_en_model_dir):
     env |= {
         "SPEECH_MODEL_CACHE": str(tiny_en_model_dir.parents[1]),
         "SPEECH_MODEL__PROFILE": "tiny.en",  # the quickest to load: this is about the process, not accuracy
-        "SPEECH_MODEL__THREADS": "1",  # as every test server: the suite runs four workers on two cores
+        "SPEECH_MODEL__THREADS": "1",  # as every test server: the suite runs three workers on two cores
         "SPEECH_TTS__ENABLED": "false",
         "SPEECH_SHUTDOWN__GRACE_S": "120",
         "SPEECH_LIMITS__UPLOAD_IDLE_TIMEOUT_S": "120",

@@ -1,0 +1,40 @@
+"""The order the workers take the files in (tests/conftest.py): longest first, by tests/durations.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import longest_files_first, merged_durations
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    nodeid: str
+
+
+def _items(*nodeids: str) -> list[Item]:
+    return [Item(Path(nodeid.split("::")[0]), nodeid) for nodeid in nodeids]
+
+
+def test_files_go_longest_first_with_their_tests_together_in_their_own_order():
+    items = _items("a.py::one", "b.py::two", "b.py::one", "c.py::one", "a.py::two")
+    recorded = {"a.py::one": 1.0, "a.py::two": 2.0, "b.py::one": 9.0, "b.py::two": 0.5, "c.py::one": 4.0}
+    ordered = longest_files_first(items, recorded)
+    assert [item.nodeid for item in ordered] == ["b.py::two", "b.py::one", "c.py::one", "a.py::one", "a.py::two"]
+
+
+def test_a_file_with_no_test_on_record_goes_first_and_a_new_test_counts_as_the_median():
+    items = _items("old.py::short", "old.py::new", "other.py::long", "new.py::one")
+    recorded = {"old.py::short": 1.0, "other.py::long": 3.0, "elsewhere.py::x": 2.0}
+    ordered = longest_files_first(items, recorded)
+    # old.py: 1 + the median 2 = 3 s, as long as other.py: the stable sort keeps their collected order.
+    assert [item.nodeid for item in ordered] == ["new.py::one", "old.py::short", "old.py::new", "other.py::long"]
+
+
+def test_a_run_updates_its_tests_keeps_the_others_and_drops_the_tests_of_deleted_files(tmp_path):
+    (tmp_path / "kept.py").write_text("")
+    recorded = {"kept.py::ran": 5.0, "kept.py::skipped": 1.0, "gone.py::old": 3.0}
+    merged = merged_durations(recorded, {"kept.py::ran": 2.345, "kept.py::new": 0.5}, tmp_path)
+    assert merged == {"kept.py::new": 0.5, "kept.py::ran": 2.35, "kept.py::skipped": 1.0}
