@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import os
 import platform
 import sys
@@ -35,7 +34,6 @@ from pathlib import Path
 import boto3
 import httpx
 import numpy as np
-from moto.server import ThreadedMotoServer
 
 from contract.topology import DEFAULT_TOPOLOGY, Region
 from infra import rollback
@@ -49,6 +47,7 @@ from tests.serving.server_fixtures import (
     LiveServer,
     digest,
     live_server,
+    moto_store,
     publish_in_moto,
     silence,
     stream_audio,
@@ -58,7 +57,6 @@ NAME = "whisper-tiny.en"
 OLD, NEW = "1.0.0", "2.0.0"
 TARGET_S = 300.0
 RESULTS = Path(__file__).parent / "results" / "rollback_drill.json"
-_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drill", "AWS_SECRET_ACCESS_KEY": "drill", "AWS_SESSION_TOKEN": "drill"}
 
 
 @dataclass
@@ -113,14 +111,7 @@ def _settings(region: Region, bucket: str, endpoint: str, cache: Path, quick: bo
 def _regions(work: Path, quick: bool) -> Iterator[dict[str, LiveServer]]:
     """A serving replica per region, each on its own bucket of one loopback model store."""
     with contextlib.ExitStack() as stack:
-        for variable, value in _CREDENTIALS.items():
-            os.environ.setdefault(variable, value)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        stack.callback(moto.stop)
-        host, port = moto.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = stack.enter_context(moto_store())
         buckets = _store(endpoint, ensure_bundled_model("tiny.en"))
         servers = {}
         for region in DEFAULT_TOPOLOGY.regions:
@@ -156,10 +147,12 @@ async def _drill(servers: dict[str, LiveServer], speech_s: float) -> tuple[int, 
     """Streams speak before the rollback, stay open (silence) through it, and speak again after it: their finals
     after the swap show which engine still serves them."""
     before, after = _speech(speech_s), _speech(1.0)
+    # Finals only: which version decodes them is what the drill checks, and drafts would only take the CPU.
+    urls = {key: server.ws_url + "?interim_results=false" for key, server in servers.items()}
     rolled_back = asyncio.get_running_loop().create_future()
     streams = {
-        key: asyncio.create_task(stream_audio(server.ws_url, before, then=(rolled_back, after), timeout_s=TARGET_S * 2))
-        for key, server in servers.items()
+        key: asyncio.create_task(stream_audio(url, before, then=(rolled_back, after), timeout_s=TARGET_S * 2))
+        for key, url in urls.items()
     }
     while any(server.app.state.serving.streams.active == 0 for server in servers.values()):
         await asyncio.sleep(0.05)  # every region has its stream open before the rollback starts

@@ -8,7 +8,6 @@ Versions are the bundled tiny.en model's real files (the smallest: these tests m
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import subprocess
@@ -21,7 +20,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from contract.topology import DEFAULT_TOPOLOGY
 from serving.model_dir import MANIFEST_FILE, verify_model_dir
@@ -29,8 +27,10 @@ from serving.model_store import ModelStore, ModelStoreError, version_order
 from serving.settings import Settings
 from tests.serving.server_fixtures import (
     ADMIN_KEY,
+    MOTO_ENV,
     digest,
     live_server,
+    moto_store,
     publish_in_moto,
     sample,
     scrape,
@@ -47,7 +47,6 @@ VIRGINIA_BUCKET = "speech-models-virginia"  # us-east-1: no region of the topolo
 BAD_BUCKET = "speech-models-eu-west-bad"  # tampered and mislabelled versions, kept out of EU_BUCKET's "newest"
 POLL_BUCKET = "speech-models-eu-west-poll"
 ODD_BUCKET = "speech-models-eu-west-odd"  # prefixes that are not version names
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 SPEECH = "Please call Stella and ask her to bring these things with her from the store."
 OTHER_SPEECH = "The weather forecast says it will rain heavily over the weekend."
 
@@ -65,14 +64,7 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tiny_en_model_dir):
-    with pytest.MonkeyPatch.context() as env:
-        for variable, value in CREDENTIALS.items():
-            env.setenv(variable, value)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    with moto_store() as endpoint:
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         for bucket, region in ((EU_BUCKET, "eu-west-1"), (US_BUCKET, "us-west-2"), (JP_BUCKET, "ap-northeast-1"),
                                (BAD_BUCKET, "eu-west-1"), (POLL_BUCKET, "eu-west-1"),
@@ -88,7 +80,6 @@ def store(tiny_en_model_dir):
         s3.put_object(Bucket=BAD_BUCKET, Key=f"models/{NAME}/2.0.0/config.json", Body=b'{"tampered": true}')
         published.publish(BAD_BUCKET, "3.0.0", manifest_version="1.0.0")
         yield published
-        server.stop()
 
 
 def test_versions_sort_by_their_numbers_not_as_text():
@@ -155,7 +146,7 @@ def test_a_bucket_outside_the_serving_jurisdiction_is_refused(store, tmp_path, s
 def test_python_m_serving_refuses_a_cross_jurisdiction_bucket_at_start_up(store, tmp_path):
     env = {
         **os.environ,
-        **CREDENTIALS,
+        **MOTO_ENV,
         "SPEECH_REGION": "eu-west-1",
         "SPEECH_MODEL__BUCKET": US_BUCKET,
         "SPEECH_MODEL__ENDPOINT_URL": store.endpoint,

@@ -3,12 +3,10 @@ version's cached audio: against a moto S3 server on loopback holding the real vo
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from serving.settings import Settings
 from tests.serving.server_fixtures import (
@@ -16,6 +14,7 @@ from tests.serving.server_fixtures import (
     LiveServer,
     digest,
     live_server,
+    moto_store,
     publish_in_moto,
     sample,
     scrape,
@@ -24,20 +23,12 @@ from tests.serving.server_fixtures import (
 
 BUCKET = "speech-models-eu-west-tts"
 ASR, VOICE = "whisper-tiny.en", "piper-en-us-joe-medium"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
 
 @pytest.fixture(scope="module")
 def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iterator[LiveServer]:
-    with pytest.MonkeyPatch.context() as env:
-        for variable, value in CREDENTIALS.items():
-            env.setenv(variable, value)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        host, port = moto.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    with moto_store() as endpoint:
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         publish_in_moto(BUCKET, tiny_en_model_dir, ASR, "1.0.0")
@@ -53,7 +44,6 @@ def store_server(tiny_en_model_dir, bundled_voice_dir, tmp_path_factory) -> Iter
         )
         with live_server(settings) as server:
             yield server
-        moto.stop()
 
 
 @pytest.mark.slow
