@@ -1,12 +1,13 @@
 """``WS /v1/asr/stream``: the wire protocol of a streaming session, and close codes for every way it ends.
 
-Query parameters: ``language`` (fixed for the stream; without it, detected once on the first speech) and ``codec``
-(``pcm16``, the default, or ``opus``). Client -> server: binary frames, each 16 kHz mono little-endian PCM16 (20 ms
-= 640 bytes is the intended size) or one Opus packet (``serving/stream_codec.py``); the text message
-``{"type": "flush"}`` to end the open utterance now and get its final; ``{"type": "stop"}`` to finish. Server ->
-client: ``ready`` once, ``partial`` and ``final`` messages per utterance (each with the stream's ``language``; a
-partial's ``committed`` text starts every later partial of its utterance), ``error`` (with the full explanation)
-just before any abnormal close. Close codes:
+Query parameters: ``language`` (fixed for the stream; without it, detected once on the first speech), ``codec``
+(``pcm16``, the default, or ``opus``) and ``interim_results`` (``false``: finals only, and no partial is decoded).
+Client -> server: binary frames, each 16 kHz mono little-endian PCM16 (20 ms = 640 bytes is the intended size) or one
+Opus packet (``serving/stream_codec.py``); the text message ``{"type": "flush"}`` to end the open utterance now and get
+its final; ``{"type": "stop"}`` to finish. Server -> client: ``ready`` once, ``partial`` and ``final`` messages per
+utterance (each with the stream's ``language``; a partial's ``committed`` text starts every later partial of its
+utterance), ``error`` (with the full explanation) just before any abnormal close.
+Close codes:
 1000 done, 1001 server shutting down (after the open utterance's final), 1003 unsupported data, 1008 policy (auth,
 tenant residency, language, idle), 1009 frame too big, 1011 internal error, 1013 try again later (max sessions, model
 loading, shutting down, or held back by backpressure too long: after the finals of the audio already taken).
@@ -79,6 +80,9 @@ async def stream(
     websocket: WebSocket,
     language: str | None = Query(default=None, pattern=LANGUAGE_PATTERN),
     codec: Annotated[Codec, Query(description="what binary frames hold: pcm16 or opus")] = "pcm16",
+    interim_results: Annotated[
+        bool, Query(description="false: finals only; no partial is decoded or sent (gRPC's interim_results)")
+    ] = True,
 ) -> None:
     state = serving_state(websocket)
     started = time.perf_counter()
@@ -96,7 +100,7 @@ async def stream(
         return
     status: int | str = CLOSE_INTERNAL_ERROR
     try:
-        status = await _serve(websocket, state, admitted.lease, language, codec, admitted.live)
+        status = await _serve(websocket, state, admitted.lease, language, codec, admitted.live, interim_results)
     finally:
         state.metrics.request(admitted.lease.info.version, ROUTE, status, time.perf_counter() - started)
         release(state, admitted)
@@ -109,10 +113,11 @@ async def _serve(
     language: str | None,
     codec: Codec,
     live: LiveStream,
+    interim_results: bool,
 ) -> int | str:
     """Run one session to its end and close the socket; return the metrics status (close code or client abort)."""
     settings = state.settings.stream
-    session = new_session(state, lease, language, codec)
+    session = new_session(state, lease, language, codec, interim_results=interim_results)
     unsupported = unsupported_language(lease, language)
     if unsupported is not None:
         await _close(websocket, StreamError(CLOSE_POLICY_VIOLATION, f"unsupported language {language!r}", unsupported))

@@ -124,12 +124,23 @@ def release(state: ServingState, admitted: Admitted) -> None:
     state.streams.close(admitted.live)  # last: whoever waits for the slot to free sees the stream fully counted
 
 
-def new_session(state: ServingState, lease: EngineLease, language: str | None, codec: Codec = "pcm16") -> StreamSession:
-    """A session whose frames are in ``codec`` (PCM16 or Opus packets, ``serving/stream_codec.py``)."""
+def new_session(
+    state: ServingState,
+    lease: EngineLease,
+    language: str | None,
+    codec: Codec = "pcm16",
+    *,
+    interim_results: bool = True,
+) -> StreamSession:
+    """A session whose frames are in ``codec`` (PCM16 or Opus packets, ``serving/stream_codec.py``); with
+    ``interim_results`` False it decodes and sends finals only."""
     settings = state.settings.stream
     vad = state.vad.stream(settings.vad_threshold, settings.end_silence_ms, settings.speculative_final_ms)
     frames = frame_decoder(codec)
-    return StreamSession(lease, vad, settings, state.inference, state.vad_pool, state.metrics, language, frames)
+    return StreamSession(
+        lease, vad, settings, state.inference, state.vad_pool, state.metrics, language, frames,
+        interim_results=interim_results,
+    )  # fmt: skip
 
 
 def unsupported_language(lease: EngineLease, language: str | None) -> str | None:

@@ -142,6 +142,8 @@ class StreamSession:
         metrics: ServingMetrics,
         language: str | None = None,
         frames: FrameDecoder | None = None,
+        *,
+        interim_results: bool = True,
     ) -> None:
         self._lease = lease
         self._vad = vad
@@ -162,6 +164,8 @@ class StreamSession:
         self._utterance = 0
         self._last_partial_at = 0
         self._next_start_floor = 0  # a new utterance's pre-roll never reaches back into the previous one
+        # Without interim results no draft is decoded at all: a client that wants only finals costs no partials' CPU.
+        self._interim_results = interim_results
         self._min_partial_every = settings.partial_interval_ms * SAMPLE_RATE // 1000
         self._partial_every = self._min_partial_every
         self._detect_after = int(settings.language_detect_s * SAMPLE_RATE)
@@ -304,8 +308,10 @@ class StreamSession:
             await self._finish_utterance(start, cut)
             if self._vad.is_speech:
                 self._begin_utterance(cut)
-        elif self._buffer.end - self._last_partial_at >= self._partial_every and (
-            self.language is not None or self._buffer.end - start >= self._detect_after
+        elif (
+            self._interim_results
+            and self._buffer.end - self._last_partial_at >= self._partial_every
+            and (self.language is not None or self._buffer.end - start >= self._detect_after)
         ):
             if self._is_new_speech_heard():
                 self._queue_partial(start, self._buffer.end)

@@ -49,10 +49,11 @@ class AsyncSpeechClient(Core[httpx.AsyncClient]):
         response, region = await self._post(TTS_PATH, json=body)
         return self.speech_from(response.content, response.headers, region)
 
-    def stream(self, *, language: str | None = None) -> AsyncStream:
+    def stream(self, *, language: str | None = None, interim_results: bool = True) -> AsyncStream:
         """A streaming session: ``async with client.stream() as s``; send PCM16 with ``s.send``, ``s.finish()``,
-        and iterate ``s`` for partial and final messages. Opening it fails over like a batch call does."""
-        return AsyncStream(self, language)
+        and iterate ``s`` for partial and final messages (finals only with ``interim_results=False``). Opening it
+        fails over like a batch call does."""
+        return AsyncStream(self, self.stream_query(language, interim_results))
 
     async def _post(self, path: str, **kwargs: object) -> tuple[httpx.Response, str]:
         plan = self._plan()
@@ -96,9 +97,9 @@ class AsyncStream:
     mid-stream raises :class:`StreamClosedError` (after every message received before it) instead of failing over.
     """
 
-    def __init__(self, core: Core[Any], language: str | None) -> None:
+    def __init__(self, core: Core[Any], query: str) -> None:
         self._core = core
-        self._language = language
+        self._query = query
         self._ws: ClientConnection | None = None
         self.region = ""
         self.ready: dict = {}
@@ -111,7 +112,7 @@ class AsyncStream:
                 await asyncio.sleep(attempt.delay_s)
             try:
                 ws = await connect(
-                    attempt.stream_url + core.stream_query(self._language),
+                    attempt.stream_url + self._query,
                     additional_headers=core.headers,
                     max_size=MAX_STREAM_MESSAGE_BYTES,
                     open_timeout=core.timeout_s,

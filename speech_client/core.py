@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
 
 from contract.service import CACHE_HEADER, REGION_HEADER, STREAM_PATH
 from contract.topology import DEFAULT_TOPOLOGY, Region, Topology
@@ -213,8 +214,11 @@ class Core(Generic[PoolT]):
         return body
 
     @staticmethod
-    def stream_query(language: str | None) -> str:
-        return f"?language={language}" if language else ""
+    def stream_query(language: str | None, interim_results: bool = True) -> str:
+        params = {"language": language} if language else {}
+        if not interim_results:
+            params["interim_results"] = "false"  # finals only: the server decodes no partial
+        return f"?{urlencode(params)}" if params else ""
 
     @staticmethod
     def speech_from(content: bytes, headers: Mapping[str, str], region: str) -> Speech:

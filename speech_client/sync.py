@@ -46,10 +46,13 @@ class SpeechClient(Core[httpx.Client]):
         response, region = self._post(TTS_PATH, json=body)
         return self.speech_from(response.content, response.headers, region)
 
-    def transcribe_stream(self, chunks: Iterable[bytes], *, language: str | None = None) -> Iterator[StreamMessage]:
+    def transcribe_stream(
+        self, chunks: Iterable[bytes], *, language: str | None = None, interim_results: bool = True
+    ) -> Iterator[StreamMessage]:
         """Stream PCM16 ``chunks`` (16 kHz mono; pace them yourself for live audio) and yield partial and final
-        messages as they arrive. The chunks are sent from a helper thread so messages flow while audio does."""
-        ws, region = self._open_stream(language)
+        messages as they arrive (finals only with ``interim_results=False``). The chunks are sent from a helper
+        thread so messages flow while audio does."""
+        ws, region = self._open_stream(self.stream_query(language, interim_results))
         sender = threading.Thread(target=_send_all, args=(ws, chunks), name="speech-stream-sender", daemon=True)
         sender.start()
         detail = None
@@ -69,14 +72,14 @@ class SpeechClient(Core[httpx.Client]):
         if code != CLOSE_NORMAL:
             raise StreamClosedError(region, code, ws.close_reason or "", detail)
 
-    def _open_stream(self, language: str | None) -> tuple[ClientConnection, str]:
+    def _open_stream(self, query: str) -> tuple[ClientConnection, str]:
         plan = self._plan()
         for attempt in plan:
             if attempt.delay_s:
                 time.sleep(attempt.delay_s)
             try:
                 ws = connect(
-                    attempt.stream_url + self.stream_query(language),
+                    attempt.stream_url + query,
                     additional_headers=self.headers,
                     max_size=MAX_STREAM_MESSAGE_BYTES,
                     open_timeout=self.timeout_s,

@@ -166,8 +166,8 @@ class SpeechService:
         if unsupported is not None:
             state.metrics.error(lease.info.version, "bad_config")
             return Code.INVALID_ARGUMENT, unsupported
-        session = new_session(state, lease, language)
-        send = partial(self._send, context, config.interim_results, {})
+        session = new_session(state, lease, language, interim_results=config.interim_results)
+        send = partial(self._send, context, {})
         ending: StreamError | None = None
         reader = None
         try:
@@ -209,15 +209,12 @@ class SpeechService:
             )
         return config
 
-    async def _send(
-        self, context: grpc.aio.ServicerContext, interim: bool, drafts: dict[int, str], message: dict
-    ) -> None:
-        """One session message (partial or final) as a StreamingRecognizeResponse; partials only when asked for."""
+    async def _send(self, context: grpc.aio.ServicerContext, drafts: dict[int, str], message: dict) -> None:
+        """One session message (partial or final) as a StreamingRecognizeResponse; without ``interim_results`` the
+        session decodes no partial to send."""
         pb = self._pb
         utterance, text = message["utterance"], message["text"]
         is_final = message["type"] == "final"
-        if not is_final and not interim:
-            return
         result = pb.StreamingRecognitionResult(
             alternatives=[pb.SpeechRecognitionAlternative(transcript=text)],
             is_final=is_final,

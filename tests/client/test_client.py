@@ -68,6 +68,13 @@ def test_a_blocking_stream_yields_the_same_messages(regions, speech_pcm):
     assert "round bowls" in " ".join(m.text for m in messages if m.is_final).lower()
 
 
+def test_a_stream_without_interim_results_yields_only_finals(regions, speech_pcm):
+    with SpeechClient(regions.endpoints, caller=Caller(continent="EU"), api_key=EU_KEY) as client:
+        messages = list(client.transcribe_stream(frames(speech_pcm), interim_results=False))
+    assert messages and all(m.is_final for m in messages), messages
+    assert "round bowls" in " ".join(m.text for m in messages).lower()
+
+
 def test_a_wrong_key_is_an_authentication_error_on_batch_and_stream_and_fails_nothing_over(regions, speech_wav):
     with SpeechClient(regions.endpoints, caller=Caller(continent="AF"), api_key="not-a-key") as client:
         with pytest.raises(AuthenticationError) as batch:

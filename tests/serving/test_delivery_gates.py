@@ -97,10 +97,10 @@ def _canary_query(gate: Gate) -> str:
 
 
 def _good_traffic(server: LiveServer, speech) -> None:
-    """A batch transcription and a whole stream, both answered."""
+    """A batch transcription and a whole stream (its finals: the gates read requests and finals), both answered."""
     response = httpx.post(f"{server.base_url}{service.BATCH_PATH}", content=wav_bytes(speech), timeout=120)
     assert response.status_code == 200, response.text
-    outcome = asyncio.run(stream_audio(server.ws_url, with_silence(speech), realtime=None))
+    outcome = asyncio.run(stream_audio(server.ws_url + "?interim_results=false", with_silence(speech), realtime=None))
     assert outcome.close_code == 1000 and outcome.final_text
 
 

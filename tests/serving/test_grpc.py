@@ -29,6 +29,7 @@ from tests.serving.server_fixtures import (
     ENV_KEY,
     FILE_KEY,
     SHARED_STREAM,
+    decodes,
     live_server,
     local_settings,
     pcm16,
@@ -169,13 +170,15 @@ def test_a_stream_gets_interim_then_final_results_as_accurate_as_the_websocket_r
     assert wer <= WER_BOUND, finals
 
 
-def test_without_interim_results_a_stream_gets_only_finals(server, synthesize):
+def test_without_interim_results_a_stream_gets_only_finals_and_no_draft_is_decoded(server, synthesize):
     speech = with_silence(synthesize(SECOND, engine="flite"))
     pace = server.settings.stream.max_realtime_factor
+    before = decodes(server.base_url, "partial")
     outcome = streaming(server.grpc_target, paced(speech, config(interim=False, language="en-US"), pace))
     assert outcome.code == Code.OK, outcome.details
     assert outcome.results and all(r.is_final for r in outcome.results)
     assert "lights" in transcript(outcome.finals).lower()
+    assert decodes(server.base_url, "partial") == before, "interim results were decoded only to be dropped"
 
 
 @pytest.mark.parametrize("encoding", ["container", "linear16"])

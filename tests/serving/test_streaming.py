@@ -15,6 +15,7 @@ from serving.bundled import MODEL_VERSION
 from tests.serving.server_fixtures import (
     SHARED_STREAM,
     close_of,
+    decodes,
     opus_packets,
     pcm16,
     sample,
@@ -69,6 +70,17 @@ def test_a_stream_in_real_time_gets_partials_then_a_final_per_utterance(server, 
     wer = word_error_rate([FIRST, SECOND], [f["text"] for f in finals])
     print(f"stream WER through the server (flite, real time): {wer:.1%}; {len(partials)} partials")
     assert wer <= 0.15, finals
+
+
+def test_a_stream_without_interim_results_gets_its_finals_and_no_partial_is_decoded(
+    server, synthesize, word_error_rate
+):
+    before = decodes(server.base_url, "partial")
+    url, pace = server.ws_url + "?interim_results=false", server.settings.stream.max_realtime_factor
+    outcome = asyncio.run(stream_audio(url, two_utterances(synthesize), realtime=pace))
+    assert outcome.close_code == 1000 and [m["type"] for m in outcome.messages] == ["final", "final"], outcome.messages
+    assert word_error_rate([FIRST, SECOND], [f["text"] for f in outcome.of_type("final")]) <= 0.15, outcome.messages
+    assert decodes(server.base_url, "partial") == before, "a stream without interim results decoded drafts"
 
 
 def test_a_client_sending_faster_than_real_time_is_held_back_and_loses_no_final(server, synthesize, word_error_rate):
