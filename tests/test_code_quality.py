@@ -35,6 +35,7 @@ CHECKED = (
     "tests/__init__.py",
     "tests/prometheus.py",
     "tests/test_runbooks.py",
+    "tests/test_suite_order.py",
 )
 
 # Pulumi programs of examples/ (each its own `__main__`), kept apart from the package's own __main__.py for mypy.
