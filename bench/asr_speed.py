@@ -28,8 +28,9 @@ import numpy as np
 
 from serving.build.export import bundled_weights, ensure_bundled_model
 from serving.bundled import PROFILES, package_file
+from serving.cpu import default_threads
 from serving.engine import SAMPLE_RATE, DecodeOptions
-from serving.whisper_onnx import default_threads, load_engine
+from serving.whisper_onnx import load_engine
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE_FILES = (REPO / "tests" / "data" / "asr_sentences.txt", REPO / "bench" / "harvard_sentences.txt")

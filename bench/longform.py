@@ -34,8 +34,9 @@ import numpy as np
 from bench.asr_speed import REPO, faster_whisper_dir, load_test_helpers
 from serving.build.export import ensure_bundled_model
 from serving.bundled import PROFILES
+from serving.cpu import default_threads
 from serving.engine import SAMPLE_RATE, DecodeOptions
-from serving.whisper_onnx import default_threads, load_engine
+from serving.whisper_onnx import load_engine
 
 SENTENCES = REPO / "bench" / "harvard_sentences.txt"
 RESULTS = REPO / "bench" / "results" / "longform.json"

@@ -23,9 +23,10 @@ import numpy as np
 from bench.asr_speed import REPO
 from bench.longform import _machine
 from serving.build.export import ensure_bundled_model
+from serving.cpu import default_threads
 from serving.engine import SAMPLE_RATE, DecodeOptions
 from serving.stream_codec import OpusFrames
-from serving.whisper_onnx import default_threads, load_engine
+from serving.whisper_onnx import load_engine
 from tests.serving.conftest import load_sentences, synthesize, word_error_rate
 from tests.serving.server_fixtures import opus_packets
 

@@ -15,11 +15,8 @@ Memory stays bounded for any length: features and K/V exist for one batch of win
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +26,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from serving.chunking import SPEECH_THRESHOLD, Span, Window, plan_windows, speech_end_in
+from serving.cpu import default_threads, this_cpu_saturates_int8
 from serving.decoding import Decoded
 from serving.engine import SAMPLE_RATE, DecodeOptions, Segment, Transcription
 from serving.mel import CHUNK_FRAMES, CHUNK_SAMPLES, draft_features, window_features
@@ -62,45 +60,8 @@ DRAFT_QUANTUM_S = 1.0
 # there windows are encoded one by one into the batch's K/V; on the GPU a batch of windows is one encoder run.
 CPU_BATCH = 8
 GPU_BATCH = 16
-# CPU features whose INT8 instructions add u8 x s8 products in 32 bits; an x86 CPU with none of them adds pairs in 16,
-# which 8-bit weights saturate (serving/build/row_int8.py).
-_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 # Temperature sampling is seeded per call, so the same audio always gives the same transcript.
 _SEED = 15
-
-
-def _cgroup_cpu_limit() -> int | None:
-    """CPUs granted by a cgroup v2 quota (a Kubernetes CPU limit), which affinity alone does not show."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
-
-
-def default_threads() -> int:
-    """One intra-op thread per usable CPU; more only make threads contend on a throttled container."""
-    usable = len(os.sched_getaffinity(0))
-    limit = _cgroup_cpu_limit()
-    return min(usable, limit) if limit else usable
-
-
-def int8_pairs_saturate(machine: str, cpuinfo: str) -> bool:
-    """Whether onnxruntime's u8s8 kernel saturates 8-bit weights on this CPU: an x86-64 one whose ``/proc/cpuinfo``
-    flags name no VNNI. Arm's kernels add in 32 bits; an x86 CPU whose flags cannot be read is given the benefit."""
-    if machine.lower() not in ("x86_64", "amd64"):
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
-    return flags is not None and not _VNNI_FLAGS.intersection(flags)
-
-
-@functools.cache
-def _this_cpu_saturates_int8() -> bool:
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    return int8_pairs_saturate(platform.machine(), cpuinfo)
 
 
 def _providers() -> list[str]:
@@ -143,7 +104,7 @@ class WhisperOnnxEngine:
         self._encoder_outputs = encoder_outputs(self.config.n_decoder_layers)
         # Caches stay where the decoder runs (GPU memory under CUDA): only tokens go in and logits come out.
         self._device = "cuda" if "CUDAExecutionProvider" in self._decoder.get_providers() else "cpu"
-        if manifest.int8_weight_bits is None and self._device == "cpu" and _this_cpu_saturates_int8():
+        if manifest.int8_weight_bits is None and self._device == "cpu" and this_cpu_saturates_int8():
             log.warning(
                 "model %s %s has 8-bit INT8 weights (exported before model 1.5.0), and this CPU has no VNNI: "
                 "onnxruntime's INT8 kernel saturates on them and transcripts lose accuracy. Publish the model again "

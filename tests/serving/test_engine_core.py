@@ -146,7 +146,7 @@ def test_a_manifest_of_an_unknown_kind_is_refused_with_the_kinds(tiny_en_model_d
     ],
 )
 def test_a_cpu_without_vnni_is_known_to_saturate_8_bit_int8_weights(machine, flags, saturates):
-    from serving.whisper_onnx import int8_pairs_saturate
+    from serving.cpu import int8_pairs_saturate
 
     cpuinfo = "processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags is not None else "")
     assert int8_pairs_saturate(machine, cpuinfo) is saturates
@@ -158,7 +158,7 @@ def test_a_model_with_8_bit_int8_weights_is_reported_on_a_cpu_that_saturates_the
 ):
     import serving.whisper_onnx as whisper_onnx
 
-    monkeypatch.setattr(whisper_onnx, "_this_cpu_saturates_int8", lambda: True)
+    monkeypatch.setattr(whisper_onnx, "this_cpu_saturates_int8", lambda: True)
     copy = _manifest_copy(tiny_en_model_dir, tmp_path, int8_weight_bits=bits)
     with caplog.at_level(logging.WARNING, logger="serving.whisper_onnx"):
         engine = whisper_onnx.load_engine(copy, threads=1)
