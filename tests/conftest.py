@@ -83,8 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With ``--dist loadfile`` the workers take files in the order the items are in (``--no-loadscope-reorder`` in
     pytest.ini): ``longest_files_first``, by ``durations.json``."""
-    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
-    items[:] = longest_files_first(items, recorded)
+    items[:] = longest_files_first(items, _recorded_durations())
+
+
+def _recorded_durations() -> dict[str, float]:
+    return json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
 
 
 def longest_files_first(items: Sequence[_ItemT], recorded: Mapping[str, float]) -> list[_ItemT]:
@@ -120,8 +123,7 @@ class _DurationRecorder:
         self.seconds[report.nodeid] += report.duration
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
-        merged = merged_durations(recorded, self.seconds, Path(session.config.rootpath))
+        merged = merged_durations(_recorded_durations(), self.seconds, Path(session.config.rootpath))
         DURATIONS.write_text(json.dumps(merged, indent=0) + "\n")
 
 
