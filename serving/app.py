@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from serving import api, openai_api, stream_api, tts_api, web
 from serving.auth import ApiKeyVerifier
+from serving.cpu import single_threaded_blas
 from serving.gate import RegionHeader, RequestGate, RequestMetrics, RouteTemplates
 from serving.grpc_api.server import GrpcServer
 from serving.inference import InferencePool
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    single_threaded_blas()  # here, before any model loads on a thread (serving/cpu.py)
     metrics = ServingMetrics(settings.region_label)
     keys = settings.auth.keys()
     homes = {digest: code for digest, code in keys.items() if code is not None}

@@ -27,6 +27,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from serving.build.export import ensure_bundled_model
 from serving.build.voice import ensure_bundled_voice
+from serving.cpu import single_threaded_blas
 from serving.engine import SAMPLE_RATE
 from serving.whisper_onnx import WhisperOnnxEngine, load_engine
 from tests.serving.redis_server import RedisServer
@@ -192,6 +193,13 @@ def long_recording(texts: list[str], seconds: float, *, seed: int = 15, across_e
     audio = np.concatenate(parts)
     audio += rng.normal(0, 1e-3, len(audio)).astype(np.float32)
     return Recording(audio, tuple(sentences))
+
+
+def pytest_configure() -> None:
+    """numpy's BLAS on one thread from collection on, as the server keeps it (``create_app``): the engines that tests
+    load directly would otherwise leave OpenBLAS's idle threads spinning after every log-mel product. Here, on the
+    main thread before any model loads (serving/cpu.py says why)."""
+    single_threaded_blas()
 
 
 @pytest.fixture(name="synthesize", scope="session")

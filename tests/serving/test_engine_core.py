@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_app_loads_and_warms_its_models_without_importing_torch(tiny_en_model_dir, bundled_voice_dir):
-    """What the image does (it has no torch): build the app, load and warm every model; torch blocked."""
+    """What the image does (it has no torch): build the app, load and warm every model; torch blocked; numpy's BLAS
+    on one thread."""
     script = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -45,15 +47,21 @@ def test_the_app_loads_and_warms_its_models_without_importing_torch(tiny_en_mode
         loaded = sorted(m for m in imported if m.split(".")[0] in ("torch", "onnx", "silero_vad"))
         loaded += sorted(m for m in imported if m.startswith("serving.build"))
         print("imported:", loaded)
+        from threadpoolctl import threadpool_info
+        print("blas threads:", sorted({{p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}}))
         """
     )
+    # OpenBLAS starts a thread per CPU unless these say otherwise; the app keeps it to one (serving/cpu.py).
+    blas_variables = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    env = {name: value for name, value in os.environ.items() if name not in blas_variables}
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"asr whisper-tiny.en {MODEL_VERSION} bundled" in result.stdout
     assert f"tts piper-en-us-joe-medium {VOICE_VERSION} bundled" in result.stdout
     assert "imported: []" in result.stdout, result.stdout
+    assert "blas threads: [1]" in result.stdout, result.stdout
 
 
 def test_a_server_without_a_store_or_a_built_model_names_the_build_command(tmp_path):
