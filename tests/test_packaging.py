@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import parse_python
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 _SPEC = importlib.util.spec_from_file_location("image_requirements", REPO / "scripts" / "image_requirements.py")
@@ -94,24 +96,10 @@ def test_every_version_is_pinned_once_in_pyproject_and_requirements_files_only_n
         assert all(re.fullmatch(project, e) for e in entries), f"{path} pins versions: {entries}"
 
 
-def _parsed(path: Path) -> ast.Module:
-    """``path``'s syntax tree. CPython 3.11 counts the AST constructor's recursion depth per interpreter, not per
-    thread, so a parse while another thread of this worker builds a tree (a server left by an earlier test) can fail
-    with "AST constructor recursion depth mismatch" (python/cpython#106905; seen once here in 3.11.7). The source is
-    not at fault, so the parse is tried again."""
-    for attempt in range(3):
-        try:
-            return ast.parse(path.read_text())
-        except SystemError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 def _third_party_imports(paths: list[Path]) -> set[str]:
     modules: set[str] = set()
     for path in paths:
-        for node in ast.walk(_parsed(path)):
+        for node in ast.walk(parse_python(path)):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

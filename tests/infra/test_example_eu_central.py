@@ -14,6 +14,7 @@ import pytest
 from contract.topology import EU_OUTLYING_COUNTRIES, Topology
 from infra import offline, plan, plan_report
 from infra.project import Project
+from tests.conftest import parse_python
 
 EXAMPLE = Project(offline.ROOT / "examples" / "eu-central")
 TOPOLOGY: Topology = runpy.run_path(str(EXAMPLE.program))["TOPOLOGY"]
@@ -31,7 +32,7 @@ def stacks() -> dict[str, offline.Graph]:
 
 
 def test_the_example_imports_only_public_names_of_the_package():
-    tree = ast.parse(EXAMPLE.program.read_text())
+    tree = parse_python(EXAMPLE.program)
     imported = [
         (node.module, alias.name)
         for node in ast.walk(tree)
