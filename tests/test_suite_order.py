@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import longest_files_first, merged_durations
+from tests.conftest import MYPY_TEST, expected_durations, longest_files_first, merged_durations
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,13 @@ def test_a_run_updates_its_tests_keeps_the_others_and_drops_the_tests_of_deleted
     recorded = {"kept.py::ran": 5.0, "kept.py::skipped": 1.0, "gone.py::old": 3.0}
     merged = merged_durations(recorded, {"kept.py::ran": 2.345, "kept.py::new": 0.5}, tmp_path)
     assert merged == {"kept.py::new": 0.5, "kept.py::ran": 2.35, "kept.py::skipped": 1.0}
+
+
+def test_without_a_mypy_cache_mypy_is_expected_to_take_as_long_as_its_first_run():
+    recorded = {MYPY_TEST: 3.5, "tests/test_code_quality.py::test_ruff_finds_nothing": 0.2, "long.py::x": 20.0}
+    assert expected_durations(recorded, mypy_cached=True) == recorded
+    cold = expected_durations(recorded, mypy_cached=False)
+    assert cold == {**recorded, MYPY_TEST: 30.0}
+    items = _items("long.py::x", "tests/test_code_quality.py::test_ruff_finds_nothing", MYPY_TEST)
+    assert longest_files_first(items, cold)[0].path.name == "test_code_quality.py"
+    assert longest_files_first(items, recorded)[0].path.name == "long.py"
