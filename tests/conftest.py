@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import gc
 import json
+import os
 import statistics
+import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -105,23 +107,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-# mypy's run (tests/test_code_quality.py) on a clone with no .mypy_cache yet: it analyses the libraries' type stubs
-# first, about 27 CPU-s where durations.json records the 3.5 s of a run on its cache.
+# mypy's run (tests/test_code_quality.py) with no cache yet (the first on a machine): it analyses the libraries' type
+# stubs first, about 27 CPU-s where durations.json records the 3.5 s of a run on its cache.
 MYPY_TEST = "tests/test_code_quality.py::test_mypy_finds_nothing"
-MYPY_CACHE = Path(__file__).resolve().parents[1] / ".mypy_cache"
 COLD_MYPY_S = 30.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With ``--dist loadfile`` the workers take files in the order the items are in (``--no-loadscope-reorder`` in
     pytest.ini): ``longest_files_first``, by ``durations.json`` (``expected_durations``)."""
-    items[:] = longest_files_first(items, expected_durations(_recorded_durations(), mypy_cached=MYPY_CACHE.is_dir()))
+    mypy_cached = mypy_cache_dir(ROOT).is_dir()
+    items[:] = longest_files_first(items, expected_durations(_recorded_durations(), mypy_cached=mypy_cached))
+
+
+def mypy_cache_dir(root: Path) -> Path:
+    """Where mypy keeps its cache for ``root``'s checks, found as mypy finds it: ``MYPY_CACHE_DIR``, else
+    ``[tool.mypy]``'s ``cache_dir`` with ``~`` and variables expanded; relative paths from ``root``."""
+    environ = os.environ.get("MYPY_CACHE_DIR", "")
+    if environ.strip():
+        return root / os.path.expanduser(environ)
+    configured = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mypy"].get("cache_dir", ".mypy_cache")
+    return root / os.path.expandvars(os.path.expanduser(configured))
 
 
 def expected_durations(recorded: Mapping[str, float], *, mypy_cached: bool) -> dict[str, float]:
-    """``recorded``, with mypy's test as long as a cold run when there is no cache: on a fresh clone it would
-    otherwise be ordered by its warm seconds, start among the last files and run on alone for half a minute (the
-    test phase of `.ci/run` measured 10-15 s longer than a warm run)."""
+    """``recorded``, with mypy's test as long as a cold run when there is no cache: it would otherwise be ordered by
+    its warm seconds, start among the last files and run on alone for half a minute (the test phase of `.ci/run`
+    measured 10-15 s longer than a warm run)."""
     expected = dict(recorded)
     if not mypy_cached:
         expected[MYPY_TEST] = max(expected.get(MYPY_TEST, 0.0), COLD_MYPY_S)

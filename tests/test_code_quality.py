@@ -67,8 +67,8 @@ def test_ruff_format_would_change_nothing():
 
 
 def test_mypy_finds_nothing():
-    # A fresh clone's first run analyses the libraries' type stubs (about 27 CPU-s: only the provider modules the code
-    # uses, pyproject.toml's [tool.mypy]); later runs reuse .mypy_cache.
+    # The first run on a machine analyses the libraries' type stubs (about 27 CPU-s: only the provider modules the code
+    # uses); later runs, from any clone, reuse the cache in ~/.cache/mypy (pyproject.toml's [tool.mypy]).
     result = _run("mypy", *(p for p in CHECKED if p not in PROGRAMS), timeout=900)
     assert result.returncode == 0, f"mypy:\n{result.stdout}{result.stderr}"
     for program in PROGRAMS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import MYPY_TEST, expected_durations, longest_files_first, merged_durations
+from tests.conftest import MYPY_TEST, expected_durations, longest_files_first, merged_durations, mypy_cache_dir
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,16 @@ def test_without_a_mypy_cache_mypy_is_expected_to_take_as_long_as_its_first_run(
     items = _items("long.py::x", "tests/test_code_quality.py::test_ruff_finds_nothing", MYPY_TEST)
     assert longest_files_first(items, cold)[0].path.name == "test_code_quality.py"
     assert longest_files_first(items, recorded)[0].path.name == "long.py"
+
+
+def test_the_mypy_cache_is_found_where_mypy_keeps_it(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.mypy]\ncache_dir = "~/.cache/mypy/$PROJECT"\n')
+    monkeypatch.setenv("HOME", "/home/ci")
+    monkeypatch.setenv("PROJECT", "speech")
+    monkeypatch.delenv("MYPY_CACHE_DIR", raising=False)
+    assert mypy_cache_dir(tmp_path) == Path("/home/ci/.cache/mypy/speech")
+    monkeypatch.setenv("MYPY_CACHE_DIR", "cache")
+    assert mypy_cache_dir(tmp_path) == tmp_path / "cache"
+    monkeypatch.setenv("MYPY_CACHE_DIR", " ")  # blank: mypy ignores it
+    (tmp_path / "pyproject.toml").write_text("[tool.mypy]\n")
+    assert mypy_cache_dir(tmp_path) == tmp_path / ".mypy_cache"
