@@ -111,13 +111,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # stubs first, about 27 CPU-s where durations.json records the 3.5 s of a run on its cache.
 MYPY_TEST = "tests/test_code_quality.py::test_mypy_finds_nothing"
 COLD_MYPY_S = 30.0
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With ``--dist loadfile`` the workers take files in the order the items are in (``--no-loadscope-reorder`` in
     pytest.ini): ``longest_files_first``, by ``durations.json`` (``expected_durations``)."""
-    mypy_cached = mypy_cache_dir(ROOT).is_dir()
+    mypy_cached = mypy_cache_dir(offline.ROOT).is_dir()
     items[:] = longest_files_first(items, expected_durations(_recorded_durations(), mypy_cached=mypy_cached))
 
 
